@@ -1,0 +1,173 @@
+//! Types shared by oomtrace's kernel side (`oomtrace-ebpf`) and user side (`oomtrace`).
+//!
+//! Every record the kernel side writes into the ring buffer is one [`MemEvent`]: a fixed-size,
+//! `#[repr(C)]` struct whose first field says what it is. The user side checks each record's
+//! length before decoding it. Counters of what the kernel side could not emit live in a per-CPU
+//! array indexed by [`DropReason`].
+#![no_std]
+#![deny(missing_docs)]
+
+/// Maximum number of frames kept per user stack (the kernel's `PERF_MAX_STACK_DEPTH` is 127).
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// What a [`MemEvent`] records.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// An allocator call returned: `addr` (0 = failed) of `size` requested bytes.
+    Alloc = 1,
+    /// `free(addr)` (or `realloc(addr, 0)`).
+    Free = 2,
+    /// `realloc(old_addr, size)` returned `addr` (0 = failed, old block kept).
+    Realloc = 3,
+    /// A direct anonymous `mmap` by user code returned `addr` for `size` bytes.
+    Mmap = 4,
+    /// A direct `munmap(addr, size)` by user code.
+    Munmap = 5,
+    /// A direct `mremap(old_addr, aux, size)` returned `addr`.
+    Mremap = 6,
+    /// A direct `brk` by user code: `addr` is the new break, `aux` the requested one.
+    Brk = 7,
+    /// A traced process forked: `tgid` is the parent, `aux` the child's pid.
+    Fork = 8,
+    /// A traced process called `execve`: its address space was replaced. `addr` and `size`
+    /// hold the new comm (16 bytes, little-endian, NUL-padded).
+    Exec = 9,
+    /// The last thread of a traced process exited; comm packed as for `Exec`.
+    Exit = 10,
+    /// A traced process called `exit_group(aux)`.
+    ExitGroup = 11,
+    /// A signal `aux` with the default action was delivered to a traced process.
+    Signal = 12,
+}
+
+impl EventKind {
+    /// Decodes the kind field of a record.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Self::Alloc,
+            2 => Self::Free,
+            3 => Self::Realloc,
+            4 => Self::Mmap,
+            5 => Self::Munmap,
+            6 => Self::Mremap,
+            7 => Self::Brk,
+            8 => Self::Fork,
+            9 => Self::Exec,
+            10 => Self::Exit,
+            11 => Self::ExitGroup,
+            12 => Self::Signal,
+            _ => return None,
+        })
+    }
+}
+
+/// Which allocator entry point produced an `Alloc`/`Realloc` event.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocFn {
+    /// `malloc(size)`.
+    Malloc = 0,
+    /// `calloc(n, m)`.
+    Calloc = 1,
+    /// `realloc(ptr, size)`.
+    Realloc = 2,
+    /// `reallocarray(ptr, n, m)`.
+    Reallocarray = 3,
+    /// `posix_memalign(&ptr, align, size)`.
+    PosixMemalign = 4,
+    /// `aligned_alloc(align, size)`.
+    AlignedAlloc = 5,
+    /// `memalign(align, size)`.
+    Memalign = 6,
+    /// `valloc(size)`.
+    Valloc = 7,
+    /// `pvalloc(size)`.
+    Pvalloc = 8,
+    /// A syscall (mmap, mremap, brk): not an allocator function.
+    Syscall = 9,
+}
+
+/// Number of [`AllocFn`] variants that are allocator functions (pending-state keys use them).
+pub const ALLOC_FNS: usize = 9;
+
+/// One record in the ring buffer. Plain data, 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemEvent {
+    /// An [`EventKind`] as `u16`.
+    pub kind: u16,
+    /// An [`AllocFn`] as `u16`.
+    pub alloc_fn: u16,
+    /// Process (thread group) id.
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Id in the stack map of the frame-pointer walk taken at entry; negative: none (errno).
+    pub stack_id: i32,
+    /// `bpf_ktime_get_ns()` at the event.
+    pub ts_ns: u64,
+    /// The address returned, freed or unmapped.
+    pub addr: u64,
+    /// Requested bytes.
+    pub size: u64,
+    /// The old pointer of a realloc/mremap.
+    pub old_addr: u64,
+    /// Return address at the allocator's entry: the exact call site (frame 0).
+    pub call_site: u64,
+    /// Kind-specific extra value (see [`EventKind`]).
+    pub aux: u64,
+}
+
+/// Size in bytes of one [`MemEvent`] record.
+pub const MEM_EVENT_SIZE: usize = core::mem::size_of::<MemEvent>();
+
+/// Indices into the kernel side's per-CPU drop-counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The ring buffer had no room for an event.
+    RingFull = 0,
+    /// The pending-call map was full at an allocator entry.
+    PendingFull = 1,
+    /// `bpf_get_stackid` failed (hash collision or full stack map).
+    StackCollision = 2,
+    /// A child could not be added to the traced-process map (full).
+    TracedFull = 3,
+    /// An allocator call never returned (its return was missed): its event is lost.
+    StaleCall = 4,
+}
+
+/// Number of [`DropReason`] counters.
+pub const DROP_COUNTERS: u32 = 5;
+
+/// Index of the config word in the `CONFIG` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigKey {
+    /// Non-zero: trace every process except `SelfTgid` (the `--all` mode).
+    TraceAll = 0,
+    /// The tracer's own tgid, never traced.
+    SelfTgid = 1,
+    /// Non-zero: add forked children of traced processes to the traced set.
+    FollowForks = 2,
+}
+
+/// Number of config words.
+pub const CONFIG_WORDS: u32 = 3;
+
+impl MemEvent {
+    /// The comm packed into an `Exec`/`Exit` event, as bytes up to the first NUL.
+    pub fn packed_comm(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.addr.to_le_bytes());
+        out[8..].copy_from_slice(&self.size.to_le_bytes());
+        out
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: MemEvent is #[repr(C)], Copy, and every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::MemEvent {}
+}

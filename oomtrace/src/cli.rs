@@ -1,0 +1,173 @@
+//! Command-line interface. The `run` / `--pid` / `--all` contract is used by other tools: keep it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::probe::placement::PlacementMode;
+
+/// oomtrace: who holds memory, by call stack, and what grows — no recompile, no restart.
+#[derive(Debug, Parser)]
+#[command(name = "oomtrace", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Subcommand; without one, `--pid N` or `--all` attaches to running processes.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Attach options (`oomtrace --pid N`, `oomtrace --all`).
+    #[command(flatten)]
+    pub attach: AttachArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run CMD traced from its first allocation (children too) and report when it exits.
+    Run(RunArgs),
+    /// Show which allocator object and probe offsets oomtrace would use (no tracing).
+    Probes(ProbesArgs),
+}
+
+/// Options of `oomtrace --pid N` / `--all`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Attach to this running process (and the children it forks from now on).
+    #[arg(long, value_name = "PID", conflicts_with = "all")]
+    pub pid: Option<u32>,
+    /// Trace every process that uses the system libc.
+    #[arg(long)]
+    pub all: bool,
+    /// Stop after this long (e.g. 30s, 5m, 500ms); default: Ctrl-C or the process's exit.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Report options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Tracing options.
+    #[command(flatten)]
+    pub tracing: TracingArgs,
+}
+
+/// Options of `oomtrace run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Report options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Tracing options.
+    #[command(flatten)]
+    pub tracing: TracingArgs,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Options of `oomtrace probes`.
+#[derive(Debug, Args)]
+pub struct ProbesArgs {
+    /// Inspect the allocator of this running process.
+    #[arg(long, conflicts_with = "binary")]
+    pub pid: Option<u32>,
+    /// Inspect the allocator this program would use (default: the system libc).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Tracing options.
+    #[command(flatten)]
+    pub tracing: TracingArgs,
+}
+
+/// Where and how the report is written.
+#[derive(Debug, Args, Clone)]
+pub struct OutputArgs {
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write the report to FILE instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Stacks shown in the text report.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+}
+
+/// Knobs of the kernel side.
+#[derive(Debug, Args, Clone)]
+pub struct TracingArgs {
+    /// Probe placement: `auto` decodes prologues to avoid single-stepping; `entry` probes offset 0.
+    #[arg(long, value_enum, default_value_t = Placement::Auto, hide = true)]
+    pub placement: Placement,
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable.
+    Text,
+    /// `oomtrace.report/1` JSON.
+    Json,
+}
+
+/// Probe placement policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Placement {
+    /// First equivalent emulated instruction.
+    Auto,
+    /// Offset 0.
+    Entry,
+}
+
+impl From<Placement> for PlacementMode {
+    fn from(p: Placement) -> Self {
+        match p {
+            Placement::Auto => PlacementMode::Auto,
+            Placement::Entry => PlacementMode::Entry,
+        }
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, or bare seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 30s, 5m, 500ms)"))?;
+    let secs = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration unit {unit:?} in {s:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("3x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn run_takes_the_command_after_dashes() {
+        let cli = Cli::try_parse_from(["oomtrace", "run", "--format", "json", "--", "ls", "-l"]).unwrap();
+        let Some(Command::Run(run)) = cli.command else { panic!() };
+        assert_eq!(run.command, vec![OsString::from("ls"), OsString::from("-l")]);
+        assert_eq!(run.output.format, Format::Json);
+    }
+
+    #[test]
+    fn pid_and_all_conflict() {
+        assert!(Cli::try_parse_from(["oomtrace", "--pid", "1", "--all"]).is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! oomtrace's user side: load and attach the eBPF probes, turn their event stream into exact
+//! per-stack outstanding-bytes tables, and report them.
+//!
+//! Data flows one way: probes → events ([`source`]) → [`model`] → views ([`report`]).
+//! [`session`] wires the live pipeline together; [`main`](../oomtrace/index.html) maps errors to
+//! exit codes.
+
+pub mod cli;
+pub mod launch;
+pub mod model;
+pub mod probe;
+pub mod report;
+pub mod session;
+pub mod source;
+pub mod symbols;

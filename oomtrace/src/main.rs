@@ -1,0 +1,113 @@
+//! `oomtrace`: parse the command line, run the session, write the report, exit with the right code.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use oomtrace::cli::{Cli, Command, Format, OutputArgs};
+use oomtrace::probe::preflight::PreflightError;
+use oomtrace::probe::target::TargetError;
+use oomtrace::report::text;
+use oomtrace::session::{self, Options, StopReason, Target};
+
+/// Exit codes besides the traced command's own.
+mod code {
+    pub const ERROR: u8 = 1;
+    pub const NO_PERMISSION: u8 = 77;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("oomtrace: error: {}", one_line(&err));
+            match err.downcast_ref::<PreflightError>() {
+                Some(PreflightError::NotPrivileged) => ExitCode::from(code::NO_PERMISSION),
+                _ => ExitCode::from(code::ERROR),
+            }
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let (opts, output) = match cli.command {
+        Some(Command::Probes(args)) => {
+            print!("{}", session::describe_probes(args.pid, args.binary, args.tracing.placement.into())?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Run(args)) => (
+            Options { target: Target::Run(args.command), duration: None, placement: args.tracing.placement.into() },
+            args.output,
+        ),
+        None => {
+            let a = cli.attach;
+            let target = match (a.pid, a.all) {
+                (Some(pid), _) => Target::Pid(pid),
+                (None, true) => Target::All,
+                (None, false) => {
+                    anyhow::bail!("nothing to trace: give `run -- CMD`, `--pid N` or `--all` (see --help)")
+                }
+            };
+            (Options { target, duration: a.duration, placement: a.tracing.placement.into() }, a.output)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = runtime.block_on(session::trace(opts)).map_err(classify)?;
+    let written = write_report(&outcome.report, &output);
+    let code = match (outcome.child, outcome.stop) {
+        (_, StopReason::Signal(sig)) => ExitCode::from((128 + sig) as u8),
+        (Some(status), _) => ExitCode::from(status.exit_code() as u8),
+        (None, _) => ExitCode::SUCCESS,
+    };
+    // Detach only after the report is out: the kernel takes a while to unregister uprobes.
+    drop(outcome.probes);
+    written.map(|()| code)
+}
+
+/// Keeps typed errors reachable for the exit code.
+fn classify(err: anyhow::Error) -> anyhow::Error {
+    if err.downcast_ref::<TargetError>().is_some() || err.downcast_ref::<PreflightError>().is_some() {
+        return err;
+    }
+    err
+}
+
+fn write_report(report: &oomtrace::report::Report, out: &OutputArgs) -> anyhow::Result<()> {
+    let body = match out.format {
+        Format::Json => report.to_json() + "\n",
+        Format::Text => text::render(report, out.top),
+    };
+    match &out.output {
+        Some(path) => {
+            std::fs::write(path, body).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(body.as_bytes())?;
+            stdout.flush()?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The model: every traced process's tables, fed one event at a time. It never draws and never
+//! touches BPF; views and reports read it.
+
+pub mod process;
+pub mod ranges;
+
+use std::collections::HashMap;
+
+use oomtrace_common::{EventKind, MemEvent};
+
+pub use self::process::{Counts, ExitStatus, Process, StackKey, StackStats};
+
+/// Live blocks tracked over all processes; past this, allocations are counted but not tracked
+/// (their frees become unknown frees) and `blocks_untracked` says so.
+pub const MAX_TRACKED_BLOCKS: usize = 16 * 1024 * 1024;
+/// Processes kept; past this, the oldest exited ones are dropped (counted).
+pub const MAX_PROCESSES: usize = 16_384;
+
+/// What the caller should do after applying an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hint {
+    /// Nothing.
+    None,
+    /// The process exited.
+    Exited(u32),
+    /// A followed child appeared: (parent, child). It shares the parent's memory layout.
+    Forked(u32, u32),
+}
+
+/// Counters that are not per process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Allocations counted but not tracked because of the block cap.
+    pub blocks_untracked: u64,
+    /// Exited processes dropped because of the process cap.
+    pub processes_dropped: u64,
+    /// Records that did not decode (wrong length or kind).
+    pub malformed_events: u64,
+}
+
+/// All traced processes.
+#[derive(Debug, Default)]
+pub struct Model {
+    procs: HashMap<u32, Process>,
+    order: Vec<u32>,
+    /// Model-level counters.
+    pub counters: Counters,
+    tracked_blocks: usize,
+    /// Events applied.
+    pub events: u64,
+}
+
+impl Model {
+    /// An empty model.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one event.
+    pub fn apply(&mut self, ev: &MemEvent) -> Hint {
+        let Some(kind) = EventKind::from_u16(ev.kind) else {
+            self.counters.malformed_events += 1;
+            return Hint::None;
+        };
+        self.events += 1;
+        let pid = ev.tgid;
+        if kind == EventKind::Fork {
+            let child = ev.aux as u32;
+            self.insert(Process::new(child, Some(pid)));
+            self.process_mut(pid);
+            return Hint::Forked(pid, child);
+        }
+        let track = self.tracked_blocks < MAX_TRACKED_BLOCKS;
+        let proc = self.process_mut(pid);
+        let before = proc.live_blocks();
+        proc.apply(ev, track);
+        let after = proc.live_blocks();
+        self.tracked_blocks = (self.tracked_blocks + after).saturating_sub(before);
+        if !track && matches!(kind, EventKind::Alloc | EventKind::Realloc) && ev.addr != 0 {
+            self.counters.blocks_untracked += 1;
+        }
+        match kind {
+            EventKind::Exit => Hint::Exited(pid),
+            _ => Hint::None,
+        }
+    }
+
+    fn insert(&mut self, p: Process) {
+        let pid = p.pid;
+        if self.procs.insert(pid, p).is_none() {
+            self.order.push(pid);
+        }
+        if self.procs.len() > MAX_PROCESSES {
+            self.evict_one();
+        }
+    }
+
+    fn evict_one(&mut self) {
+        let victim = self.order.iter().position(|pid| self.procs.get(pid).is_some_and(|p| p.exit.is_some()));
+        if let Some(i) = victim {
+            let pid = self.order.remove(i);
+            self.procs.remove(&pid);
+            self.counters.processes_dropped += 1;
+        }
+    }
+
+    /// The process `pid`, created if unknown (a traced process seen first by its events).
+    pub fn process_mut(&mut self, pid: u32) -> &mut Process {
+        if !self.procs.contains_key(&pid) {
+            self.insert(Process::new(pid, None));
+        }
+        self.procs.get_mut(&pid).expect("just inserted")
+    }
+
+    /// The process `pid`, if known.
+    pub fn process(&self, pid: u32) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    /// Processes in first-seen order.
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.order.iter().filter_map(|pid| self.procs.get(pid))
+    }
+
+    /// Processes that have not exited.
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.processes().filter(|p| p.exit.is_none()).map(|p| p.pid).collect()
+    }
+
+    /// Frees of never-seen blocks, over all processes.
+    pub fn unknown_frees(&self) -> u64 {
+        self.procs.values().map(|p| p.unknown_frees).sum()
+    }
+}
+
+/// Whether events of this kind carry a user call site.
+pub fn has_call_site(kind: EventKind) -> bool {
+    matches!(kind, EventKind::Alloc | EventKind::Realloc | EventKind::Mmap | EventKind::Mremap | EventKind::Brk)
+}
+
+#[cfg(test)]
+mod tests;

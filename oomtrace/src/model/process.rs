@@ -1,0 +1,348 @@
+//! One traced process: its live blocks and per-stack tables, kept by DESIGN §2's rules.
+
+use std::collections::HashMap;
+
+use oomtrace_common::{EventKind, MemEvent};
+
+use super::ranges::Ranges;
+
+/// Stacks kept per process; later distinct stacks are folded into one overflow stack.
+pub const MAX_STACKS_PER_PROCESS: usize = 65_536;
+
+/// Allocation statistics, for a stack or a whole process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Requested bytes still allocated.
+    pub outstanding_bytes: u64,
+    /// Blocks still allocated.
+    pub outstanding_allocs: u64,
+    /// Requested bytes over all successful allocations.
+    pub allocated_bytes: u64,
+    /// Successful allocations.
+    pub allocs: u64,
+    /// Frees of blocks seen allocated.
+    pub frees: u64,
+    /// Allocations that returned NULL (or failed mmaps).
+    pub failed_allocs: u64,
+}
+
+impl Counts {
+    fn alloc(&mut self, bytes: u64) {
+        self.outstanding_bytes += bytes;
+        self.outstanding_allocs += 1;
+        self.allocated_bytes += bytes;
+        self.allocs += 1;
+    }
+
+    fn release(&mut self, bytes: u64, gone: bool) {
+        self.outstanding_bytes = self.outstanding_bytes.saturating_sub(bytes);
+        if gone {
+            self.outstanding_allocs = self.outstanding_allocs.saturating_sub(1);
+            self.frees += 1;
+        }
+    }
+}
+
+/// Identifies a stack within one process: the image it ran in, the exact call site, and the
+/// kernel's stack id of the deeper frame-pointer walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackKey {
+    /// Bumped at each exec: addresses of different images must not mix.
+    pub generation: u32,
+    /// Return address at the allocator's entry (frame 0).
+    pub call_site: u64,
+    /// Kernel stack id; negative when none could be taken.
+    pub stack_id: i32,
+}
+
+/// A stack's key and statistics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackStats {
+    /// Which stack.
+    pub key: StackKey,
+    /// Its statistics.
+    pub counts: Counts,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    size: u64,
+    stack: u32,
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// `exit()` code, when it exited normally.
+    pub code: Option<i32>,
+    /// Terminating signal, when one killed it.
+    pub signal: Option<i32>,
+}
+
+/// Signals whose default action terminates the process.
+const FATAL_SIGNALS: &[i32] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31];
+
+/// A traced process.
+#[derive(Debug)]
+pub struct Process {
+    /// Process id.
+    pub pid: u32,
+    /// Parent, when oomtrace saw the fork.
+    pub ppid: Option<u32>,
+    /// Command name (`/proc/PID/comm` or the kernel's at exec/exit).
+    pub comm: String,
+    /// Exec count: the image whose addresses the current stacks use.
+    pub generation: u32,
+    /// Set once the last thread exited.
+    pub exit: Option<ExitStatus>,
+    /// Whole-process statistics.
+    pub totals: Counts,
+    /// Per-stack statistics, in first-seen order.
+    pub stacks: Vec<StackStats>,
+    /// Frees of addresses never seen allocated (made before attach).
+    pub unknown_frees: u64,
+    index: HashMap<StackKey, u32>,
+    blocks: HashMap<u64, Block>,
+    ranges: Ranges,
+    range_allocs: HashMap<u64, u32>,
+    next_range_alloc: u64,
+    brk: Option<u64>,
+    last_exit_code: Option<i32>,
+    last_signal: Option<i32>,
+}
+
+impl Process {
+    /// A process first seen now.
+    pub fn new(pid: u32, ppid: Option<u32>) -> Self {
+        Self {
+            pid,
+            ppid,
+            comm: String::new(),
+            generation: 0,
+            exit: None,
+            totals: Counts::default(),
+            stacks: Vec::new(),
+            unknown_frees: 0,
+            index: HashMap::new(),
+            blocks: HashMap::new(),
+            ranges: Ranges::default(),
+            range_allocs: HashMap::new(),
+            next_range_alloc: 0,
+            brk: None,
+            last_exit_code: None,
+            last_signal: None,
+        }
+    }
+
+    /// Live heap blocks (for the tracer's memory bound).
+    pub fn live_blocks(&self) -> usize {
+        self.blocks.len() + self.range_allocs.len()
+    }
+
+    fn stack(&mut self, ev: &MemEvent) -> u32 {
+        let key = StackKey { generation: self.generation, call_site: ev.call_site, stack_id: ev.stack_id };
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let key = if self.stacks.len() >= MAX_STACKS_PER_PROCESS {
+            StackKey { generation: self.generation, call_site: 0, stack_id: -1 }
+        } else {
+            key
+        };
+        let i = *self.index.entry(key).or_insert_with(|| {
+            self.stacks.push(StackStats { key, counts: Counts::default() });
+            (self.stacks.len() - 1) as u32
+        });
+        i
+    }
+
+    fn add_block(&mut self, ev: &MemEvent, addr: u64, size: u64) {
+        let stack = self.stack(ev);
+        // An address handed out twice means we missed its free (lost event): release it first.
+        if let Some(old) = self.blocks.insert(addr, Block { size, stack }) {
+            self.release_block(old);
+        }
+        self.stacks[stack as usize].counts.alloc(size);
+        self.totals.alloc(size);
+    }
+
+    fn release_block(&mut self, b: Block) {
+        self.stacks[b.stack as usize].counts.release(b.size, true);
+        self.totals.release(b.size, true);
+    }
+
+    fn free(&mut self, addr: u64) -> bool {
+        match self.blocks.remove(&addr) {
+            Some(b) => {
+                self.release_block(b);
+                true
+            }
+            None => {
+                self.unknown_frees += 1;
+                false
+            }
+        }
+    }
+
+    fn fail(&mut self, ev: &MemEvent) {
+        let stack = self.stack(ev);
+        self.stacks[stack as usize].counts.failed_allocs += 1;
+        self.totals.failed_allocs += 1;
+    }
+
+    fn add_range(&mut self, ev: &MemEvent, start: u64, len: u64) {
+        let stack = self.stack(ev);
+        let id = self.next_range_alloc;
+        self.next_range_alloc += 1;
+        self.ranges.insert(start, len, id);
+        self.range_allocs.insert(id, stack);
+        self.stacks[stack as usize].counts.alloc(len);
+        self.totals.alloc(len);
+    }
+
+    fn remove_range(&mut self, start: u64, len: u64) {
+        for r in self.ranges.remove(start, len) {
+            let stack = if r.gone { self.range_allocs.remove(&r.alloc) } else { self.range_allocs.get(&r.alloc).copied() };
+            if let Some(stack) = stack {
+                self.stacks[stack as usize].counts.release(r.bytes, r.gone);
+                self.totals.release(r.bytes, r.gone);
+            }
+        }
+    }
+
+    /// Applies one event of this process. Returns whether a block was allocated (so the caller
+    /// can keep the global block count bounded).
+    pub fn apply(&mut self, ev: &MemEvent, track_blocks: bool) {
+        let Some(kind) = EventKind::from_u16(ev.kind) else { return };
+        match kind {
+            EventKind::Alloc if ev.addr == 0 => self.fail(ev),
+            EventKind::Alloc if track_blocks => self.add_block(ev, ev.addr, ev.size),
+            EventKind::Alloc => self.count_untracked(ev),
+            EventKind::Free => {
+                self.free(ev.addr);
+            }
+            EventKind::Realloc => self.realloc(ev, track_blocks),
+            EventKind::Mmap if ev.addr == 0 => self.fail(ev),
+            EventKind::Mmap => self.add_range(ev, ev.addr, ev.size),
+            EventKind::Munmap => self.remove_range(ev.addr, ev.size),
+            EventKind::Mremap if ev.addr == 0 => self.fail(ev),
+            EventKind::Mremap => {
+                self.remove_range(ev.old_addr, ev.aux);
+                self.add_range(ev, ev.addr, ev.size);
+            }
+            EventKind::Brk => self.brk(ev),
+            EventKind::Exec => {
+                self.set_comm(ev);
+                self.exec();
+            }
+            EventKind::ExitGroup => self.last_exit_code = Some((ev.aux & 0xff) as i32),
+            EventKind::Signal => {
+                let sig = ev.aux as i32;
+                if FATAL_SIGNALS.contains(&sig) {
+                    self.last_signal = Some(sig);
+                }
+            }
+            EventKind::Exit => {
+                if self.comm.is_empty() {
+                    self.set_comm(ev);
+                }
+                self.exit();
+            }
+            EventKind::Fork => {}
+        }
+    }
+
+    fn set_comm(&mut self, ev: &MemEvent) {
+        let raw = ev.packed_comm();
+        let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        if len > 0 {
+            self.comm = String::from_utf8_lossy(&raw[..len]).into_owned();
+        }
+    }
+
+    /// Counted in the statistics, not tracked as a block (the block cap was reached).
+    fn count_untracked(&mut self, ev: &MemEvent) {
+        let stack = self.stack(ev);
+        self.stacks[stack as usize].counts.allocated_bytes += ev.size;
+        self.stacks[stack as usize].counts.allocs += 1;
+        self.totals.allocated_bytes += ev.size;
+        self.totals.allocs += 1;
+    }
+
+    fn realloc(&mut self, ev: &MemEvent, track_blocks: bool) {
+        match (ev.old_addr, ev.addr) {
+            (0, 0) => self.fail(ev),
+            (0, new) if track_blocks => self.add_block(ev, new, ev.size),
+            (0, _) => self.count_untracked(ev),
+            // glibc's realloc(p, 0) frees p and returns NULL.
+            (old, 0) if ev.size == 0 => {
+                self.free(old);
+            }
+            (_, 0) => self.fail(ev),
+            (old, new) => {
+                self.free(old);
+                if track_blocks {
+                    self.add_block(ev, new, ev.size);
+                } else {
+                    self.count_untracked(ev);
+                }
+            }
+        }
+    }
+
+    fn brk(&mut self, ev: &MemEvent) {
+        let new = ev.addr;
+        let Some(cur) = self.brk else {
+            self.brk = Some(new);
+            return;
+        };
+        if ev.aux == 0 || new == 0 {
+            // A query (brk(0)) or a failure.
+            self.brk = Some(cur.max(new));
+            return;
+        }
+        if new > cur {
+            self.add_range(ev, cur, new - cur);
+        } else if new < cur {
+            self.remove_range(new, cur - new);
+        }
+        self.brk = Some(new);
+    }
+
+    fn exec(&mut self) {
+        // The old image's memory is gone with it.
+        for b in std::mem::take(&mut self.blocks).into_values() {
+            self.release_block(b);
+        }
+        self.release_all_ranges();
+        self.brk = None;
+        self.generation += 1;
+    }
+
+    fn release_all_ranges(&mut self) {
+        self.ranges.clear();
+        for stack in std::mem::take(&mut self.range_allocs).into_values() {
+            let counts = &mut self.stacks[stack as usize].counts;
+            let bytes = counts.outstanding_bytes;
+            // Pieces of one stack share its counter; drop the whole remainder once.
+            counts.release(bytes, true);
+            self.totals.release(bytes, true);
+        }
+    }
+
+    /// Freezes the tables (for the report) and releases per-block memory.
+    fn exit(&mut self) {
+        self.exit = Some(match self.last_signal {
+            Some(sig) if self.last_exit_code.is_none() => ExitStatus { code: None, signal: Some(sig) },
+            _ => ExitStatus { code: Some(self.last_exit_code.unwrap_or(0)), signal: None },
+        });
+        self.blocks = HashMap::new();
+        self.ranges = Ranges::default();
+        self.range_allocs = HashMap::new();
+    }
+
+    /// Overrides the exit status with what `waitpid` reported (exact for our own child).
+    pub fn set_exit_status(&mut self, status: ExitStatus) {
+        self.exit = Some(status);
+    }
+}

@@ -1,0 +1,114 @@
+//! Address ranges from direct `mmap`/`brk`, which a partial `munmap` can trim or split.
+//!
+//! One allocation may become several pieces; it stays outstanding until its last piece goes.
+
+use std::collections::BTreeMap;
+
+const PAGE: u64 = 4096;
+
+/// A live piece of an allocation: `[start, end)` within the requested bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Piece {
+    end: u64,
+    alloc: u64,
+}
+
+/// What removing a range released, per allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Released {
+    /// The allocation the bytes belonged to.
+    pub alloc: u64,
+    /// Requested bytes released.
+    pub bytes: u64,
+    /// Whether that was the allocation's last piece.
+    pub gone: bool,
+}
+
+/// Live pieces keyed by start address, and each allocation's piece count.
+#[derive(Default, Debug)]
+pub struct Ranges {
+    pieces: BTreeMap<u64, Piece>,
+    counts: std::collections::HashMap<u64, u32>,
+}
+
+impl Ranges {
+    /// Records allocation `alloc` covering `[start, start + len)`.
+    pub fn insert(&mut self, start: u64, len: u64, alloc: u64) {
+        if len == 0 {
+            return;
+        }
+        self.pieces.insert(start, Piece { end: start.saturating_add(len), alloc });
+        *self.counts.entry(alloc).or_default() += 1;
+    }
+
+    /// Removes `[start, start + len)` (page-rounded, as the kernel does) from every piece it
+    /// overlaps, trimming or splitting them.
+    pub fn remove(&mut self, start: u64, len: u64) -> Vec<Released> {
+        let end = start.saturating_add(len.div_ceil(PAGE) * PAGE);
+        let overlapping: Vec<(u64, Piece)> = self
+            .pieces
+            .range(..end)
+            .rev()
+            .take_while(|(_, p)| p.end > start)
+            .map(|(&s, &p)| (s, p))
+            .collect();
+        let mut released = Vec::new();
+        for (s, p) in overlapping {
+            self.pieces.remove(&s);
+            let count = self.counts.entry(p.alloc).or_default();
+            *count -= 1;
+            if s < start {
+                self.pieces.insert(s, Piece { end: start, alloc: p.alloc });
+                *count += 1;
+            }
+            if p.end > end {
+                self.pieces.insert(end, Piece { end: p.end, alloc: p.alloc });
+                *count += 1;
+            }
+            let bytes = p.end.min(end) - s.max(start);
+            let gone = *count == 0;
+            if gone {
+                self.counts.remove(&p.alloc);
+            }
+            released.push(Released { alloc: p.alloc, bytes, gone });
+        }
+        released
+    }
+
+    /// Drops every piece (the address space went away).
+    pub fn clear(&mut self) {
+        self.pieces.clear();
+        self.counts.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn middle_unmap_splits_and_keeps_the_allocation() {
+        let mut r = Ranges::default();
+        r.insert(0x10000, 4 * PAGE, 7);
+        let rel = r.remove(0x10000 + PAGE, PAGE);
+        assert_eq!(rel, vec![Released { alloc: 7, bytes: PAGE, gone: false }]);
+        let rel = r.remove(0x10000, 4 * PAGE);
+        let total: u64 = rel.iter().map(|x| x.bytes).sum();
+        assert_eq!(total, 3 * PAGE);
+        assert!(rel.iter().any(|x| x.gone));
+    }
+
+    #[test]
+    fn unmap_of_unknown_range_releases_nothing() {
+        let mut r = Ranges::default();
+        r.insert(0x10000, PAGE, 1);
+        assert!(r.remove(0x20000, PAGE).is_empty());
+    }
+
+    #[test]
+    fn requested_bytes_not_page_rounded() {
+        let mut r = Ranges::default();
+        r.insert(0x10000, 100, 1);
+        assert_eq!(r.remove(0x10000, 100), vec![Released { alloc: 1, bytes: 100, gone: true }]);
+    }
+}

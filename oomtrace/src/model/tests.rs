@@ -1,0 +1,108 @@
+//! Accounting rules (DESIGN §2) on synthetic event streams.
+
+use oomtrace_common::{AllocFn, EventKind, MemEvent};
+
+use super::*;
+
+fn ev(kind: EventKind, addr: u64, size: u64, site: u64) -> MemEvent {
+    MemEvent {
+        kind: kind as u16,
+        alloc_fn: AllocFn::Malloc as u16,
+        tgid: 100,
+        tid: 100,
+        stack_id: 1,
+        ts_ns: 0,
+        addr,
+        size,
+        old_addr: 0,
+        call_site: site,
+        aux: 0,
+    }
+}
+
+fn stack(m: &Model, site: u64) -> Counts {
+    let p = m.process(100).unwrap();
+    p.stacks.iter().find(|s| s.key.call_site == site).unwrap().counts
+}
+
+#[test]
+fn malloc_free_and_unknown_free() {
+    let mut m = Model::new();
+    m.apply(&ev(EventKind::Alloc, 0x1000, 100, 1));
+    m.apply(&ev(EventKind::Alloc, 0x2000, 50, 1));
+    m.apply(&ev(EventKind::Free, 0x1000, 0, 0));
+    m.apply(&ev(EventKind::Free, 0x9999, 0, 0));
+    let c = stack(&m, 1);
+    assert_eq!((c.outstanding_bytes, c.outstanding_allocs, c.allocs, c.frees), (50, 1, 2, 1));
+    assert_eq!(m.unknown_frees(), 1);
+}
+
+#[test]
+fn failed_allocation_is_counted_never_outstanding() {
+    let mut m = Model::new();
+    m.apply(&ev(EventKind::Alloc, 0, 1 << 60, 2));
+    let c = stack(&m, 2);
+    assert_eq!((c.failed_allocs, c.outstanding_bytes, c.allocs), (1, 0, 0));
+}
+
+#[test]
+fn realloc_moves_the_block_to_the_realloc_stack() {
+    let mut m = Model::new();
+    m.apply(&ev(EventKind::Alloc, 0x1000, 10, 1));
+    let mut r = ev(EventKind::Realloc, 0x5000, 20, 3);
+    r.old_addr = 0x1000;
+    m.apply(&r);
+    assert_eq!(stack(&m, 1).outstanding_bytes, 0);
+    assert_eq!(stack(&m, 3).outstanding_bytes, 20);
+    // Failure keeps the old block.
+    let mut f = ev(EventKind::Realloc, 0, 1 << 60, 4);
+    f.old_addr = 0x5000;
+    m.apply(&f);
+    assert_eq!(stack(&m, 3).outstanding_bytes, 20);
+    assert_eq!(stack(&m, 4).failed_allocs, 1);
+    // realloc(p, 0) frees.
+    let mut z = ev(EventKind::Realloc, 0, 0, 5);
+    z.old_addr = 0x5000;
+    m.apply(&z);
+    assert_eq!(stack(&m, 3).outstanding_bytes, 0);
+}
+
+#[test]
+fn partial_munmap_trims_mmap_blocks_only() {
+    let mut m = Model::new();
+    m.apply(&ev(EventKind::Mmap, 0x100000, 4 * 4096, 7));
+    m.apply(&ev(EventKind::Alloc, 0x100010, 64, 8));
+    m.apply(&ev(EventKind::Munmap, 0x100000, 4096, 0));
+    assert_eq!(stack(&m, 7).outstanding_bytes, 3 * 4096);
+    assert_eq!(stack(&m, 7).outstanding_allocs, 1);
+    assert_eq!(stack(&m, 8).outstanding_bytes, 64);
+    m.apply(&ev(EventKind::Munmap, 0x101000, 3 * 4096, 0));
+    assert_eq!(stack(&m, 7).outstanding_allocs, 0);
+}
+
+#[test]
+fn exec_releases_the_old_image_and_exit_freezes() {
+    let mut m = Model::new();
+    m.apply(&ev(EventKind::Alloc, 0x1000, 10, 1));
+    m.apply(&ev(EventKind::Exec, 0, 0, 0));
+    assert_eq!(m.process(100).unwrap().totals.outstanding_bytes, 0);
+    m.apply(&ev(EventKind::Alloc, 0x1000, 30, 1));
+    let mut eg = ev(EventKind::ExitGroup, 0, 0, 0);
+    eg.aux = 3;
+    m.apply(&eg);
+    assert_eq!(m.apply(&ev(EventKind::Exit, 0, 0, 0)), Hint::Exited(100));
+    let p = m.process(100).unwrap();
+    assert_eq!(p.totals.outstanding_bytes, 30);
+    assert_eq!(p.exit, Some(ExitStatus { code: Some(3), signal: None }));
+    assert_eq!(p.live_blocks(), 0);
+}
+
+#[test]
+fn fork_creates_the_child() {
+    let mut m = Model::new();
+    let mut f = ev(EventKind::Fork, 0, 0, 0);
+    f.aux = 101;
+    assert_eq!(m.apply(&f), Hint::Forked(100, 101));
+    assert_eq!(m.process(101).unwrap().ppid, Some(100));
+}
+

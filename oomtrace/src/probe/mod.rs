@@ -1,0 +1,275 @@
+//! The kernel side's user-space handle: load the eBPF object, attach probes, fill the traced-pid
+//! map, and read the maps that are not the event stream (drop counters, stacks).
+
+pub mod elf;
+pub mod placement;
+pub mod preflight;
+pub mod target;
+
+use std::collections::HashMap as StdHashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::programs::{TracePoint, UProbe, uprobe::{UProbeLink, UProbeScope}};
+use aya::{Ebpf, EbpfLoader};
+use oomtrace_common::{ConfigKey, DropReason};
+
+use self::elf::ElfObject;
+use self::placement::{Placement, PlacementMode};
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomtrace"));
+
+/// An allocator entry point: exported name, entry program, integer args read, has a return probe.
+struct AllocEntry {
+    name: &'static str,
+    program: &'static str,
+    nargs: usize,
+    returns: bool,
+}
+
+const ALLOC_ENTRIES: &[AllocEntry] = &[
+    AllocEntry { name: "malloc", program: "malloc_enter", nargs: 1, returns: true },
+    AllocEntry { name: "calloc", program: "calloc_enter", nargs: 2, returns: true },
+    AllocEntry { name: "realloc", program: "realloc_enter", nargs: 2, returns: true },
+    AllocEntry { name: "reallocarray", program: "reallocarray_enter", nargs: 3, returns: true },
+    AllocEntry { name: "posix_memalign", program: "posix_memalign_enter", nargs: 3, returns: true },
+    AllocEntry { name: "aligned_alloc", program: "aligned_alloc_enter", nargs: 2, returns: true },
+    AllocEntry { name: "memalign", program: "memalign_enter", nargs: 2, returns: true },
+    AllocEntry { name: "valloc", program: "valloc_enter", nargs: 1, returns: true },
+    AllocEntry { name: "pvalloc", program: "pvalloc_enter", nargs: 1, returns: true },
+    AllocEntry { name: "free", program: "free_enter", nargs: 1, returns: false },
+];
+
+/// (category, tracepoint, program).
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("syscalls", "sys_enter_mmap", "mmap_enter"),
+    ("syscalls", "sys_exit_mmap", "mmap_exit"),
+    ("syscalls", "sys_enter_munmap", "munmap_enter"),
+    ("syscalls", "sys_enter_mremap", "mremap_enter"),
+    ("syscalls", "sys_exit_mremap", "mremap_exit"),
+    ("syscalls", "sys_enter_brk", "brk_enter"),
+    ("syscalls", "sys_exit_brk", "brk_exit"),
+    ("syscalls", "sys_enter_clone", "clone_enter"),
+    ("syscalls", "sys_enter_clone3", "clone3_enter"),
+    ("syscalls", "sys_exit_clone", "clone_exit"),
+    ("syscalls", "sys_exit_clone3", "clone_exit"),
+    ("syscalls", "sys_enter_exit_group", "exit_group_enter"),
+    ("sched", "sched_process_fork", "process_fork"),
+    ("sched", "sched_process_exec", "process_exec"),
+    ("sched", "sched_process_exit", "process_exit"),
+    ("signal", "signal_deliver", "signal_deliver"),
+];
+
+/// What to trace.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeConfig {
+    /// Every process but oomtrace itself.
+    pub trace_all: bool,
+    /// Add forked children of traced processes.
+    pub follow_forks: bool,
+    /// How entry offsets are chosen.
+    pub placement: PlacementMode,
+}
+
+/// One attached allocator probe, for `oomtrace probes` and the placement test.
+#[derive(Clone, Debug)]
+pub struct AttachedProbe {
+    /// Exported function name (aliases share one probe: `memalign/aligned_alloc`).
+    pub function: String,
+    /// Object file probed.
+    pub object: PathBuf,
+    /// Offset from the function's start.
+    pub offset: u64,
+    /// Whether the kernel emulates the probed instruction.
+    pub emulated: bool,
+}
+
+/// Summed drop counters of the kernel side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Events lost: ring buffer full, pending-call map full, traced map full.
+    pub lost_events: u64,
+    /// Stack ids that could not be taken (collision or full stack map).
+    pub stack_collisions: u64,
+}
+
+/// Loaded eBPF programs and maps. Dropping it detaches every probe.
+pub struct Probes {
+    ebpf: Ebpf,
+    placement: PlacementMode,
+    /// (device, inode) of each probed object: one file can have several paths (/lib → /usr/lib).
+    attached_objects: Vec<(u64, u64)>,
+    uprobe_links: Vec<UProbeLink>,
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        // Each uprobe detach waits for an RCU grace period (~70-120 ms here); detaching them
+        // one by one took 3 s for 35 links. Concurrent detaches share grace periods.
+        let links = std::mem::take(&mut self.uprobe_links);
+        std::thread::scope(|s| {
+            for link in links {
+                s.spawn(move || drop(link));
+            }
+        });
+    }
+}
+
+impl Probes {
+    /// Loads the programs (nothing attached yet) and writes the config words.
+    pub fn load(cfg: ProbeConfig) -> Result<Self> {
+        let ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .context("cannot load oomtrace's eBPF programs into the kernel")?;
+        let mut probes =
+            Self { ebpf, placement: cfg.placement, attached_objects: Vec::new(), uprobe_links: Vec::new() };
+        let mut config: Array<_, u64> = Array::try_from(probes.map_mut("CONFIG")?)?;
+        config.set(ConfigKey::TraceAll as u32, u64::from(cfg.trace_all), 0)?;
+        config.set(ConfigKey::SelfTgid as u32, u64::from(std::process::id()), 0)?;
+        config.set(ConfigKey::FollowForks as u32, u64::from(cfg.follow_forks), 0)?;
+        Ok(probes)
+    }
+
+    fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+        self.ebpf.map_mut(name).ok_or_else(|| anyhow!("eBPF object has no map {name}"))
+    }
+
+    /// Attaches the memory-syscall and process-lifecycle tracepoints.
+    pub fn attach_tracepoints(&mut self) -> Result<()> {
+        let mut loaded = std::collections::HashSet::new();
+        for &(category, name, program) in TRACEPOINTS {
+            let tp: &mut TracePoint = self
+                .ebpf
+                .program_mut(program)
+                .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
+                .try_into()?;
+            if loaded.insert(program) {
+                tp.load().with_context(|| format!("the kernel rejected program {program}"))?;
+            }
+            tp.attach(category, name)
+                .with_context(|| format!("cannot attach tracepoint {category}:{name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Attaches entry (and return) probes on every allocator function `object` defines.
+    /// Returns what was attached; attaching the same object twice is a no-op.
+    pub fn attach_allocator(&mut self, object: &Path) -> Result<Vec<AttachedProbe>> {
+        let meta = std::fs::metadata(object).with_context(|| format!("cannot stat {}", object.display()))?;
+        let id = (std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta));
+        if self.attached_objects.contains(&id) {
+            return Ok(Vec::new());
+        }
+        let elf = ElfObject::open(object)?;
+        let plan = plan_allocator(&elf, self.placement);
+        if plan.is_empty() {
+            return Err(anyhow!("{} defines no allocator functions", object.display()));
+        }
+        let mut attached = Vec::new();
+        for (names, entry, func, placement) in plan {
+            let offset = func.file_offset + placement.offset;
+            // Return probe first: a call whose entry was seen must see its return, or the
+            // thread's nesting depth would stay raised. (A return without an entry is ignored.)
+            if entry.returns {
+                // The same offset works for the return probe: rsp is still as at entry there.
+                self.attach_uprobe("alloc_return", offset, object).with_context(|| {
+                    format!("cannot attach uretprobe to {names} in {}", object.display())
+                })?;
+            }
+            self.attach_uprobe(entry.program, offset, object)
+                .with_context(|| format!("cannot attach uprobe to {names} in {}", object.display()))?;
+            attached.push(AttachedProbe {
+                function: names,
+                object: object.to_owned(),
+                offset: placement.offset,
+                emulated: placement.emulated,
+            });
+        }
+        self.attached_objects.push(id);
+        Ok(attached)
+    }
+
+    fn attach_uprobe(&mut self, program: &str, file_offset: u64, object: &Path) -> Result<()> {
+        let up: &mut UProbe = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
+            .try_into()?;
+        if up.fd().is_err() {
+            up.load().with_context(|| format!("the kernel rejected program {program}"))?;
+        }
+        let id = up.attach(file_offset, object, UProbeScope::AllProcesses)?;
+        self.uprobe_links.push(up.take_link(id)?);
+        Ok(())
+    }
+
+    /// Starts tracing process `pid`.
+    pub fn trace_pid(&mut self, pid: u32) -> Result<()> {
+        let mut traced: HashMap<_, u32, u8> = HashMap::try_from(self.map_mut("TRACED")?)?;
+        traced.insert(pid, 1, 0).with_context(|| format!("cannot add pid {pid} to the traced set"))
+    }
+
+    /// Takes the event ring buffer (call once).
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("no EVENTS map"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Reads the kernel side's drop counters.
+    pub fn drops(&self) -> Result<DropCounts> {
+        let map = self.ebpf.map("DROPS").ok_or_else(|| anyhow!("no DROPS map"))?;
+        let drops: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        let sum = |d: DropReason| -> Result<u64> { Ok(drops.get(&(d as u32), 0)?.iter().sum()) };
+        Ok(DropCounts {
+            lost_events: sum(DropReason::RingFull)?
+                + sum(DropReason::PendingFull)?
+                + sum(DropReason::TracedFull)?
+                + sum(DropReason::StaleCall)?,
+            stack_collisions: sum(DropReason::StackCollision)?,
+        })
+    }
+
+    /// The frame-pointer walk stored under `stack_id`, innermost first.
+    pub fn stack(&self, stack_id: u32) -> Option<Vec<u64>> {
+        let map = self.ebpf.map("STACKS")?;
+        let stacks = StackTraceMap::try_from(map).ok()?;
+        let trace = stacks.get(&stack_id, 0).ok()?;
+        Some(trace.frames().iter().map(|f| f.ip).collect())
+    }
+}
+
+/// For each distinct allocator function `elf` defines: its names, table entry, symbol, placement.
+/// Aliases (glibc's `aligned_alloc` is `memalign`) share one probe under both names.
+fn plan_allocator(
+    elf: &ElfObject,
+    mode: PlacementMode,
+) -> Vec<(String, &'static AllocEntry, elf::FuncSymbol, Placement)> {
+    let mut by_addr: StdHashMap<u64, usize> = StdHashMap::new();
+    let mut plan: Vec<(String, &'static AllocEntry, elf::FuncSymbol, Placement)> = Vec::new();
+    for entry in ALLOC_ENTRIES {
+        let Some(func) = elf.function(entry.name) else { continue };
+        if let Some(&i) = by_addr.get(&func.vaddr) {
+            plan[i].0 = format!("{}/{}", plan[i].0, entry.name);
+            continue;
+        }
+        let placement = placement::choose(&func.code, func.vaddr, entry.nargs, mode);
+        by_addr.insert(func.vaddr, plan.len());
+        plan.push((entry.name.to_owned(), entry, func, placement));
+    }
+    plan
+}
+
+/// The probes oomtrace would attach on `object`, without loading anything (`oomtrace probes`).
+pub fn planned_probes(object: &Path, mode: PlacementMode) -> Result<Vec<AttachedProbe>> {
+    let elf = ElfObject::open(object)?;
+    Ok(plan_allocator(&elf, mode)
+        .into_iter()
+        .map(|(function, _, _, p)| AttachedProbe {
+            function,
+            object: object.to_owned(),
+            offset: p.offset,
+            emulated: p.emulated,
+        })
+        .collect())
+}

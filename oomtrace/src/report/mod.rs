@@ -1,0 +1,186 @@
+//! The report: a plain snapshot of the model with symbolized stacks, written as text or JSON.
+
+pub mod text;
+
+use serde::Serialize;
+
+use crate::model::{Counts, Model, Process, StackStats};
+use crate::symbols::{Frame, Symbolizer};
+
+/// Where deeper stack frames come from (the kernel's stack map live, a recording offline).
+pub trait StackSource {
+    /// The frame-pointer walk stored under `stack_id`, innermost first (frame 0 of the walk is
+    /// the probed instruction, not part of the user's stack).
+    fn walk(&self, stack_id: u32) -> Option<Vec<u64>>;
+}
+
+/// Counters shown at the top of every report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Events the kernel side could not emit, plus records that did not decode.
+    pub lost_events: u64,
+    /// Stack ids that could not be taken.
+    pub stack_collisions: u64,
+}
+
+/// `oomtrace.report/1`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Always `oomtrace.report/1`.
+    pub schema: &'static str,
+    /// Seconds traced.
+    pub duration_s: f64,
+    /// Events lost (counted, never hidden).
+    pub lost_events: u64,
+    /// Frees of blocks allocated before tracing began.
+    pub unknown_frees: u64,
+    /// Stacks whose deeper frames are unknown.
+    pub stack_collisions: u64,
+    /// Per process, by outstanding bytes.
+    pub processes: Vec<ProcessReport>,
+    /// Per stack, by outstanding bytes.
+    pub stacks: Vec<StackReport>,
+}
+
+/// One process in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessReport {
+    /// Process id.
+    pub pid: u32,
+    /// Command name.
+    pub comm: String,
+    /// Exit code, if it exited normally.
+    pub exit_code: Option<i32>,
+    /// Terminating signal, if one killed it.
+    pub signal: Option<i32>,
+    /// Its statistics.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// One stack in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct StackReport {
+    /// Process id.
+    pub pid: u32,
+    /// Requested bytes still allocated.
+    pub outstanding_bytes: u64,
+    /// Blocks still allocated.
+    pub outstanding_allocs: u64,
+    /// Bytes over all allocations.
+    pub allocated_bytes: u64,
+    /// Allocations.
+    pub allocs: u64,
+    /// Failed allocations.
+    pub failed_allocs: u64,
+    /// `frames[0]` is the allocation call site; the outermost caller is last.
+    pub frames: Vec<Frame>,
+}
+
+impl Report {
+    /// Builds the report from the model.
+    pub fn build(
+        model: &Model,
+        stacks: &dyn StackSource,
+        symbols: &mut Symbolizer,
+        duration_s: f64,
+        losses: Losses,
+    ) -> Self {
+        let mut processes: Vec<ProcessReport> = model.processes().map(process_report).collect();
+        processes.sort_by(|a, b| b.counts.outstanding_bytes.cmp(&a.counts.outstanding_bytes).then(a.pid.cmp(&b.pid)));
+        let mut out = Vec::new();
+        for p in model.processes() {
+            for s in &p.stacks {
+                out.push(stack_report(p, s, stacks, symbols));
+            }
+        }
+        out.sort_by(|a, b| {
+            b.outstanding_bytes
+                .cmp(&a.outstanding_bytes)
+                .then(b.allocated_bytes.cmp(&a.allocated_bytes))
+                .then(b.failed_allocs.cmp(&a.failed_allocs))
+                .then(a.pid.cmp(&b.pid))
+        });
+        Self {
+            schema: "oomtrace.report/1",
+            duration_s,
+            lost_events: losses.lost_events + model.counters.malformed_events,
+            unknown_frees: model.unknown_frees(),
+            stack_collisions: losses.stack_collisions,
+            processes,
+            stacks: out,
+        }
+    }
+
+    /// The JSON text of the report.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serializes")
+    }
+}
+
+fn process_report(p: &Process) -> ProcessReport {
+    ProcessReport {
+        pid: p.pid,
+        comm: p.comm.clone(),
+        exit_code: p.exit.and_then(|e| e.code),
+        signal: p.exit.and_then(|e| e.signal),
+        counts: p.totals,
+    }
+}
+
+fn stack_report(p: &Process, s: &StackStats, stacks: &dyn StackSource, symbols: &mut Symbolizer) -> StackReport {
+    let key = s.key;
+    let mut addrs = vec![key.call_site];
+    if key.stack_id >= 0
+        && let Some(walk) = stacks.walk(key.stack_id as u32)
+    {
+        for &a in walk.iter().skip(1) {
+            if addrs.len() == 1 && a == key.call_site {
+                continue;
+            }
+            // Without frame pointers the walk reads garbage: stop at the first non-code address.
+            if !symbols.is_code(p.pid, key.generation, a) {
+                break;
+            }
+            addrs.push(a);
+        }
+    }
+    let frames = addrs.into_iter().map(|a| symbols.symbolize(p.pid, key.generation, a)).collect();
+    let c = s.counts;
+    StackReport {
+        pid: p.pid,
+        outstanding_bytes: c.outstanding_bytes,
+        outstanding_allocs: c.outstanding_allocs,
+        allocated_bytes: c.allocated_bytes,
+        allocs: c.allocs,
+        failed_allocs: c.failed_allocs,
+        frames,
+    }
+}
+
+/// Human-readable byte count in B, KiB, MiB or GiB.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.2} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(3 << 20), "3.00 MiB");
+    }
+}

@@ -1,0 +1,93 @@
+//! The human-readable report: losses first, then processes, then the top stacks.
+
+use std::fmt::Write as _;
+
+use super::{Report, human_bytes};
+use crate::symbols::Frame;
+
+/// Renders `report` with the `top` largest stacks.
+pub fn render(report: &Report, top: usize) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "oomtrace: {} process(es) traced for {:.2} s — lost events: {}, unknown frees: {}, stack collisions: {}",
+        report.processes.len(),
+        report.duration_s,
+        report.lost_events,
+        report.unknown_frees,
+        report.stack_collisions
+    );
+    if report.lost_events > 0 {
+        let _ = writeln!(s, "warning: {} events were lost: the figures below undercount", report.lost_events);
+    }
+    let _ = writeln!(
+        s,
+        "\n{:>8}  {:<16} {:>12} {:>9} {:>12} {:>9} {:>9} {:>7}  {}",
+        "PID", "COMM", "OUTSTANDING", "BLOCKS", "ALLOCATED", "ALLOCS", "FREES", "FAILED", "EXIT"
+    );
+    for p in &report.processes {
+        let exit = match (p.exit_code, p.signal) {
+            (_, Some(sig)) => format!("signal {sig}"),
+            (Some(code), None) => format!("{code}"),
+            (None, None) => "running".to_owned(),
+        };
+        let c = &p.counts;
+        let _ = writeln!(
+            s,
+            "{:>8}  {:<16} {:>12} {:>9} {:>12} {:>9} {:>9} {:>7}  {}",
+            p.pid,
+            p.comm,
+            human_bytes(c.outstanding_bytes),
+            c.outstanding_allocs,
+            human_bytes(c.allocated_bytes),
+            c.allocs,
+            c.frees,
+            c.failed_allocs,
+            exit
+        );
+    }
+    let shown: Vec<_> = report.stacks.iter().filter(|st| st.outstanding_bytes > 0 || st.failed_allocs > 0).take(top).collect();
+    if shown.is_empty() {
+        let _ = writeln!(s, "\nNo memory outstanding.");
+        return s;
+    }
+    let _ = writeln!(s, "\nTop {} stacks by outstanding bytes:", shown.len());
+    for (i, st) in shown.iter().enumerate() {
+        let _ = write!(
+            s,
+            "\n#{:<3} {} in {} block(s)  [pid {}; {} allocated in {} call(s)",
+            i + 1,
+            human_bytes(st.outstanding_bytes),
+            st.outstanding_allocs,
+            st.pid,
+            human_bytes(st.allocated_bytes),
+            st.allocs
+        );
+        if st.failed_allocs > 0 {
+            let _ = write!(s, "; {} failed", st.failed_allocs);
+        }
+        let _ = writeln!(s, "]");
+        for f in &st.frames {
+            let _ = writeln!(s, "       {}", frame_line(f));
+        }
+    }
+    s
+}
+
+fn frame_line(f: &Frame) -> String {
+    let func = f.function.as_deref().unwrap_or("??");
+    let mut line = format!("{func}");
+    if let (Some(file), Some(l)) = (&f.file, f.line) {
+        let short = file.rsplit('/').next().unwrap_or(file);
+        let _ = write!(line, " ({short}:{l})");
+    }
+    match &f.module {
+        Some(m) => {
+            let _ = write!(line, " [{m}]");
+        }
+        None => {
+            let _ = write!(line, " [{:#x}]", f.addr);
+        }
+    }
+    line
+}

@@ -1,0 +1,3 @@
+//! Where events come from: the live ring buffer (recordings join later).
+
+pub mod live;

@@ -1,0 +1,230 @@
+//! Addresses to functions, files and lines.
+//!
+//! A process's memory map is read while it lives (at its first allocation of each exec'd image)
+//! and kept, so a process that has exited still symbolizes: addresses become (file, offset) pairs
+//! and blazesym reads the ELF/DWARF of the file itself.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze, source::Elf, source::Source};
+
+/// Images whose maps are kept; past this the oldest are dropped.
+const MAX_IMAGES: usize = 16_384;
+
+/// One symbolized address.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Frame {
+    /// The raw address, as seen in the process.
+    #[serde(serialize_with = "hex")]
+    pub addr: u64,
+    /// Function name (demangled), if known.
+    pub function: Option<String>,
+    /// File name of the object it lives in.
+    pub module: Option<String>,
+    /// Source file, where debug info exists.
+    pub file: Option<String>,
+    /// Source line, where debug info exists.
+    pub line: Option<u32>,
+}
+
+fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
+}
+
+#[derive(Clone, Debug)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    offset: u64,
+    exec: bool,
+    path: Arc<PathBuf>,
+}
+
+/// Memory-map snapshots per (pid, image generation) and a symbol cache.
+pub struct Symbolizer {
+    maps: HashMap<(u32, u32), Vec<Mapping>>,
+    order: Vec<(u32, u32)>,
+    blaze: Blaze,
+    cache: HashMap<(Arc<PathBuf>, u64), Frame>,
+    /// The last range `covers` matched: most events come from the same module.
+    last_hit: Option<(u32, u32, u64, u64)>,
+    /// Processes whose maps could not be read (gone): not retried.
+    gone: std::collections::HashSet<u32>,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Symbolizer {
+    /// An empty symbolizer.
+    pub fn new() -> Self {
+        Self {
+            maps: HashMap::new(),
+            order: Vec::new(),
+            blaze: Blaze::new(),
+            cache: HashMap::new(),
+            last_hit: None,
+            gone: Default::default(),
+        }
+    }
+
+    /// Makes sure `addr` of that image can be symbolized later: re-reads the process's maps
+    /// when it is not covered yet (first event of an image, a library loaded since).
+    pub fn observe(&mut self, pid: u32, generation: u32, addr: u64) {
+        if addr == 0 || self.gone.contains(&pid) {
+            return;
+        }
+        if let Some((p, g, start, end)) = self.last_hit
+            && p == pid
+            && g == generation
+            && addr >= start
+            && addr < end
+        {
+            return;
+        }
+        if let Some(m) = self.mapping(pid, generation, addr) {
+            self.last_hit = Some((pid, generation, m.start, m.end));
+            return;
+        }
+        if !self.read_maps(pid, generation) {
+            self.gone.insert(pid);
+        }
+    }
+
+    /// A forked child starts with its parent's layout.
+    pub fn inherit(&mut self, parent: u32, parent_generation: u32, child: u32) {
+        if let Some(maps) = self.maps.get(&(parent, parent_generation)).cloned() {
+            self.insert(child, 0, maps);
+        }
+        self.gone.remove(&child);
+    }
+
+    fn insert(&mut self, pid: u32, generation: u32, maps: Vec<Mapping>) {
+        if self.maps.insert((pid, generation), maps).is_none() {
+            self.order.push((pid, generation));
+            if self.order.len() > MAX_IMAGES {
+                let old = self.order.remove(0);
+                self.maps.remove(&old);
+            }
+        }
+        self.last_hit = None;
+    }
+
+    /// Reads `/proc/PID/maps` for image `generation`; false if the process is gone.
+    pub fn read_maps(&mut self, pid: u32, generation: u32) -> bool {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return false;
+        };
+        let maps = parse_maps(&text);
+        if maps.is_empty() {
+            return false;
+        }
+        self.insert(pid, generation, maps);
+        true
+    }
+
+    /// Whether a map snapshot of that image exists.
+    pub fn has_maps(&self, pid: u32, generation: u32) -> bool {
+        self.maps.contains_key(&(pid, generation))
+    }
+
+    /// Whether `addr` lies in an executable file mapping of that image.
+    pub fn is_code(&self, pid: u32, generation: u32, addr: u64) -> bool {
+        self.mapping(pid, generation, addr).is_some_and(|m| m.exec)
+    }
+
+    fn mapping(&self, pid: u32, generation: u32, addr: u64) -> Option<&Mapping> {
+        self.maps.get(&(pid, generation))?.iter().find(|m| addr >= m.start && addr < m.end)
+    }
+
+    /// Symbolizes a return address (looked up at `addr - 1`, the call instruction).
+    pub fn symbolize(&mut self, pid: u32, generation: u32, addr: u64) -> Frame {
+        let mut frame = Frame { addr, ..Frame::default() };
+        let Some(m) = self.mapping(pid, generation, addr).cloned() else {
+            return frame;
+        };
+        frame.module = m.path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let file_offset = addr.saturating_sub(1) - m.start + m.offset;
+        let key = (m.path.clone(), file_offset);
+        if let Some(hit) = self.cache.get(&key) {
+            return Frame { addr, ..hit.clone() };
+        }
+        let src = Source::Elf(Elf::new(m.path.as_path()));
+        if let Ok(Symbolized::Sym(sym)) = self.blaze.symbolize_single(&src, Input::FileOffset(file_offset)) {
+            frame.function = Some(sym.name.to_string());
+            if let Some(ci) = sym.code_info.as_deref() {
+                frame.file = Some(match &ci.dir {
+                    Some(dir) => dir.join(&ci.file).to_string_lossy().into_owned(),
+                    None => ci.file.to_string_lossy().into_owned(),
+                });
+                frame.line = ci.line;
+            }
+        }
+        self.cache.insert(key, frame.clone());
+        frame
+    }
+}
+
+/// Parses file-backed mappings from `/proc/PID/maps` text.
+fn parse_maps(text: &str) -> Vec<Mapping> {
+    let mut paths: HashMap<&str, Arc<PathBuf>> = HashMap::new();
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let (range, perms, offset) = (f.next()?, f.next()?, f.next()?);
+            let path = f.nth(2)?;
+            if !path.starts_with('/') {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            let path = paths.entry(path).or_insert_with(|| Arc::new(PathBuf::from(path))).clone();
+            Some(Mapping {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                offset: u64::from_str_radix(offset, 16).ok()?,
+                exec: perms.contains('x'),
+                path,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn marker() -> u64 {
+        // A return address inside this test function.
+        let f: fn() -> u64 = marker_target;
+        std::hint::black_box(f)() 
+    }
+
+    #[inline(never)]
+    fn marker_target() -> u64 {
+        marker_target as *const () as u64
+    }
+
+    #[test]
+    fn symbolizes_our_own_function() {
+        let addr = marker() + 1;
+        let mut s = Symbolizer::new();
+        assert!(s.read_maps(std::process::id(), 0));
+        let frame = s.symbolize(std::process::id(), 0, addr);
+        assert!(frame.function.as_deref().unwrap_or("").contains("marker_target"), "{frame:?}");
+        assert!(s.is_code(std::process::id(), 0, addr));
+    }
+
+    #[test]
+    fn maps_parse_skips_anonymous() {
+        let text = "55d0-55e0 r-xp 00001000 08:01 42 /usr/bin/x\n7f00-7f10 rw-p 00000000 00:00 0 \n";
+        let maps = parse_maps(text);
+        assert_eq!(maps.len(), 1);
+        assert_eq!((maps[0].start, maps[0].offset, maps[0].exec), (0x55d0, 0x1000, true));
+    }
+}

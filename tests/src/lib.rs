@@ -1,0 +1,1 @@
+//! Integration tests and ground-truth workloads for oomtrace (see tests/tests/).

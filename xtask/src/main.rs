@@ -1,0 +1,102 @@
+//! Project tasks: `cargo xtask setup | build | test | demo`.
+//!
+//! Every task first runs `setup`, which installs only what is missing, so a fresh clone needs
+//! nothing but `cargo xtask demo` or `cargo xtask test`.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    let rest = &args.get(1..).unwrap_or_default();
+    match task {
+        "setup" => setup::run(),
+        "build" => {
+            setup::run()?;
+            build()
+        }
+        "test" => {
+            setup::run()?;
+            build()?;
+            test(rest)
+        }
+        "demo" => {
+            setup::run()?;
+            build()?;
+            demo()
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <setup|build|test|demo>");
+            eprintln!("  setup  install the nightly rust-src, bpf-linker and Debian packages the build and tests need");
+            eprintln!("  build  set up, then cargo build --release (target/release/oomtrace)");
+            eprintln!("  test   set up, build, then run every test, the privileged BPF ones included (needs root)");
+            eprintln!("  demo   set up, build, then trace the bundled demo workload and print the report");
+            if task == "help" { Ok(()) } else { bail!("unknown task {task}") }
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_owned()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs `cmd`, failing with its description if it fails.
+pub fn status(cmd: &mut Command) -> Result<()> {
+    let what = format!("{cmd:?}");
+    let st = cmd.status().with_context(|| format!("cannot start {what}"))?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}
+
+fn build() -> Result<()> {
+    status(cargo().args(["build", "--release", "--package", "oomtrace"]))
+}
+
+fn oomtrace_bin() -> PathBuf {
+    root().join("target/release/oomtrace")
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    // Unit tests, then the integration tests: those load real BPF programs and share kernel
+    // state (probes, tracefs, cgroups), so they run one at a time.
+    status(cargo().args(["test", "--release", "--workspace", "--exclude", "oomtrace-tests"]))?;
+    status(
+        cargo()
+            .args(["test", "--release", "--package", "oomtrace-tests", "--"])
+            .arg("--test-threads=1")
+            .args(extra)
+            .env("OOMTRACE_BIN", oomtrace_bin()),
+    )
+}
+
+fn demo() -> Result<()> {
+    let dir = root().join("target/demo");
+    std::fs::create_dir_all(&dir)?;
+    let exe = dir.join("demo");
+    status(
+        Command::new("cc")
+            .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+            .arg(&exe)
+            .arg(root().join("tests/workloads/demo.c")),
+    )?;
+    println!("$ oomtrace run -- {}", exe.display());
+    let st = Command::new(oomtrace_bin()).arg("run").arg("--").arg(&exe).status()?;
+    if !st.success() {
+        bail!("oomtrace exited with {st}");
+    }
+    Ok(())
+}

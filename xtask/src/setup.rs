@@ -1,0 +1,85 @@
+//! Idempotent set-up: installs only what is missing.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Result, bail};
+
+use crate::status;
+
+/// Debian packages the build and tests use: a C compiler and static libc for the ground-truth
+/// workloads, util-linux's setpriv for the unprivileged test, binutils' objdump for the
+/// placement cross-check.
+const APT_PACKAGES: &[&str] = &["gcc", "libc6-dev", "util-linux", "binutils"];
+const BPF_LINKER_VERSION: &str = "0.10.4";
+
+/// Runs every set-up step.
+pub fn run() -> Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    apt()?;
+    Ok(())
+}
+
+fn quiet(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn rust_src() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output();
+    let installed = out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src")));
+    if installed {
+        return Ok(());
+    }
+    eprintln!("setup: installing the nightly toolchain's rust-src (for the eBPF build)");
+    status(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))
+}
+
+fn bpf_linker() -> Result<()> {
+    let ok = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+    if ok {
+        return Ok(());
+    }
+    eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} (about 2 minutes, once)");
+    status(Command::new("cargo").args(["+stable", "install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"]))
+}
+
+fn apt() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !quiet(Command::new("dpkg").args(["-s", p])))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+    let sudo = |args: &[&str]| {
+        let root = is_root();
+        let mut c = Command::new(if root { args[0] } else { "sudo" });
+        if root {
+            c.args(&args[1..]);
+        } else {
+            c.args(args);
+        }
+        c
+    };
+    status(sudo(&["apt-get", "update", "-qq"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    let mut install = sudo(&["apt-get", "install", "-y", "-qq", "--no-install-recommends"]);
+    install.args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+    if status(&mut install).is_err() {
+        bail!("could not install {}: install them with apt-get and retry", missing.join(" "));
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().next() == Some("0")))
+        .unwrap_or(false)
+}
