@@ -27,6 +27,22 @@ pub enum Command {
     Run(RunArgs),
     /// Show which allocator object and probe offsets oomtrace would use (no tracing).
     Probes(ProbesArgs),
+    /// One snapshot of GPU/driver memory: DRM devices and clients, dma-bufs, KFD, meminfo.
+    Gpu(GpuArgs),
+}
+
+/// Options of `oomtrace gpu`.
+#[derive(Debug, Args)]
+pub struct GpuArgs {
+    /// procfs root (a saved copy or a fixture tree stands in for /proc).
+    #[arg(long, default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// sysfs root (a saved copy or a fixture tree stands in for /sys).
+    #[arg(long, default_value = "/sys")]
+    pub sys_root: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 /// Options of `oomtrace --pid N` / `--all`.

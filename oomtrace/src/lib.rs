@@ -6,9 +6,11 @@
 //! exit codes.
 
 pub mod cli;
+pub mod gpu;
 pub mod launch;
 pub mod model;
 pub mod probe;
+pub mod record;
 pub mod report;
 pub mod session;
 pub mod source;

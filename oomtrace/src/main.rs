@@ -57,6 +57,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", session::describe_probes(args.pid, args.binary, args.tracing.placement.into())?);
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Command::Gpu(args)) => {
+            let roots = oomtrace::gpu::Roots { proc_root: args.proc_root, sys_root: args.sys_root };
+            let snap = oomtrace::gpu::snapshot(&roots)?;
+            for w in &snap.warnings {
+                eprintln!("oomtrace: warning: {w}");
+            }
+            let body = match args.format {
+                Format::Json => serde_json::to_string_pretty(&snap)? + "\n",
+                Format::Text => snap.render_text(),
+            };
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(body.as_bytes())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Some(Command::Run(args)) => (
             Options { target: Target::Run(args.command), duration: None, placement: args.tracing.placement.into() },
             args.output,

@@ -112,11 +112,18 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
         }
         Target::Pid(pid) => {
             session.probes.trace_pid(*pid)?;
-            session.model.process_mut(*pid).comm = read_comm(*pid);
+            let comm = read_comm(*pid);
+            eprintln!(
+                "oomtrace: attached to pid {pid} ({comm}), probing {}; Ctrl-C to stop and report",
+                allocator.display()
+            );
+            session.model.process_mut(*pid).comm = comm;
             session.symbols.read_maps(*pid, 0);
             root = Some(*pid);
         }
-        Target::All => {}
+        Target::All => {
+            eprintln!("oomtrace: tracing every process that uses {}; Ctrl-C to stop and report", allocator.display());
+        }
     }
 
     let (stop, child) = session.run_loop(&opts, root, child_rx, started).await?;

@@ -298,7 +298,11 @@ mod tests {
             h.record(v * 37);
         }
         let s = h.summary();
-        for (got, want) in [(s.p50, 5_000 * 37), (s.p90, 9_000 * 37), (s.p99, 9_900 * 37)] {
+        for (got, want) in [
+            (s.p50, 5_000 * 37),
+            (s.p90, 9_000 * 37),
+            (s.p99, 9_900 * 37),
+        ] {
             let err = (got as f64 - want as f64).abs() / want as f64;
             assert!(err <= 0.01, "got {got} want {want}");
         }
@@ -342,7 +346,13 @@ mod tests {
         m.record(1000);
         m.record(1000);
         l.merge(&m);
-        assert_eq!(l.summary(), LifetimeSummary { p50: 1000, p99: 1000 });
+        assert_eq!(
+            l.summary(),
+            LifetimeSummary {
+                p50: 1000,
+                p99: 1000
+            }
+        );
     }
 
     #[test]
@@ -360,19 +370,30 @@ mod tests {
 
     #[test]
     fn json_keys_match_report_contract() {
-        let s = SizeSummary { p50: 1, p90: 2, p99: 3, max: 4 };
+        let s = SizeSummary {
+            p50: 1,
+            p90: 2,
+            p99: 3,
+            max: 4,
+        };
         let l = LifetimeSummary { p50: 5, p99: 6 };
         assert_eq!(
             serde_json::to_string(&s).ok().as_deref(),
             Some(r#"{"p50":1,"p90":2,"p99":3,"max":4}"#)
         );
-        assert_eq!(serde_json::to_string(&l).ok().as_deref(), Some(r#"{"p50":5,"p99":6}"#));
+        assert_eq!(
+            serde_json::to_string(&l).ok().as_deref(),
+            Some(r#"{"p50":5,"p99":6}"#)
+        );
     }
 
     #[test]
     fn memory_per_histogram() {
         // The numbers quoted in the module docs and BENCHMARKS.md.
-        let (s, l) = (SizeHist::new().heap_bytes(), LifetimeHist::new().heap_bytes());
+        let (s, l) = (
+            SizeHist::new().heap_bytes(),
+            LifetimeHist::new().heap_bytes(),
+        );
         println!("SizeHist heap {s} B, LifetimeHist heap {l} B");
         assert_eq!((s, l), (44_032, 21_504));
     }

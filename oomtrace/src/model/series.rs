@@ -266,6 +266,117 @@ impl Series {
     }
 }
 
+/// Deterministic synthetic series for the tests of this module and of the
+/// growth classifier: leaks and bounded shapes under seeded noise.
+#[cfg(test)]
+pub(crate) mod synth {
+    use super::Series;
+
+    /// Bytes per KiB.
+    pub const KIB: f64 = 1024.0;
+    /// Bytes per MiB.
+    pub const MIB: f64 = 1024.0 * 1024.0;
+
+    /// Seeded noise from a 64-bit linear congruential generator.
+    pub struct Noise(u64);
+
+    impl Noise {
+        /// A generator for `seed`.
+        pub fn new(seed: u64) -> Self {
+            Noise(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0xDEAD_BEEF)
+        }
+        /// Uniform in [0, 1).
+        pub fn unit(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 32) as f64 / 4_294_967_296.0
+        }
+        /// Uniform in [-a, a).
+        pub fn pm(&mut self, a: f64) -> f64 {
+            (self.unit() * 2.0 - 1.0) * a
+        }
+        /// Normal with standard deviation `sd` (Box–Muller).
+        pub fn normal(&mut self, sd: f64) -> f64 {
+            let (u1, u2) = (self.unit().max(1e-12), self.unit());
+            sd * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        }
+    }
+
+    /// `f(t)` sampled at `hz` for `secs` seconds (`secs * hz` samples from 0).
+    pub fn sample(hz: f64, secs: f64, mut f: impl FnMut(f64) -> f64) -> Series {
+        let mut s = Series::new();
+        for i in 0..(secs * hz).round() as usize {
+            let t = i as f64 / hz;
+            s.push(t, f(t));
+        }
+        s
+    }
+
+    /// Steady leak of `rate` under uniform ±`churn`, on 16 MiB.
+    pub fn leak(seed: u64, hz: f64, secs: f64, rate: f64, churn: f64) -> Series {
+        let mut n = Noise::new(seed);
+        sample(hz, secs, |t| 16.0 * MIB + rate * t + n.pm(churn))
+    }
+
+    /// Names of the shapes of [`bounded`].
+    pub const BOUNDED: [&str; 6] = ["flat+gauss", "flat+churn", "lru", "sawtooth", "sine", "ar1"];
+
+    /// (sample rate, seconds) of the false-positive sweeps.
+    pub const RUNS: [(f64, f64); 3] = [(1.0, 60.0), (5.0, 60.0), (1.0, 15.0)];
+
+    /// Bounded shapes with noise, `kind` indexing [`BOUNDED`]. Time constants
+    /// scale with the window so the bound shows inside it (a cache still
+    /// filling, or one slow swing, is growth as far as any data can tell).
+    pub fn bounded(kind: usize, seed: u64, hz: f64, secs: f64) -> Series {
+        let mut n = Noise::new(seed);
+        let u = n.unit();
+        match kind {
+            // 64 MiB with 1.5 % Gaussian noise.
+            0 => sample(hz, secs, |_| 64.0 * MIB + n.normal(MIB)),
+            // 8 MiB under ±2 MiB uniform churn.
+            1 => sample(hz, secs, |_| 8.0 * MIB + n.pm(2.0 * MIB)),
+            // LRU cache: fills in the first 5-30 % of the window, then stays
+            // at its 32 MiB cap with evictions of up to 5 %.
+            2 => {
+                let fill = secs * (0.05 + 0.25 * u);
+                sample(hz, secs, |t| match t < fill {
+                    true => 32.0 * MIB * t / fill + n.normal(0.32 * MIB),
+                    false => 32.0 * MIB * (1.0 - 0.05 * n.unit()),
+                })
+            }
+            // Batch buffer filling to 16 MiB and freeing all, 3-15 cycles per
+            // window (at least 4 samples each), 1 % noise.
+            3 => {
+                let cycles = 3.0 + ((hz * secs / 4.0).min(15.0) - 3.0).max(0.0) * u;
+                let (period, phase) = (secs / cycles, n.unit() * secs);
+                sample(hz, secs, |t| {
+                    16.0 * MIB * ((t + phase) % period) / period + n.normal(0.16 * MIB).abs()
+                })
+            }
+            // ±8 MiB sine, 2-6 cycles per window, plus noise.
+            4 => {
+                let (period, phase) = (secs / (2.0 + 4.0 * u), n.unit() * secs);
+                sample(hz, secs, |t| {
+                    let w = std::f64::consts::TAU * (t + phase) / period;
+                    48.0 * MIB + 8.0 * MIB * w.sin() + n.normal(0.2 * MIB)
+                })
+            }
+            // Mean-reverting wander: AR(1), sd 1 MiB, correlation time 1/10
+            // or 1/30 of the window.
+            _ => {
+                let a = (-1.0 / (hz * secs * if u < 0.5 { 0.1 } else { 1.0 / 30.0 })).exp();
+                let mut x = 0.0;
+                sample(hz, secs, |_| {
+                    x = a * x + n.normal(MIB * (1.0 - a * a).sqrt());
+                    100.0 * MIB + x
+                })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,7 +441,10 @@ mod tests {
         let pts: Vec<_> = s.points().collect();
         assert_eq!(pts.len(), s.len());
         assert!(pts.windows(2).all(|w| w[0].0 < w[1].0), "not oldest first");
-        let max_pt = pts.iter().copied().fold((0.0, f64::MIN), |a, p| if p.1 > a.1 { p } else { a });
+        let max_pt = pts
+            .iter()
+            .copied()
+            .fold((0.0, f64::MIN), |a, p| if p.1 > a.1 { p } else { a });
         assert_eq!(max_pt, (peak_at as f64, 1e12));
         assert!(pts.contains(&(trough_at as f64, -1e12)));
         assert_eq!(pts[0].0, 0.0, "oldest sample still represented");
@@ -379,9 +493,9 @@ mod tests {
         for i in 0..20_000u32 {
             s.push(f64::from(i), f64::from(i % 100));
         }
-        let (lo, hi) = s
-            .points()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), (_, v)| (lo.min(v), hi.max(v)));
+        let (lo, hi) = s.points().fold((f64::MAX, f64::MIN), |(lo, hi), (_, v)| {
+            (lo.min(v), hi.max(v))
+        });
         assert_eq!((lo, hi), (0.0, 99.0));
     }
 }

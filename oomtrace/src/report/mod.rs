@@ -88,10 +88,21 @@ impl Report {
     ) -> Self {
         let mut processes: Vec<ProcessReport> = model.processes().map(process_report).collect();
         processes.sort_by(|a, b| b.counts.outstanding_bytes.cmp(&a.counts.outstanding_bytes).then(a.pid.cmp(&b.pid)));
-        let mut out = Vec::new();
+        let mut out: Vec<StackReport> = Vec::new();
         for p in model.processes() {
+            // Stacks that symbolize identically (an unrolled loop's two call instructions on one
+            // line) are one stack to the reader: merge them.
+            let mut seen: std::collections::HashMap<Vec<FrameIdentity>, usize> = Default::default();
             for s in &p.stacks {
-                out.push(stack_report(p, s, stacks, symbols));
+                let r = stack_report(p, s, stacks, symbols);
+                let id: Vec<FrameIdentity> = r.frames.iter().map(FrameIdentity::of).collect();
+                match seen.get(&id) {
+                    Some(&i) => out[i].merge(&r),
+                    None => {
+                        seen.insert(id, out.len());
+                        out.push(r);
+                    }
+                }
             }
         }
         out.sort_by(|a, b| {
@@ -115,6 +126,32 @@ impl Report {
     /// The JSON text of the report.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serializes")
+    }
+}
+
+/// What makes two frames the same to a reader: the source location, or the address if unknown.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum FrameIdentity {
+    Source(Option<String>, Option<String>, Option<u32>, Option<String>),
+    Addr(u64),
+}
+
+impl FrameIdentity {
+    fn of(f: &Frame) -> Self {
+        match (&f.function, f.line) {
+            (Some(_), Some(_)) => Self::Source(f.function.clone(), f.file.clone(), f.line, f.module.clone()),
+            _ => Self::Addr(f.addr),
+        }
+    }
+}
+
+impl StackReport {
+    fn merge(&mut self, other: &StackReport) {
+        self.outstanding_bytes += other.outstanding_bytes;
+        self.outstanding_allocs += other.outstanding_allocs;
+        self.allocated_bytes += other.allocated_bytes;
+        self.allocs += other.allocs;
+        self.failed_allocs += other.failed_allocs;
     }
 }
 
