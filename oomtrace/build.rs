@@ -9,7 +9,11 @@ fn main() -> anyhow::Result<()> {
         .join("oomtrace-ebpf");
     let root = meta.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
-        [Package { name: "oomtrace-ebpf", root_dir: root, ..Default::default() }],
+        [Package {
+            name: "oomtrace-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         Toolchain::default(),
     )
 }

@@ -14,10 +14,12 @@ use aya_ebpf::{
     },
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
     programs::tracing::StackIdContext,
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
-use oomtrace_common::{AllocFn, ConfigKey, DropReason, EventKind, MemEvent, CONFIG_WORDS, DROP_COUNTERS};
+use oomtrace_common::{
+    AllocFn, CONFIG_WORDS, ConfigKey, DROP_COUNTERS, DropReason, EventKind, MemEvent,
+};
 
 /// Pending-state classes: one allocator call and each pairing syscall can be open at once per thread.
 const PEND_ALLOC: u64 = 0;
@@ -88,7 +90,7 @@ fn traced(tgid: u32) -> bool {
         return true;
     }
     // SAFETY: the value is copied out immediately.
-    unsafe { TRACED.get(&tgid).is_some() }
+    unsafe { TRACED.get(tgid).is_some() }
 }
 
 #[inline(always)]
@@ -100,7 +102,7 @@ fn ids() -> (u32, u32) {
 #[inline(always)]
 fn depth(tid: u32) -> u32 {
     // SAFETY: copied out.
-    unsafe { DEPTH.get(&tid).copied().unwrap_or(0) }
+    unsafe { DEPTH.get(tid).copied().unwrap_or(0) }
 }
 
 #[inline(always)]
@@ -110,11 +112,12 @@ fn emit(ev: &MemEvent) {
 
 #[inline(always)]
 fn emit_with(ev: &MemEvent, wake: bool) {
-    let flags = if wake || EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
+    let flags =
+        if wake || EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            BPF_RB_NO_WAKEUP
+        };
     if EVENTS.output::<MemEvent>(ev, flags as u64).is_err() {
         count_drop(DropReason::RingFull);
     }
@@ -164,7 +167,7 @@ fn alloc_enter(ctx: &ProbeContext, f: AllocFn, size: u64, old_addr: u64, aux: u6
         count_drop(DropReason::StaleCall);
         d = 0;
     }
-    let _ = DEPTH.insert(&tid, &(d + 1), 0);
+    let _ = DEPTH.insert(tid, (d + 1), 0);
     if d > 0 {
         return 0;
     }
@@ -184,7 +187,10 @@ fn alloc_enter(ctx: &ProbeContext, f: AllocFn, size: u64, old_addr: u64, aux: u6
         alloc_fn: f as u16,
         _pad: 0,
     };
-    if PENDING.insert(&((tid as u64) << 2 | PEND_ALLOC), &pending, 0).is_err() {
+    if PENDING
+        .insert(((tid as u64) << 2 | PEND_ALLOC), pending, 0)
+        .is_err()
+    {
         count_drop(DropReason::PendingFull);
     }
     0
@@ -196,7 +202,7 @@ const STALE_CALL_NS: u64 = 1_000_000_000;
 #[inline(always)]
 fn outer_call_is_stale(tid: u32) -> bool {
     // SAFETY: copied out.
-    match unsafe { PENDING.get(&((tid as u64) << 2 | PEND_ALLOC)).copied() } {
+    match unsafe { PENDING.get(((tid as u64) << 2 | PEND_ALLOC)).copied() } {
         // SAFETY: plain helper call.
         Some(p) => unsafe { bpf_ktime_get_ns() }.saturating_sub(p.ts_ns) > STALE_CALL_NS,
         None => true,
@@ -286,16 +292,16 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
         // Entered before we attached.
         return 0;
     }
-    let _ = DEPTH.insert(&tid, &(d - 1), 0);
+    let _ = DEPTH.insert(tid, (d - 1), 0);
     if d > 1 {
         return 0;
     }
     let key = (tid as u64) << 2 | PEND_ALLOC;
     // SAFETY: copied out before removal.
-    let Some(p) = (unsafe { PENDING.get(&key).copied() }) else {
+    let Some(p) = (unsafe { PENDING.get(key).copied() }) else {
         return 0;
     };
-    let _ = PENDING.remove(&key);
+    let _ = PENDING.remove(key);
     let ret: u64 = ctx.ret::<u64>();
     let mut ev = event(EventKind::Alloc, tgid, tid);
     ev.alloc_fn = p.alloc_fn;
@@ -317,9 +323,9 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
         ev.old_addr = p.old_addr;
     }
     // SAFETY: presence check only.
-    let first = unsafe { SEEN.get(&tgid).is_none() };
+    let first = unsafe { SEEN.get(tgid).is_none() };
     if first {
-        let _ = SEEN.insert(&tgid, &1, 0);
+        let _ = SEEN.insert(tgid, 1, 0);
     }
     emit_with(&ev, first);
     0
@@ -360,7 +366,10 @@ fn syscall_call_site() -> u64 {
 #[inline(always)]
 fn tp<T>(ctx: &TracePointContext, off: usize) -> T {
     // SAFETY: offsets are the tracepoint format's; read_at bounds-checks via the helper.
-    unsafe { ctx.read_at::<T>(off).unwrap_or_else(|_| core::mem::zeroed()) }
+    unsafe {
+        ctx.read_at::<T>(off)
+            .unwrap_or_else(|_| core::mem::zeroed())
+    }
 }
 
 #[inline(always)]
@@ -379,7 +388,7 @@ fn syscall_enter(ctx: &TracePointContext, class: u64, size: u64, old: u64, aux: 
         alloc_fn: AllocFn::Syscall as u16,
         _pad: 0,
     };
-    if PENDING.insert(&((tid as u64) << 2 | class), &p, 0).is_err() {
+    if PENDING.insert(((tid as u64) << 2 | class), p, 0).is_err() {
         count_drop(DropReason::PendingFull);
     }
 }
@@ -392,14 +401,18 @@ fn syscall_exit(ctx: &TracePointContext, class: u64, kind: EventKind) {
     }
     let key = (tid as u64) << 2 | class;
     // SAFETY: copied out before removal.
-    let Some(p) = (unsafe { PENDING.get(&key).copied() }) else {
+    let Some(p) = (unsafe { PENDING.get(key).copied() }) else {
         return;
     };
-    let _ = PENDING.remove(&key);
+    let _ = PENDING.remove(key);
     let ret: i64 = tp(ctx, 16);
     let mut ev = event(kind, tgid, tid);
     // A negative errno is a failure: address 0.
-    ev.addr = if (-4095..0).contains(&ret) { 0 } else { ret as u64 };
+    ev.addr = if (-4095..0).contains(&ret) {
+        0
+    } else {
+        ret as u64
+    };
     ev.size = p.size;
     ev.old_addr = p.old_addr;
     ev.aux = p.aux;
@@ -470,7 +483,7 @@ pub fn clone_enter(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = ids();
     if traced(tgid) {
         let flags: u64 = tp(&ctx, 16);
-        let _ = CLONE_FLAGS.insert(&tid, &flags, 0);
+        let _ = CLONE_FLAGS.insert(tid, flags, 0);
     }
     0
 }
@@ -482,7 +495,7 @@ pub fn clone3_enter(ctx: TracePointContext) -> u32 {
         let uargs: u64 = tp(&ctx, 16);
         // SAFETY: struct clone_args starts with the u64 flags; read from user memory.
         let flags = unsafe { bpf_probe_read_user(uargs as *const u64).unwrap_or(0) };
-        let _ = CLONE_FLAGS.insert(&tid, &flags, 0);
+        let _ = CLONE_FLAGS.insert(tid, flags, 0);
     }
     0
 }
@@ -490,7 +503,7 @@ pub fn clone3_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn clone_exit(_ctx: TracePointContext) -> u32 {
     let (_, tid) = ids();
-    let _ = CLONE_FLAGS.remove(&tid);
+    let _ = CLONE_FLAGS.remove(tid);
     0
 }
 
@@ -503,7 +516,7 @@ pub fn process_fork(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: copied out.
-    let flags = unsafe { CLONE_FLAGS.get(&tid).copied().unwrap_or(0) };
+    let flags = unsafe { CLONE_FLAGS.get(tid).copied().unwrap_or(0) };
     if flags & CLONE_THREAD != 0 {
         return 0;
     }
@@ -513,7 +526,7 @@ pub fn process_fork(ctx: TracePointContext) -> u32 {
         if config(ConfigKey::FollowForks) == 0 {
             return 0;
         }
-        if TRACED.insert(&child, &1, 0).is_err() {
+        if TRACED.insert(child, 1, 0).is_err() {
             count_drop(DropReason::TracedFull);
         }
     }
@@ -542,8 +555,8 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
     let (tgid, tid) = ids();
     if traced(tgid) {
         // The old image's pending calls and depth died with it.
-        let _ = DEPTH.remove(&tid);
-        let _ = SEEN.remove(&tgid);
+        let _ = DEPTH.remove(tid);
+        let _ = SEEN.remove(tgid);
         emit(&with_comm(event(EventKind::Exec, tgid, tid)));
     }
     0
@@ -552,15 +565,15 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn process_exit(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = ids();
-    let _ = DEPTH.remove(&tid);
+    let _ = DEPTH.remove(tid);
     if !traced(tgid) {
         return 0;
     }
     let group_dead: u8 = tp(&ctx, 32);
     if group_dead != 0 {
         emit_with(&with_comm(event(EventKind::Exit, tgid, tid)), true);
-        let _ = TRACED.remove(&tgid);
-        let _ = SEEN.remove(&tgid);
+        let _ = TRACED.remove(tgid);
+        let _ = SEEN.remove(tgid);
     }
     0
 }

@@ -10,7 +10,12 @@ use crate::probe::placement::PlacementMode;
 
 /// oomtrace: who holds memory, by call stack, and what grows — no recompile, no restart.
 #[derive(Debug, Parser)]
-#[command(name = "oomtrace", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "oomtrace",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Subcommand; without one, `--pid N` or `--all` attaches to running processes.
     #[command(subcommand)]
@@ -145,15 +150,23 @@ impl From<Placement> for PlacementMode {
 /// Parses `500ms`, `30s`, `5m`, `1h`, or bare seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 30s, 5m, 500ms)"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (try 30s, 5m, 500ms)"))?;
     let secs = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("invalid duration unit {unit:?} in {s:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {s:?} (use ms, s, m or h)"
+            ));
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));
@@ -176,9 +189,15 @@ mod tests {
 
     #[test]
     fn run_takes_the_command_after_dashes() {
-        let cli = Cli::try_parse_from(["oomtrace", "run", "--format", "json", "--", "ls", "-l"]).unwrap();
-        let Some(Command::Run(run)) = cli.command else { panic!() };
-        assert_eq!(run.command, vec![OsString::from("ls"), OsString::from("-l")]);
+        let cli =
+            Cli::try_parse_from(["oomtrace", "run", "--format", "json", "--", "ls", "-l"]).unwrap();
+        let Some(Command::Run(run)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            run.command,
+            vec![OsString::from("ls"), OsString::from("-l")]
+        );
         assert_eq!(run.output.format, Format::Json);
     }
 

@@ -23,7 +23,10 @@ fn cstring(s: &[u8]) -> Result<CString> {
 pub fn spawn_held(exe: &Path, args: &[OsString]) -> Result<Held> {
     // Everything the child touches is prepared here: between fork and exec it must not allocate.
     let path = cstring(exe.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = args.iter().map(|a| cstring(a.as_bytes())).collect::<Result<_>>()?;
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<Result<_>>()?;
     let envp: Vec<CString> = std::env::vars_os()
         .filter_map(|(k, v)| {
             let mut kv = k.as_bytes().to_vec();
@@ -67,7 +70,11 @@ pub fn spawn_held(exe: &Path, args: &[OsString]) -> Result<Held> {
         libc::close(go_r);
         libc::close(err_w);
     }
-    Ok(Held { pid: pid as u32, go: go_w, err: err_r })
+    Ok(Held {
+        pid: pid as u32,
+        go: go_w,
+        err: err_r,
+    })
 }
 
 fn pipe() -> Result<(libc::c_int, libc::c_int)> {

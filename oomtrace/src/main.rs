@@ -54,11 +54,17 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (opts, output) = match cli.command {
         Some(Command::Probes(args)) => {
-            print!("{}", session::describe_probes(args.pid, args.binary, args.tracing.placement.into())?);
+            print!(
+                "{}",
+                session::describe_probes(args.pid, args.binary, args.tracing.placement.into())?
+            );
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Gpu(args)) => {
-            let roots = oomtrace::gpu::Roots { proc_root: args.proc_root, sys_root: args.sys_root };
+            let roots = oomtrace::gpu::Roots {
+                proc_root: args.proc_root,
+                sys_root: args.sys_root,
+            };
             let snap = oomtrace::gpu::snapshot(&roots)?;
             for w in &snap.warnings {
                 eprintln!("oomtrace: warning: {w}");
@@ -72,7 +78,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Run(args)) => (
-            Options { target: Target::Run(args.command), duration: None, placement: args.tracing.placement.into() },
+            Options {
+                target: Target::Run(args.command),
+                duration: None,
+                placement: args.tracing.placement.into(),
+            },
             args.output,
         ),
         None => {
@@ -81,13 +91,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (Some(pid), _) => Target::Pid(pid),
                 (None, true) => Target::All,
                 (None, false) => {
-                    anyhow::bail!("nothing to trace: give `run -- CMD`, `--pid N` or `--all` (see --help)")
+                    anyhow::bail!(
+                        "nothing to trace: give `run -- CMD`, `--pid N` or `--all` (see --help)"
+                    )
                 }
             };
-            (Options { target, duration: a.duration, placement: a.tracing.placement.into() }, a.output)
+            (
+                Options {
+                    target,
+                    duration: a.duration,
+                    placement: a.tracing.placement.into(),
+                },
+                a.output,
+            )
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let outcome = runtime.block_on(session::trace(opts)).map_err(classify)?;
     let written = write_report(&outcome.report, &output);
     let code = match (outcome.child, outcome.stop) {
@@ -102,7 +123,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Keeps typed errors reachable for the exit code.
 fn classify(err: anyhow::Error) -> anyhow::Error {
-    if err.downcast_ref::<TargetError>().is_some() || err.downcast_ref::<PreflightError>().is_some() {
+    if err.downcast_ref::<TargetError>().is_some() || err.downcast_ref::<PreflightError>().is_some()
+    {
         return err;
     }
     err
@@ -114,9 +136,8 @@ fn write_report(report: &oomtrace::report::Report, out: &OutputArgs) -> anyhow::
         Format::Text => text::render(report, out.top),
     };
     match &out.output {
-        Some(path) => {
-            std::fs::write(path, body).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
-        }
+        Some(path) => std::fs::write(path, body)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(body.as_bytes())?;

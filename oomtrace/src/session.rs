@@ -11,12 +11,12 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::launch::{self, ChildStatus};
 use crate::model::{ExitStatus, Hint, Model, has_call_site};
-use oomtrace_common::EventKind;
 use crate::probe::placement::PlacementMode;
 use crate::probe::{DropCounts, ProbeConfig, Probes, preflight, target};
 use crate::report::{Losses, Report, StackSource};
 use crate::source::live::RingReader;
 use crate::symbols::Symbolizer;
+use oomtrace_common::EventKind;
 
 /// What to trace.
 #[derive(Debug, Clone)]
@@ -84,14 +84,24 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
         Target::All => (target::system_libc()?, None),
     };
     let trace_all = matches!(opts.target, Target::All);
-    let mut probes = Probes::load(ProbeConfig { trace_all, follow_forks: true, placement: opts.placement })?;
+    let mut probes = Probes::load(ProbeConfig {
+        trace_all,
+        follow_forks: true,
+        placement: opts.placement,
+    })?;
     probes.attach_tracepoints()?;
     probes.attach_allocator(&allocator)?;
     let reader = RingReader::new(probes.take_ring()?);
     // SAFETY: RingReader owns the ring map's fd, which stays open and unchanged for its lifetime.
     let ring = unsafe { AsyncFd::register(reader) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
-    let mut session = Session { probes, ring, model: Model::new(), symbols: Symbolizer::new(), trace_all };
+    let mut session = Session {
+        probes,
+        ring,
+        model: Model::new(),
+        symbols: Symbolizer::new(),
+        trace_all,
+    };
 
     let started = Instant::now();
     let mut child_rx = None;
@@ -122,7 +132,10 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
             root = Some(*pid);
         }
         Target::All => {
-            eprintln!("oomtrace: tracing every process that uses {}; Ctrl-C to stop and report", allocator.display());
+            eprintln!(
+                "oomtrace: tracing every process that uses {}; Ctrl-C to stop and report",
+                allocator.display()
+            );
         }
     }
 
@@ -130,13 +143,25 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
     session.drain();
     let drops = session.probes.drops().unwrap_or_default();
     if std::env::var_os("OOMTRACE_DEBUG").is_some() {
-        eprintln!("debug: {} events applied, drops {drops:?}, stop {stop:?}", session.model.events);
+        eprintln!(
+            "debug: {} events applied, drops {drops:?}, stop {stop:?}",
+            session.model.events
+        );
     }
     if let (Some(pid), Some(status)) = (root, child) {
-        session.model.process_mut(pid).set_exit_status(match status {
-            ChildStatus::Exited(code) => ExitStatus { code: Some(code), signal: None },
-            ChildStatus::Signaled(sig) => ExitStatus { code: None, signal: Some(sig) },
-        });
+        session
+            .model
+            .process_mut(pid)
+            .set_exit_status(match status {
+                ChildStatus::Exited(code) => ExitStatus {
+                    code: Some(code),
+                    signal: None,
+                },
+                ChildStatus::Signaled(sig) => ExitStatus {
+                    code: None,
+                    signal: Some(sig),
+                },
+            });
     }
     let losses = losses(drops, session.ring.get_ref().malformed);
     let report = Report::build(
@@ -146,11 +171,19 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
         started.elapsed().as_secs_f64(),
         losses,
     );
-    Ok(Outcome { report, stop, child, probes: session.probes })
+    Ok(Outcome {
+        report,
+        stop,
+        child,
+        probes: session.probes,
+    })
 }
 
 fn losses(d: DropCounts, malformed: u64) -> Losses {
-    Losses { lost_events: d.lost_events + malformed, stack_collisions: d.stack_collisions }
+    Losses {
+        lost_events: d.lost_events + malformed,
+        stack_collisions: d.stack_collisions,
+    }
 }
 
 struct Session {
@@ -240,12 +273,22 @@ impl Session {
 
     /// Applies every queued event to the model.
     fn drain(&mut self) {
-        let Self { ring, model, symbols, probes, trace_all, .. } = self;
+        let Self {
+            ring,
+            model,
+            symbols,
+            probes,
+            trace_all,
+            ..
+        } = self;
         let reader = ring.get_mut();
         let debug = std::env::var_os("OOMTRACE_DEBUG_EVENTS").is_some();
         while let Some(ev) = reader.next_event() {
             if debug {
-                eprintln!("ev kind={} fn={} tgid={} tid={} addr={:#x} size={} site={:#x} ts={}", ev.kind, ev.alloc_fn, ev.tgid, ev.tid, ev.addr, ev.size, ev.call_site, ev.ts_ns);
+                eprintln!(
+                    "ev kind={} fn={} tgid={} tid={} addr={:#x} size={} site={:#x} ts={}",
+                    ev.kind, ev.alloc_fn, ev.tgid, ev.tid, ev.addr, ev.size, ev.call_site, ev.ts_ns
+                );
             }
             let hint = model.apply(&ev);
             let kind = EventKind::from_u16(ev.kind);
@@ -278,19 +321,30 @@ fn attach_new_allocator(probes: &mut Probes, pid: u32) {
     if let Ok(object) = target::allocator_of_pid(pid)
         && let Err(e) = probes.attach_allocator(&object)
     {
-        eprintln!("oomtrace: warning: cannot probe {} for pid {pid}: {e:#}", object.display());
+        eprintln!(
+            "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
+            object.display()
+        );
     }
 }
 
 fn read_comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// The probe table oomtrace would use, for `oomtrace probes`.
-pub fn describe_probes(pid: Option<u32>, binary: Option<PathBuf>, mode: PlacementMode) -> Result<String> {
+pub fn describe_probes(
+    pid: Option<u32>,
+    binary: Option<PathBuf>,
+    mode: PlacementMode,
+) -> Result<String> {
     let object = match (pid, binary) {
         (Some(pid), _) => target::allocator_of_pid(pid)?,
-        (None, Some(bin)) => target::allocator_of_program(&target::resolve_command(bin.as_os_str())?)?,
+        (None, Some(bin)) => {
+            target::allocator_of_program(&target::resolve_command(bin.as_os_str())?)?
+        }
         (None, None) => target::system_libc()?,
     };
     let mut out = format!("allocator object: {}\n", object.display());
@@ -299,7 +353,11 @@ pub fn describe_probes(pid: Option<u32>, binary: Option<PathBuf>, mode: Placemen
             "{:<28} +{:<4} {}\n",
             p.function,
             p.offset,
-            if p.emulated { "emulated" } else { "single-stepped" }
+            if p.emulated {
+                "emulated"
+            } else {
+                "single-stepped"
+            }
         ));
     }
     Ok(out)

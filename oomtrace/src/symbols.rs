@@ -139,12 +139,18 @@ impl Symbolizer {
     }
 
     fn mapping(&self, pid: u32, generation: u32, addr: u64) -> Option<&Mapping> {
-        self.maps.get(&(pid, generation))?.iter().find(|m| addr >= m.start && addr < m.end)
+        self.maps
+            .get(&(pid, generation))?
+            .iter()
+            .find(|m| addr >= m.start && addr < m.end)
     }
 
     /// Symbolizes a return address (looked up at `addr - 1`, the call instruction).
     pub fn symbolize(&mut self, pid: u32, generation: u32, addr: u64) -> Frame {
-        let mut frame = Frame { addr, ..Frame::default() };
+        let mut frame = Frame {
+            addr,
+            ..Frame::default()
+        };
         let Some(m) = self.mapping(pid, generation, addr).cloned() else {
             return frame;
         };
@@ -152,10 +158,16 @@ impl Symbolizer {
         let file_offset = addr.saturating_sub(1) - m.start + m.offset;
         let key = (m.path.clone(), file_offset);
         if let Some(hit) = self.cache.get(&key) {
-            return Frame { addr, ..hit.clone() };
+            return Frame {
+                addr,
+                ..hit.clone()
+            };
         }
         let src = Source::Elf(Elf::new(m.path.as_path()));
-        if let Ok(Symbolized::Sym(sym)) = self.blaze.symbolize_single(&src, Input::FileOffset(file_offset)) {
+        if let Ok(Symbolized::Sym(sym)) = self
+            .blaze
+            .symbolize_single(&src, Input::FileOffset(file_offset))
+        {
             frame.function = Some(sym.name.to_string());
             if let Some(ci) = sym.code_info.as_deref() {
                 frame.file = Some(match &ci.dir {
@@ -182,7 +194,10 @@ fn parse_maps(text: &str) -> Vec<Mapping> {
                 return None;
             }
             let (start, end) = range.split_once('-')?;
-            let path = paths.entry(path).or_insert_with(|| Arc::new(PathBuf::from(path))).clone();
+            let path = paths
+                .entry(path)
+                .or_insert_with(|| Arc::new(PathBuf::from(path)))
+                .clone();
             Some(Mapping {
                 start: u64::from_str_radix(start, 16).ok()?,
                 end: u64::from_str_radix(end, 16).ok()?,
@@ -202,7 +217,7 @@ mod tests {
     fn marker() -> u64 {
         // A return address inside this test function.
         let f: fn() -> u64 = marker_target;
-        std::hint::black_box(f)() 
+        std::hint::black_box(f)()
     }
 
     #[inline(never)]
@@ -216,15 +231,26 @@ mod tests {
         let mut s = Symbolizer::new();
         assert!(s.read_maps(std::process::id(), 0));
         let frame = s.symbolize(std::process::id(), 0, addr);
-        assert!(frame.function.as_deref().unwrap_or("").contains("marker_target"), "{frame:?}");
+        assert!(
+            frame
+                .function
+                .as_deref()
+                .unwrap_or("")
+                .contains("marker_target"),
+            "{frame:?}"
+        );
         assert!(s.is_code(std::process::id(), 0, addr));
     }
 
     #[test]
     fn maps_parse_skips_anonymous() {
-        let text = "55d0-55e0 r-xp 00001000 08:01 42 /usr/bin/x\n7f00-7f10 rw-p 00000000 00:00 0 \n";
+        let text =
+            "55d0-55e0 r-xp 00001000 08:01 42 /usr/bin/x\n7f00-7f10 rw-p 00000000 00:00 0 \n";
         let maps = parse_maps(text);
         assert_eq!(maps.len(), 1);
-        assert_eq!((maps[0].start, maps[0].offset, maps[0].exec), (0x55d0, 0x1000, true));
+        assert_eq!(
+            (maps[0].start, maps[0].offset, maps[0].exec),
+            (0x55d0, 0x1000, true)
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! Every task first runs `setup`, which installs only what is missing, so a fresh clone needs
 //! nothing but `cargo xtask demo` or `cargo xtask test`.
 
+mod bench;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -30,20 +31,41 @@ fn main() -> Result<()> {
             build()?;
             demo()
         }
+        "bench" => {
+            setup::run()?;
+            build()?;
+            bench::run()
+        }
         _ => {
-            eprintln!("usage: cargo xtask <setup|build|test|demo>");
-            eprintln!("  setup  install the nightly rust-src, bpf-linker and Debian packages the build and tests need");
+            eprintln!("usage: cargo xtask <setup|build|test|demo|bench>");
+            eprintln!(
+                "  setup  install the nightly rust-src, bpf-linker and Debian packages the build and tests need"
+            );
             eprintln!("  build  set up, then cargo build --release (target/release/oomtrace)");
-            eprintln!("  test   set up, build, then run every test, the privileged BPF ones included (needs root)");
-            eprintln!("  demo   set up, build, then trace the bundled demo workload and print the report");
-            if task == "help" { Ok(()) } else { bail!("unknown task {task}") }
+            eprintln!(
+                "  test   set up, build, then run every test, the privileged BPF ones included (needs root)"
+            );
+            eprintln!(
+                "  demo   set up, build, then trace the bundled demo workload and print the report"
+            );
+            eprintln!(
+                "  bench  set up, build, then measure overhead side by side and rewrite BENCHMARKS.md"
+            );
+            if task == "help" {
+                Ok(())
+            } else {
+                bail!("unknown task {task}")
+            }
         }
     }
 }
 
 /// The workspace root (xtask lives one level below it).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent")
+        .to_owned()
 }
 
 fn cargo() -> Command {
@@ -55,7 +77,9 @@ fn cargo() -> Command {
 /// Runs `cmd`, failing with its description if it fails.
 pub fn status(cmd: &mut Command) -> Result<()> {
     let what = format!("{cmd:?}");
-    let st = cmd.status().with_context(|| format!("cannot start {what}"))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {what}"))?;
     if !st.success() {
         bail!("{what} failed ({st})");
     }
@@ -73,7 +97,13 @@ fn oomtrace_bin() -> PathBuf {
 fn test(extra: &[String]) -> Result<()> {
     // Unit tests, then the integration tests: those load real BPF programs and share kernel
     // state (probes, tracefs, cgroups), so they run one at a time.
-    status(cargo().args(["test", "--release", "--workspace", "--exclude", "oomtrace-tests"]))?;
+    status(cargo().args([
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "oomtrace-tests",
+    ]))?;
     status(
         cargo()
             .args(["test", "--release", "--package", "oomtrace-tests", "--"])
@@ -94,7 +124,11 @@ fn demo() -> Result<()> {
             .arg(root().join("tests/workloads/demo.c")),
     )?;
     println!("$ oomtrace run -- {}", exe.display());
-    let st = Command::new(oomtrace_bin()).arg("run").arg("--").arg(&exe).status()?;
+    let st = Command::new(oomtrace_bin())
+        .arg("run")
+        .arg("--")
+        .arg(&exe)
+        .status()?;
     if !st.success() {
         bail!("oomtrace exited with {st}");
     }

@@ -21,19 +21,34 @@ pub fn run() -> Result<()> {
 }
 
 fn quiet(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn rust_src() -> Result<()> {
     let out = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output();
-    let installed = out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src")));
+    let installed = out.is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.starts_with("rust-src"))
+    });
     if installed {
         return Ok(());
     }
     eprintln!("setup: installing the nightly toolchain's rust-src (for the eBPF build)");
-    status(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))
+    status(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
 }
 
 fn bpf_linker() -> Result<()> {
@@ -45,7 +60,12 @@ fn bpf_linker() -> Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} (about 2 minutes, once)");
-    status(Command::new("cargo").args(["+stable", "install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"]))
+    status(Command::new("cargo").args([
+        "+stable",
+        "install",
+        &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        "--locked",
+    ]))
 }
 
 fn apt() -> Result<()> {
@@ -70,9 +90,14 @@ fn apt() -> Result<()> {
     };
     status(sudo(&["apt-get", "update", "-qq"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
     let mut install = sudo(&["apt-get", "install", "-y", "-qq", "--no-install-recommends"]);
-    install.args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+    install
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
     if status(&mut install).is_err() {
-        bail!("could not install {}: install them with apt-get and retry", missing.join(" "));
+        bail!(
+            "could not install {}: install them with apt-get and retry",
+            missing.join(" ")
+        );
     }
     Ok(())
 }
@@ -80,6 +105,10 @@ fn apt() -> Result<()> {
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().next() == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|v| v.split_whitespace().next() == Some("0"))
+        })
         .unwrap_or(false)
 }

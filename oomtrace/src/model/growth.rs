@@ -5,8 +5,8 @@
 //! shape of the recent history can. [`classify`] looks at the last
 //! [`GrowthConfig::window_s`] seconds of a [`Series`] and answers with a
 //! [`Growth`]: the class, a robust rate in units/s, a confidence in [0, 1]
-//! and, when growing, how long the growth has lasted. It is a pure function;
-//! call it as often as the view needs (about 35 µs for 300 points).
+//! and, when growing, how long the growth has lasted. It is a pure function
+//! costing about 40 µs for 300 points (85 µs when growing).
 //!
 //! How it decides (robust to outliers, deterministic):
 //!
@@ -35,13 +35,17 @@
 //!    breakpoint is therefore judged on its own as well, once it has climbed
 //!    `onset_margin` sigmas clear of the band before the breakpoint; the
 //!    rate is then measured from the breakpoint. `growing_for_s` is the time
-//!    since the breakpoint of the same fit over the whole retained series.
+//!    since the breakpoint of the same fit over the whole retained series
+//!    (as precise as the downsampled history, once older than the ring).
 //!
 //! The defaults of [`GrowthConfig`] come from measurements on the synthetic
 //! shapes of the tests (1000 seeds each); each field says what was measured.
 //! Limits: a fill-and-free cycle longer than about a third of the window,
 //! or a wander whose correlation time is a tenth of it, can look like
-//! growth (measured: 11 % of 1.2-cycle sawtooths, 0.2 % of AR(1) wander).
+//! growth (measured: 10 % of 1.2-cycle sawtooths, 0.2-0.3 % of AR(1)
+//! wander). Under heavy churn the rate is as good as the data allows: for
+//! the hard leak below the median error is 10 % (5 % at 5 Hz); for steady
+//! leaks with moderate noise the 99th percentile is 2.4 %.
 
 use super::series::Series;
 use serde::Serialize;
@@ -76,55 +80,63 @@ pub struct Growth {
 }
 
 /// Thresholds of the classifier (see the module docs for how they combine).
-/// "FP" below is the number of growing verdicts on 18 000 bounded series
-/// (6 shapes x 1000 seeds x {1 Hz 60 s, 5 Hz 60 s, 1 Hz 15 s}); "hard leak"
-/// is the share of 64 KiB/s leaks under ±2 MiB churn found in 60 s at 1 Hz.
+///
+/// Measured with the synthetic shapes of the tests, 1000 seeds each. "FP":
+/// growing verdicts on 18 000 bounded series (6 shapes x {1 Hz 60 s, 5 Hz
+/// 60 s, 1 Hz 15 s}); the defaults give 7, all on AR(1) wander.
+/// "Hard leak": share of 64 KiB/s leaks under ±2 MiB churn found in 60 s at
+/// 1 Hz (the whole rise is about the churn band); the defaults find 98.3 %.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GrowthConfig {
-    /// Seconds of history examined: 300. Longer finds slower leaks (the
-    /// hard leak has z ≈ 7 after 60 s and ≈ 79 after 300 s) but notices a
-    /// stop later: measured at 300 s, a stop is seen after 74-86 s (60-s
-    /// window: 18-30 s), while an onset is seen after 8 s (256 KiB/s), 22 s
-    /// (64 KiB/s) or 64 s (16 KiB/s, all under 256 KiB noise) either way.
+    /// Seconds of history examined: 300. Longer finds slower leaks (the hard
+    /// leak has z ≈ 7 after 60 s, ≈ 79 after 300 s) but notices a stop later:
+    /// after 72-108 s at 300 s, 16-42 s with a 60-s window. Onsets are seen
+    /// after 8-12 s (256 KiB/s), 12-26 s (64 KiB/s) or 50-78 s (16 KiB/s, all
+    /// under 256 KiB noise) at 300 s.
     pub window_s: f64,
-    /// Fewest points for a verdict: 10. FP at 1 Hz over bounded shapes of
-    /// n points: n = 5: 6.3 %, 6: 1.2 %, 8: 0.4 %, 10: 0.2 %, 12: 0.1 %;
-    /// a 1 MiB/s leak under ±256 KiB is found 93 %, 94 %, 99 %, 99.8 %, 100 %.
+    /// Fewest points for a verdict: 10. Growing verdicts on bounded shapes
+    /// n samples long, n = 5 / 6 / 8 / 10 / 15: 5.7 / 1.0 / 0.27 / 0.20 /
+    /// 0.05 %; a 1 MiB/s leak under ±256 KiB is found 95 / 95 / 99.6 / 100
+    /// / 100 %.
     pub min_points: usize,
     /// Shortest span for a verdict, seconds: 5, so a fast tick cannot decide
-    /// on a 2-second burst.
+    /// on a two-second burst.
     pub min_span_s: f64,
-    /// Trend significance, slope / standard error: 4. FP / hard leak for
-    /// 3.5: 23 / 99.2 %, 4: 10 / 98.1 %, 4.5: 6 / 94.2 %, 5: 3 / 83.7 %.
+    /// Trend significance, slope / standard error: 4. FP / hard leak at 3.5:
+    /// 13 / 99.1 %, 4: 7 / 98.3 %, 4.5: 4 / 94.6 %, 5: 2 / 84.6 %.
     pub min_z: f64,
-    /// Net rise over the window / residual band (p95 - p5): 0.5. No effect
-    /// on FP or hard leak up to 0.5; 0.75 takes the hard leak to 96 %, 1.0 to
-    /// 67 %. Kept as a guard against sawtooth-like bands.
+    /// Net rise over the window / residual band (p95 - p5): 0.5, a guard for
+    /// sawtooth-like bands. From 0 to 0.5 FP goes 9 -> 7 at no cost; 0.75 /
+    /// 1.0 take the hard leak to 96.7 / 67.8 %.
     pub min_rise_to_band: f64,
     /// Fraction of the window, at its end, that must make a new high: 1/3.
+    /// 1/4 loses 2 points of hard leak, 1/2 has FP 12.
     pub tail_frac: f64,
     /// Sigmas by which that new high must beat the earlier maximum: 0.
-    /// 0.25 / 0.5 cost the hard leak 1 / 5 points and saved no FP.
+    /// 0.25 / 0.5 cost 0.8 / 4.8 points of hard leak for FP 7 / 6 and 8 / 6 %
+    /// (instead of 10 %) of batch buffers seen for only 1.2 cycles.
     pub new_high_margin: f64,
-    /// Sigmas the last sixth may stay below the window's maximum: 2. The
-    /// hard leak's shortfall was at most 1.6 sigmas; a batch buffer freed
-    /// after a single long fill falls far more.
+    /// Sigmas the last sixth may stay below the window's maximum: 2. Without
+    /// this check 29 % of batch buffers seen for only 1.2 cycles are growing
+    /// (10 % with it); 1.0 costs 0.2 points of hard leak.
     pub drop_tol: f64,
     /// The tail is "stopped" when its slope is confidently below this
-    /// fraction of the window's: 0.25, so decelerating (square-root)
-    /// growth stays growing.
+    /// fraction of the window's: 0.25. At 0.75, 8 % of square-root shaped
+    /// (decelerating) growth would count as stopped.
     pub stop_ratio: f64,
     /// Standard errors for "confidently": 2.5. Growth that stopped halfway
-    /// scored at least 4.9, the hard leak at most 2.9 (p99 1.6).
+    /// is never growing from 1.5 to 3; 1.5 costs 0.6 points of hard leak.
     pub stop_z: f64,
-    /// Band sigmas an onset must climb above everything before it: 3.
-    /// FP 10 (as without the onset test), 11 at 2.
+    /// Band sigmas an onset must climb above everything before it: 3. FP at
+    /// 0 / 1 / 2 / 3: 48 / 13 / 7 / 7; without the onset test (infinite) a
+    /// leak starting at half the window is never found in it.
     pub onset_margin: f64,
     /// Noise floor in units: 1, the step of integer series (thread counts).
     pub noise_floor_abs: f64,
     /// Noise floor relative to the median level: 0.001.
     pub noise_floor_rel: f64,
-    /// Pairs sampled for a Theil–Sen slope: 2000 (about 10 µs).
+    /// Pairs sampled for a Theil–Sen slope: 2000 (500 changes no verdict
+    /// rate by more than 0.4 points).
     pub max_pairs: usize,
 }
 
@@ -171,6 +183,7 @@ pub fn classify(series: &Series, cfg: &GrowthConfig) -> Growth {
     else {
         return unknown;
     };
+    // Step 3 of the module docs: a leak's onset after a flat stretch.
     let onset = win.partition_point(|p| p.0 < growth_start(&win));
     let (before, rising) = win.split_at(onset);
     let clear_onset = before.len() >= 3

@@ -4,12 +4,11 @@
 //! significant digits (values are bucketed to within 1 %), with auto-resize
 //! off so memory is fixed at creation:
 //!
-//! * [`SizeHist`]: bytes in `[1, 2^48]`, 5 504 counters = 44 032 bytes of heap.
-//! * [`LifetimeHist`]: milliseconds in `[1, 86 400 000]` (one day),
+//! * [`SizeHist`]: bytes in `[0, 2^48]`, 5 504 counters = 44 032 bytes of heap.
+//! * [`LifetimeHist`]: milliseconds in `[0, 86 400 000]` (one day),
 //!   2 688 counters = 21 504 bytes of heap.
 //!
-//! Recording never panics: values above the bound are clamped to it, and 0
-//! is recorded as 0. Percentiles are reported as the lowest value of their
+//! Recording never panics: values above the bound are clamped to it. Percentiles are reported as the lowest value of their
 //! bucket (so common sizes such as 64 or 4096 come back exactly) and never
 //! above the exact maximum, which is tracked separately.
 //!

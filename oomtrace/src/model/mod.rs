@@ -1,8 +1,11 @@
 //! The model: every traced process's tables, fed one event at a time. It never draws and never
 //! touches BPF; views and reports read it.
 
+pub mod growth;
+pub mod hist;
 pub mod process;
 pub mod ranges;
+pub mod series;
 
 use std::collections::HashMap;
 
@@ -96,7 +99,10 @@ impl Model {
     }
 
     fn evict_one(&mut self) {
-        let victim = self.order.iter().position(|pid| self.procs.get(pid).is_some_and(|p| p.exit.is_some()));
+        let victim = self
+            .order
+            .iter()
+            .position(|pid| self.procs.get(pid).is_some_and(|p| p.exit.is_some()));
         if let Some(i) = victim {
             let pid = self.order.remove(i);
             self.procs.remove(&pid);
@@ -124,7 +130,10 @@ impl Model {
 
     /// Processes that have not exited.
     pub fn live_pids(&self) -> Vec<u32> {
-        self.processes().filter(|p| p.exit.is_none()).map(|p| p.pid).collect()
+        self.processes()
+            .filter(|p| p.exit.is_none())
+            .map(|p| p.pid)
+            .collect()
     }
 
     /// Frees of never-seen blocks, over all processes.
@@ -135,7 +144,14 @@ impl Model {
 
 /// Whether events of this kind carry a user call site.
 pub fn has_call_site(kind: EventKind) -> bool {
-    matches!(kind, EventKind::Alloc | EventKind::Realloc | EventKind::Mmap | EventKind::Mremap | EventKind::Brk)
+    matches!(
+        kind,
+        EventKind::Alloc
+            | EventKind::Realloc
+            | EventKind::Mmap
+            | EventKind::Mremap
+            | EventKind::Brk
+    )
 }
 
 #[cfg(test)]

@@ -80,7 +80,9 @@ pub struct ExitStatus {
 }
 
 /// Signals whose default action terminates the process.
-const FATAL_SIGNALS: &[i32] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31];
+const FATAL_SIGNALS: &[i32] = &[
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31,
+];
 
 /// A traced process.
 #[derive(Debug)]
@@ -140,20 +142,30 @@ impl Process {
     }
 
     fn stack(&mut self, ev: &MemEvent) -> u32 {
-        let key = StackKey { generation: self.generation, call_site: ev.call_site, stack_id: ev.stack_id };
+        let key = StackKey {
+            generation: self.generation,
+            call_site: ev.call_site,
+            stack_id: ev.stack_id,
+        };
         if let Some(&i) = self.index.get(&key) {
             return i;
         }
         let key = if self.stacks.len() >= MAX_STACKS_PER_PROCESS {
-            StackKey { generation: self.generation, call_site: 0, stack_id: -1 }
+            StackKey {
+                generation: self.generation,
+                call_site: 0,
+                stack_id: -1,
+            }
         } else {
             key
         };
-        let i = *self.index.entry(key).or_insert_with(|| {
-            self.stacks.push(StackStats { key, counts: Counts::default() });
+        *self.index.entry(key).or_insert_with(|| {
+            self.stacks.push(StackStats {
+                key,
+                counts: Counts::default(),
+            });
             (self.stacks.len() - 1) as u32
-        });
-        i
+        })
     }
 
     fn add_block(&mut self, ev: &MemEvent, addr: u64, size: u64) {
@@ -202,7 +214,11 @@ impl Process {
 
     fn remove_range(&mut self, start: u64, len: u64) {
         for r in self.ranges.remove(start, len) {
-            let stack = if r.gone { self.range_allocs.remove(&r.alloc) } else { self.range_allocs.get(&r.alloc).copied() };
+            let stack = if r.gone {
+                self.range_allocs.remove(&r.alloc)
+            } else {
+                self.range_allocs.get(&r.alloc).copied()
+            };
             if let Some(stack) = stack {
                 self.stacks[stack as usize].counts.release(r.bytes, r.gone);
                 self.totals.release(r.bytes, r.gone);
@@ -213,7 +229,9 @@ impl Process {
     /// Applies one event of this process. Returns whether a block was allocated (so the caller
     /// can keep the global block count bounded).
     pub fn apply(&mut self, ev: &MemEvent, track_blocks: bool) {
-        let Some(kind) = EventKind::from_u16(ev.kind) else { return };
+        let Some(kind) = EventKind::from_u16(ev.kind) else {
+            return;
+        };
         match kind {
             EventKind::Alloc if ev.addr == 0 => self.fail(ev),
             EventKind::Alloc if track_blocks => self.add_block(ev, ev.addr, ev.size),
@@ -333,8 +351,14 @@ impl Process {
     /// Freezes the tables (for the report) and releases per-block memory.
     fn exit(&mut self) {
         self.exit = Some(match self.last_signal {
-            Some(sig) if self.last_exit_code.is_none() => ExitStatus { code: None, signal: Some(sig) },
-            _ => ExitStatus { code: Some(self.last_exit_code.unwrap_or(0)), signal: None },
+            Some(sig) if self.last_exit_code.is_none() => ExitStatus {
+                code: None,
+                signal: Some(sig),
+            },
+            _ => ExitStatus {
+                code: Some(self.last_exit_code.unwrap_or(0)),
+                signal: None,
+            },
         });
         self.blocks = HashMap::new();
         self.ranges = Ranges::default();

@@ -37,7 +37,13 @@ impl Ranges {
         if len == 0 {
             return;
         }
-        self.pieces.insert(start, Piece { end: start.saturating_add(len), alloc });
+        self.pieces.insert(
+            start,
+            Piece {
+                end: start.saturating_add(len),
+                alloc,
+            },
+        );
         *self.counts.entry(alloc).or_default() += 1;
     }
 
@@ -58,11 +64,23 @@ impl Ranges {
             let count = self.counts.entry(p.alloc).or_default();
             *count -= 1;
             if s < start {
-                self.pieces.insert(s, Piece { end: start, alloc: p.alloc });
+                self.pieces.insert(
+                    s,
+                    Piece {
+                        end: start,
+                        alloc: p.alloc,
+                    },
+                );
                 *count += 1;
             }
             if p.end > end {
-                self.pieces.insert(end, Piece { end: p.end, alloc: p.alloc });
+                self.pieces.insert(
+                    end,
+                    Piece {
+                        end: p.end,
+                        alloc: p.alloc,
+                    },
+                );
                 *count += 1;
             }
             let bytes = p.end.min(end) - s.max(start);
@@ -70,7 +88,11 @@ impl Ranges {
             if gone {
                 self.counts.remove(&p.alloc);
             }
-            released.push(Released { alloc: p.alloc, bytes, gone });
+            released.push(Released {
+                alloc: p.alloc,
+                bytes,
+                gone,
+            });
         }
         released
     }
@@ -91,7 +113,14 @@ mod tests {
         let mut r = Ranges::default();
         r.insert(0x10000, 4 * PAGE, 7);
         let rel = r.remove(0x10000 + PAGE, PAGE);
-        assert_eq!(rel, vec![Released { alloc: 7, bytes: PAGE, gone: false }]);
+        assert_eq!(
+            rel,
+            vec![Released {
+                alloc: 7,
+                bytes: PAGE,
+                gone: false
+            }]
+        );
         let rel = r.remove(0x10000, 4 * PAGE);
         let total: u64 = rel.iter().map(|x| x.bytes).sum();
         assert_eq!(total, 3 * PAGE);
@@ -109,6 +138,13 @@ mod tests {
     fn requested_bytes_not_page_rounded() {
         let mut r = Ranges::default();
         r.insert(0x10000, 100, 1);
-        assert_eq!(r.remove(0x10000, 100), vec![Released { alloc: 1, bytes: 100, gone: true }]);
+        assert_eq!(
+            r.remove(0x10000, 100),
+            vec![Released {
+                alloc: 1,
+                bytes: 100,
+                gone: true
+            }]
+        );
     }
 }

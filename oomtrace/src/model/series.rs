@@ -7,9 +7,10 @@
 //!   minutes at the default 1 s tick) are kept at full resolution in a ring;
 //! * samples that fall out of the ring are folded into history buckets of
 //!   `stride` consecutive samples. A bucket keeps the minimum and the maximum
-//!   together with their timestamps, so peaks and troughs survive. When the
-//!   history holds `history_cap` buckets, neighbouring pairs are merged and the
-//!   stride doubles (downsampling by a factor of two, repeated as needed).
+//!   together with their timestamps, so peaks and troughs survive (the last
+//!   value is always in the ring). When the history reaches `history_cap`
+//!   buckets (`max(8, recent / 3)`, 200 by default), neighbouring pairs are
+//!   merged and the stride doubles: downsampling by two, repeated as needed.
 //!
 //! Nothing is ever dropped entirely: the oldest sample is still represented
 //! (coarsely), and [`Series::max`] is the maximum of everything ever pushed.
@@ -266,8 +267,8 @@ impl Series {
     }
 }
 
-/// Deterministic synthetic series for the tests of this module and of the
-/// growth classifier: leaks and bounded shapes under seeded noise.
+/// Deterministic synthetic series for the growth classifier's tests: leaks
+/// and bounded shapes (cache, batch buffer, oscillations) under seeded noise.
 #[cfg(test)]
 pub(crate) mod synth {
     use super::Series;

@@ -22,7 +22,11 @@ fn ev(kind: EventKind, addr: u64, size: u64, site: u64) -> MemEvent {
 
 fn stack(m: &Model, site: u64) -> Counts {
     let p = m.process(100).unwrap();
-    p.stacks.iter().find(|s| s.key.call_site == site).unwrap().counts
+    p.stacks
+        .iter()
+        .find(|s| s.key.call_site == site)
+        .unwrap()
+        .counts
 }
 
 #[test]
@@ -33,7 +37,10 @@ fn malloc_free_and_unknown_free() {
     m.apply(&ev(EventKind::Free, 0x1000, 0, 0));
     m.apply(&ev(EventKind::Free, 0x9999, 0, 0));
     let c = stack(&m, 1);
-    assert_eq!((c.outstanding_bytes, c.outstanding_allocs, c.allocs, c.frees), (50, 1, 2, 1));
+    assert_eq!(
+        (c.outstanding_bytes, c.outstanding_allocs, c.allocs, c.frees),
+        (50, 1, 2, 1)
+    );
     assert_eq!(m.unknown_frees(), 1);
 }
 
@@ -93,7 +100,13 @@ fn exec_releases_the_old_image_and_exit_freezes() {
     assert_eq!(m.apply(&ev(EventKind::Exit, 0, 0, 0)), Hint::Exited(100));
     let p = m.process(100).unwrap();
     assert_eq!(p.totals.outstanding_bytes, 30);
-    assert_eq!(p.exit, Some(ExitStatus { code: Some(3), signal: None }));
+    assert_eq!(
+        p.exit,
+        Some(ExitStatus {
+            code: Some(3),
+            signal: None
+        })
+    );
     assert_eq!(p.live_blocks(), 0);
 }
 
@@ -105,4 +118,3 @@ fn fork_creates_the_child() {
     assert_eq!(m.apply(&f), Hint::Forked(100, 101));
     assert_eq!(m.process(101).unwrap().ppid, Some(100));
 }
-

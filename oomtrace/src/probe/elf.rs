@@ -29,10 +29,14 @@ pub struct ElfObject {
 impl ElfObject {
     /// Reads and validates an ELF file.
     pub fn open(path: &Path) -> Result<Self> {
-        let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let data =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         ElfFile64::<object::Endianness>::parse(data.as_slice())
             .with_context(|| format!("{} is not a 64-bit ELF object", path.display()))?;
-        Ok(Self { path: path.to_owned(), data })
+        Ok(Self {
+            path: path.to_owned(),
+            data,
+        })
     }
 
     fn parsed(&self) -> ElfFile64<'_, object::Endianness> {
@@ -63,9 +67,9 @@ impl ElfObject {
         else {
             return (needed, runpath);
         };
-        let Ok(strings) = file
-            .elf_section_table()
-            .strings(endian, self.data.as_slice(), strings_index)
+        let Ok(strings) =
+            file.elf_section_table()
+                .strings(endian, self.data.as_slice(), strings_index)
         else {
             return (needed, runpath);
         };
@@ -95,11 +99,17 @@ impl ElfObject {
         let file_offset = file.segments().find_map(|seg| {
             let (start, len) = (seg.address(), seg.size());
             let (off, flen) = seg.file_range();
-            (vaddr >= start && vaddr < start + len && vaddr - start < flen).then(|| off + (vaddr - start))
+            (vaddr >= start && vaddr < start + len && vaddr - start < flen)
+                .then(|| off + (vaddr - start))
         })?;
         let end = (file_offset + size).min(self.data.len() as u64);
         let code = self.data.get(file_offset as usize..end as usize)?.to_vec();
-        Some(FuncSymbol { name: name.to_owned(), vaddr, file_offset, code })
+        Some(FuncSymbol {
+            name: name.to_owned(),
+            vaddr,
+            file_offset,
+            code,
+        })
     }
 
     /// Whether the object defines `name`.

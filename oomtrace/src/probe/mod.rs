@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
-use aya::programs::{TracePoint, UProbe, uprobe::{UProbeLink, UProbeScope}};
+use aya::programs::{
+    TracePoint, UProbe,
+    uprobe::{UProbeLink, UProbeScope},
+};
 use aya::{Ebpf, EbpfLoader};
 use oomtrace_common::{ConfigKey, DropReason};
 
@@ -29,16 +32,66 @@ struct AllocEntry {
 }
 
 const ALLOC_ENTRIES: &[AllocEntry] = &[
-    AllocEntry { name: "malloc", program: "malloc_enter", nargs: 1, returns: true },
-    AllocEntry { name: "calloc", program: "calloc_enter", nargs: 2, returns: true },
-    AllocEntry { name: "realloc", program: "realloc_enter", nargs: 2, returns: true },
-    AllocEntry { name: "reallocarray", program: "reallocarray_enter", nargs: 3, returns: true },
-    AllocEntry { name: "posix_memalign", program: "posix_memalign_enter", nargs: 3, returns: true },
-    AllocEntry { name: "aligned_alloc", program: "aligned_alloc_enter", nargs: 2, returns: true },
-    AllocEntry { name: "memalign", program: "memalign_enter", nargs: 2, returns: true },
-    AllocEntry { name: "valloc", program: "valloc_enter", nargs: 1, returns: true },
-    AllocEntry { name: "pvalloc", program: "pvalloc_enter", nargs: 1, returns: true },
-    AllocEntry { name: "free", program: "free_enter", nargs: 1, returns: false },
+    AllocEntry {
+        name: "malloc",
+        program: "malloc_enter",
+        nargs: 1,
+        returns: true,
+    },
+    AllocEntry {
+        name: "calloc",
+        program: "calloc_enter",
+        nargs: 2,
+        returns: true,
+    },
+    AllocEntry {
+        name: "realloc",
+        program: "realloc_enter",
+        nargs: 2,
+        returns: true,
+    },
+    AllocEntry {
+        name: "reallocarray",
+        program: "reallocarray_enter",
+        nargs: 3,
+        returns: true,
+    },
+    AllocEntry {
+        name: "posix_memalign",
+        program: "posix_memalign_enter",
+        nargs: 3,
+        returns: true,
+    },
+    AllocEntry {
+        name: "aligned_alloc",
+        program: "aligned_alloc_enter",
+        nargs: 2,
+        returns: true,
+    },
+    AllocEntry {
+        name: "memalign",
+        program: "memalign_enter",
+        nargs: 2,
+        returns: true,
+    },
+    AllocEntry {
+        name: "valloc",
+        program: "valloc_enter",
+        nargs: 1,
+        returns: true,
+    },
+    AllocEntry {
+        name: "pvalloc",
+        program: "pvalloc_enter",
+        nargs: 1,
+        returns: true,
+    },
+    AllocEntry {
+        name: "free",
+        program: "free_enter",
+        nargs: 1,
+        returns: false,
+    },
 ];
 
 /// (category, tracepoint, program).
@@ -122,17 +175,27 @@ impl Probes {
         let ebpf = EbpfLoader::new()
             .load(EBPF_OBJECT)
             .context("cannot load oomtrace's eBPF programs into the kernel")?;
-        let mut probes =
-            Self { ebpf, placement: cfg.placement, attached_objects: Vec::new(), uprobe_links: Vec::new() };
+        let mut probes = Self {
+            ebpf,
+            placement: cfg.placement,
+            attached_objects: Vec::new(),
+            uprobe_links: Vec::new(),
+        };
         let mut config: Array<_, u64> = Array::try_from(probes.map_mut("CONFIG")?)?;
         config.set(ConfigKey::TraceAll as u32, u64::from(cfg.trace_all), 0)?;
         config.set(ConfigKey::SelfTgid as u32, u64::from(std::process::id()), 0)?;
-        config.set(ConfigKey::FollowForks as u32, u64::from(cfg.follow_forks), 0)?;
+        config.set(
+            ConfigKey::FollowForks as u32,
+            u64::from(cfg.follow_forks),
+            0,
+        )?;
         Ok(probes)
     }
 
     fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
-        self.ebpf.map_mut(name).ok_or_else(|| anyhow!("eBPF object has no map {name}"))
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("eBPF object has no map {name}"))
     }
 
     /// Attaches the memory-syscall and process-lifecycle tracepoints.
@@ -145,7 +208,8 @@ impl Probes {
                 .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
                 .try_into()?;
             if loaded.insert(program) {
-                tp.load().with_context(|| format!("the kernel rejected program {program}"))?;
+                tp.load()
+                    .with_context(|| format!("the kernel rejected program {program}"))?;
             }
             tp.attach(category, name)
                 .with_context(|| format!("cannot attach tracepoint {category}:{name}"))?;
@@ -156,15 +220,22 @@ impl Probes {
     /// Attaches entry (and return) probes on every allocator function `object` defines.
     /// Returns what was attached; attaching the same object twice is a no-op.
     pub fn attach_allocator(&mut self, object: &Path) -> Result<Vec<AttachedProbe>> {
-        let meta = std::fs::metadata(object).with_context(|| format!("cannot stat {}", object.display()))?;
-        let id = (std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta));
+        let meta = std::fs::metadata(object)
+            .with_context(|| format!("cannot stat {}", object.display()))?;
+        let id = (
+            std::os::unix::fs::MetadataExt::dev(&meta),
+            std::os::unix::fs::MetadataExt::ino(&meta),
+        );
         if self.attached_objects.contains(&id) {
             return Ok(Vec::new());
         }
         let elf = ElfObject::open(object)?;
         let plan = plan_allocator(&elf, self.placement);
         if plan.is_empty() {
-            return Err(anyhow!("{} defines no allocator functions", object.display()));
+            return Err(anyhow!(
+                "{} defines no allocator functions",
+                object.display()
+            ));
         }
         let mut attached = Vec::new();
         for (names, entry, func, placement) in plan {
@@ -173,12 +244,15 @@ impl Probes {
             // thread's nesting depth would stay raised. (A return without an entry is ignored.)
             if entry.returns {
                 // The same offset works for the return probe: rsp is still as at entry there.
-                self.attach_uprobe("alloc_return", offset, object).with_context(|| {
-                    format!("cannot attach uretprobe to {names} in {}", object.display())
-                })?;
+                self.attach_uprobe("alloc_return", offset, object)
+                    .with_context(|| {
+                        format!("cannot attach uretprobe to {names} in {}", object.display())
+                    })?;
             }
             self.attach_uprobe(entry.program, offset, object)
-                .with_context(|| format!("cannot attach uprobe to {names} in {}", object.display()))?;
+                .with_context(|| {
+                    format!("cannot attach uprobe to {names} in {}", object.display())
+                })?;
             attached.push(AttachedProbe {
                 function: names,
                 object: object.to_owned(),
@@ -197,7 +271,8 @@ impl Probes {
             .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
             .try_into()?;
         if up.fd().is_err() {
-            up.load().with_context(|| format!("the kernel rejected program {program}"))?;
+            up.load()
+                .with_context(|| format!("the kernel rejected program {program}"))?;
         }
         let id = up.attach(file_offset, object, UProbeScope::AllProcesses)?;
         self.uprobe_links.push(up.take_link(id)?);
@@ -207,18 +282,26 @@ impl Probes {
     /// Starts tracing process `pid`.
     pub fn trace_pid(&mut self, pid: u32) -> Result<()> {
         let mut traced: HashMap<_, u32, u8> = HashMap::try_from(self.map_mut("TRACED")?)?;
-        traced.insert(pid, 1, 0).with_context(|| format!("cannot add pid {pid} to the traced set"))
+        traced
+            .insert(pid, 1, 0)
+            .with_context(|| format!("cannot add pid {pid} to the traced set"))
     }
 
     /// Takes the event ring buffer (call once).
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("no EVENTS map"))?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("no EVENTS map"))?;
         Ok(RingBuf::try_from(map)?)
     }
 
     /// Reads the kernel side's drop counters.
     pub fn drops(&self) -> Result<DropCounts> {
-        let map = self.ebpf.map("DROPS").ok_or_else(|| anyhow!("no DROPS map"))?;
+        let map = self
+            .ebpf
+            .map("DROPS")
+            .ok_or_else(|| anyhow!("no DROPS map"))?;
         let drops: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
         let sum = |d: DropReason| -> Result<u64> { Ok(drops.get(&(d as u32), 0)?.iter().sum()) };
         Ok(DropCounts {
@@ -248,7 +331,9 @@ fn plan_allocator(
     let mut by_addr: StdHashMap<u64, usize> = StdHashMap::new();
     let mut plan: Vec<(String, &'static AllocEntry, elf::FuncSymbol, Placement)> = Vec::new();
     for entry in ALLOC_ENTRIES {
-        let Some(func) = elf.function(entry.name) else { continue };
+        let Some(func) = elf.function(entry.name) else {
+            continue;
+        };
         if let Some(&i) = by_addr.get(&func.vaddr) {
             plan[i].0 = format!("{}/{}", plan[i].0, entry.name);
             continue;

@@ -41,7 +41,10 @@ const ARG_REGS: [Register; 6] = [
 /// Chooses the probe offset for a function whose machine code is `code`, loaded at `ip`, that
 /// reads its first `nargs` integer arguments.
 pub fn choose(code: &[u8], ip: u64, nargs: usize, mode: PlacementMode) -> Placement {
-    let at_zero = Placement { offset: 0, emulated: code.first().is_some_and(|_| is_emulated(first_insn(code))) };
+    let at_zero = Placement {
+        offset: 0,
+        emulated: code.first().is_some_and(|_| is_emulated(first_insn(code))),
+    };
     if mode == PlacementMode::Entry || code.is_empty() {
         return at_zero;
     }
@@ -60,14 +63,20 @@ pub fn choose(code: &[u8], ip: u64, nargs: usize, mode: PlacementMode) -> Placem
         }
         let bytes = &code[offset as usize..offset as usize + insn.len()];
         if is_emulated(bytes) {
-            return Placement { offset, emulated: true };
+            return Placement {
+                offset,
+                emulated: true,
+            };
         }
         if insn.flow_control() != FlowControl::Next {
             break;
         }
         let used = info.info(&insn);
         let clobbers = used.used_registers().iter().any(|r| {
-            let writes = !matches!(r.access(), OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess | OpAccess::None);
+            let writes = !matches!(
+                r.access(),
+                OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess | OpAccess::None
+            );
             let reg = r.register().full_register();
             writes && (reg == Register::RSP || ARG_REGS[..nargs.min(6)].contains(&reg))
         });
@@ -81,7 +90,11 @@ pub fn choose(code: &[u8], ip: u64, nargs: usize, mode: PlacementMode) -> Placem
 fn first_insn(code: &[u8]) -> &[u8] {
     let mut decoder = Decoder::new(64, code, DecoderOptions::NONE);
     let insn = decoder.decode();
-    if insn.is_invalid() { &code[..0] } else { &code[..insn.len()] }
+    if insn.is_invalid() {
+        &code[..0]
+    } else {
+        &code[..insn.len()]
+    }
 }
 
 /// Near branch targets of every instruction in `code`.
@@ -104,15 +117,18 @@ fn branch_targets(code: &[u8], ip: u64) -> Vec<u64> {
 /// `push reg`, `jmp`/`call` rel, `jcc` rel, and `nop` — without operand-size or other prefixes,
 /// which the kernel's branch emulation refuses.
 pub fn is_emulated(bytes: &[u8]) -> bool {
-    match bytes {
-        [0x50..=0x57] | [0x41, 0x50..=0x57] => true,
-        [0x90] => true,
-        [0x0f, 0x1f, ..] => true,
-        [0xeb, _] | [0xe9, _, _, _, _] | [0xe8, _, _, _, _] => true,
-        [0x70..=0x7f, _] => true,
-        [0x0f, 0x80..=0x8f, _, _, _, _] => true,
-        _ => false,
-    }
+    matches!(
+        bytes,
+        [0x50..=0x57]
+            | [0x41, 0x50..=0x57]
+            | [0x90]
+            | [0x0f, 0x1f, ..]
+            | [0xeb, _]
+            | [0xe9, _, _, _, _]
+            | [0xe8, _, _, _, _]
+            | [0x70..=0x7f, _]
+            | [0x0f, 0x80..=0x8f, _, _, _, _]
+    )
 }
 
 #[cfg(test)]
@@ -122,16 +138,30 @@ mod tests {
     #[test]
     fn glibc_free_shape_moves_to_the_je() {
         // test %rdi,%rdi ; je +0xbf ; push %rbp ; lea -0x10(%rdi),%rsi
-        let code = [0x48, 0x85, 0xff, 0x0f, 0x84, 0xbf, 0, 0, 0, 0x55, 0x48, 0x8d, 0x77, 0xf0];
+        let code = [
+            0x48, 0x85, 0xff, 0x0f, 0x84, 0xbf, 0, 0, 0, 0x55, 0x48, 0x8d, 0x77, 0xf0,
+        ];
         let p = choose(&code, 0x1000, 1, PlacementMode::Auto);
-        assert_eq!(p, Placement { offset: 3, emulated: true });
+        assert_eq!(
+            p,
+            Placement {
+                offset: 3,
+                emulated: true
+            }
+        );
         assert_eq!(choose(&code, 0x1000, 1, PlacementMode::Entry).offset, 0);
     }
 
     #[test]
     fn push_at_entry_stays_at_zero() {
         let code = [0x41, 0x54, 0x55, 0x53];
-        assert_eq!(choose(&code, 0, 1, PlacementMode::Auto), Placement { offset: 0, emulated: true });
+        assert_eq!(
+            choose(&code, 0, 1, PlacementMode::Auto),
+            Placement {
+                offset: 0,
+                emulated: true
+            }
+        );
     }
 
     #[test]

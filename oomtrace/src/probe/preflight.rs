@@ -94,9 +94,19 @@ pub fn ensure_tracefs() -> Result<(), PreflightError> {
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
     let (src, dst, fstype) = (c("nodev"), c("/sys/kernel/tracing"), c("tracefs"));
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
-        return Err(PreflightError::NoTracefs(std::io::Error::last_os_error().to_string()));
+        return Err(PreflightError::NoTracefs(
+            std::io::Error::last_os_error().to_string(),
+        ));
     }
     Ok(())
 }

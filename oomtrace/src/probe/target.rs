@@ -30,8 +30,13 @@ pub enum TargetError {
 impl std::fmt::Display for TargetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NoSuchProcess(pid) => write!(f, "no process with pid {pid} (check the pid with `ps -p {pid}`)"),
-            Self::CommandNotFound(cmd) => write!(f, "command not found: {cmd} (give a path or check PATH)"),
+            Self::NoSuchProcess(pid) => write!(
+                f,
+                "no process with pid {pid} (check the pid with `ps -p {pid}`)"
+            ),
+            Self::CommandNotFound(cmd) => {
+                write!(f, "command not found: {cmd} (give a path or check PATH)")
+            }
             Self::Static(path) => write!(
                 f,
                 "{} is statically linked: there is no dynamic libc malloc to probe \
@@ -61,19 +66,28 @@ pub fn allocator_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
     })?;
     let mut seen = HashSet::new();
     for line in maps.lines() {
-        let Some(path) = line.split_whitespace().nth(5) else { continue };
+        let Some(path) = line.split_whitespace().nth(5) else {
+            continue;
+        };
         if !path.starts_with('/') || !seen.insert(path.to_owned()) {
             continue;
         }
         // Read through the process's root so containers resolve their own files.
         let via_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
-        let file = if via_root.exists() { via_root } else { PathBuf::from(path) };
+        let file = if via_root.exists() {
+            via_root
+        } else {
+            PathBuf::from(path)
+        };
         if ElfObject::open(&file).is_ok_and(|o| o.defines("malloc")) {
             return Ok(PathBuf::from(path));
         }
     }
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    Err(TargetError::NoAllocator(format!("pid {pid} ({})", comm.trim())))
+    Err(TargetError::NoAllocator(format!(
+        "pid {pid} ({})",
+        comm.trim()
+    )))
 }
 
 /// Finds `cmd` the way `execvp` does.
@@ -83,7 +97,9 @@ pub fn resolve_command(cmd: &OsStr) -> Result<PathBuf, TargetError> {
         return if as_path.is_file() {
             Ok(as_path.to_owned())
         } else {
-            Err(TargetError::CommandNotFound(cmd.to_string_lossy().into_owned()))
+            Err(TargetError::CommandNotFound(
+                cmd.to_string_lossy().into_owned(),
+            ))
         };
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
@@ -107,7 +123,9 @@ pub fn allocator_of_program(exe: &Path) -> Result<PathBuf, TargetError> {
         if !seen.insert(path.clone()) {
             continue;
         }
-        let Ok(obj) = ElfObject::open(&path) else { continue };
+        let Ok(obj) = ElfObject::open(&path) else {
+            continue;
+        };
         if obj.defines("malloc") {
             return Ok(path);
         }
@@ -144,14 +162,18 @@ impl SearchPath {
         let env = std::env::var_os("LD_LIBRARY_PATH")
             .map(|p| std::env::split_paths(&p).collect())
             .unwrap_or_default();
-        Self { env, cache: ld_so_cache() }
+        Self {
+            env,
+            cache: ld_so_cache(),
+        }
     }
 
     fn find(&self, name: &str, runpath: &[String], origin: &Path) -> Option<PathBuf> {
         if name.contains('/') {
             return Some(PathBuf::from(name));
         }
-        let expand = |dir: &String| PathBuf::from(dir.replace("$ORIGIN", &origin.to_string_lossy()));
+        let expand =
+            |dir: &String| PathBuf::from(dir.replace("$ORIGIN", &origin.to_string_lossy()));
         let dirs = runpath.iter().map(expand).chain(self.env.iter().cloned());
         if let Some(p) = dirs.map(|d| d.join(name)).find(|p| p.is_file()) {
             return Some(p);
@@ -159,10 +181,17 @@ impl SearchPath {
         if let Some((_, p)) = self.cache.iter().find(|(n, _)| n == name) {
             return Some(p.clone());
         }
-        ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"]
-            .iter()
-            .map(|d| Path::new(d).join(name))
-            .find(|p| p.is_file())
+        [
+            "/lib/x86_64-linux-gnu",
+            "/usr/lib/x86_64-linux-gnu",
+            "/lib64",
+            "/usr/lib64",
+            "/lib",
+            "/usr/lib",
+        ]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
     }
 }
 
@@ -198,17 +227,28 @@ mod tests {
     fn sh_gets_malloc_from_libc() {
         let sh = resolve_command(OsStr::new("sh")).unwrap();
         let alloc = allocator_of_program(&sh).unwrap();
-        assert!(alloc.to_string_lossy().contains("libc.so"), "{}", alloc.display());
+        assert!(
+            alloc.to_string_lossy().contains("libc.so"),
+            "{}",
+            alloc.display()
+        );
     }
 
     #[test]
     fn our_own_process_resolves() {
         let alloc = allocator_of_pid(std::process::id()).unwrap();
-        assert!(alloc.to_string_lossy().contains("libc.so"), "{}", alloc.display());
+        assert!(
+            alloc.to_string_lossy().contains("libc.so"),
+            "{}",
+            alloc.display()
+        );
     }
 
     #[test]
     fn missing_pid_is_typed() {
-        assert!(matches!(allocator_of_pid(u32::MAX - 1), Err(TargetError::NoSuchProcess(_))));
+        assert!(matches!(
+            allocator_of_pid(u32::MAX - 1),
+            Err(TargetError::NoSuchProcess(_))
+        ));
     }
 }

@@ -87,7 +87,12 @@ impl Report {
         losses: Losses,
     ) -> Self {
         let mut processes: Vec<ProcessReport> = model.processes().map(process_report).collect();
-        processes.sort_by(|a, b| b.counts.outstanding_bytes.cmp(&a.counts.outstanding_bytes).then(a.pid.cmp(&b.pid)));
+        processes.sort_by(|a, b| {
+            b.counts
+                .outstanding_bytes
+                .cmp(&a.counts.outstanding_bytes)
+                .then(a.pid.cmp(&b.pid))
+        });
         let mut out: Vec<StackReport> = Vec::new();
         for p in model.processes() {
             // Stacks that symbolize identically (an unrolled loop's two call instructions on one
@@ -139,7 +144,9 @@ enum FrameIdentity {
 impl FrameIdentity {
     fn of(f: &Frame) -> Self {
         match (&f.function, f.line) {
-            (Some(_), Some(_)) => Self::Source(f.function.clone(), f.file.clone(), f.line, f.module.clone()),
+            (Some(_), Some(_)) => {
+                Self::Source(f.function.clone(), f.file.clone(), f.line, f.module.clone())
+            }
             _ => Self::Addr(f.addr),
         }
     }
@@ -165,7 +172,12 @@ fn process_report(p: &Process) -> ProcessReport {
     }
 }
 
-fn stack_report(p: &Process, s: &StackStats, stacks: &dyn StackSource, symbols: &mut Symbolizer) -> StackReport {
+fn stack_report(
+    p: &Process,
+    s: &StackStats,
+    stacks: &dyn StackSource,
+    symbols: &mut Symbolizer,
+) -> StackReport {
     let key = s.key;
     let mut addrs = vec![key.call_site];
     if key.stack_id >= 0
@@ -182,7 +194,10 @@ fn stack_report(p: &Process, s: &StackStats, stacks: &dyn StackSource, symbols: 
             addrs.push(a);
         }
     }
-    let frames = addrs.into_iter().map(|a| symbols.symbolize(p.pid, key.generation, a)).collect();
+    let frames = addrs
+        .into_iter()
+        .map(|a| symbols.symbolize(p.pid, key.generation, a))
+        .collect();
     let c = s.counts;
     StackReport {
         pid: p.pid,

@@ -18,12 +18,16 @@ pub fn render(report: &Report, top: usize) -> String {
         report.stack_collisions
     );
     if report.lost_events > 0 {
-        let _ = writeln!(s, "warning: {} events were lost: the figures below undercount", report.lost_events);
+        let _ = writeln!(
+            s,
+            "warning: {} events were lost: the figures below undercount",
+            report.lost_events
+        );
     }
     let _ = writeln!(
         s,
-        "\n{:>8}  {:<16} {:>12} {:>9} {:>12} {:>9} {:>9} {:>7}  {}",
-        "PID", "COMM", "OUTSTANDING", "BLOCKS", "ALLOCATED", "ALLOCS", "FREES", "FAILED", "EXIT"
+        "\n{:>8}  {:<16} {:>12} {:>9} {:>12} {:>9} {:>9} {:>7}  EXIT",
+        "PID", "COMM", "OUTSTANDING", "BLOCKS", "ALLOCATED", "ALLOCS", "FREES", "FAILED"
     );
     for p in &report.processes {
         let exit = match (p.exit_code, p.signal) {
@@ -46,7 +50,12 @@ pub fn render(report: &Report, top: usize) -> String {
             exit
         );
     }
-    let shown: Vec<_> = report.stacks.iter().filter(|st| st.outstanding_bytes > 0 || st.failed_allocs > 0).take(top).collect();
+    let shown: Vec<_> = report
+        .stacks
+        .iter()
+        .filter(|st| st.outstanding_bytes > 0 || st.failed_allocs > 0)
+        .take(top)
+        .collect();
     if shown.is_empty() {
         let _ = writeln!(s, "\nNo memory outstanding.");
         return s;
@@ -76,7 +85,7 @@ pub fn render(report: &Report, top: usize) -> String {
 
 fn frame_line(f: &Frame) -> String {
     let func = f.function.as_deref().unwrap_or("??");
-    let mut line = format!("{func}");
+    let mut line = func.to_string();
     if let (Some(file), Some(l)) = (&f.file, f.line) {
         let short = file.rsplit('/').next().unwrap_or(file);
         let _ = write!(line, " ({short}:{l})");

@@ -25,7 +25,13 @@ fn not_root_is_refused_with_exit_77() {
     // Drop to nobody with no capabilities at all.
     let out = output(
         std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+            ])
             .arg(bin())
             .args(["run", "--", "true"]),
     );
@@ -39,7 +45,11 @@ fn kernel_without_btf_is_named() {
         return;
     }
     let empty = tempdir("nobtf");
-    let out = output(oomtrace().env("OOMTRACE_SYS_ROOT", &empty).args(["run", "--", "true"]));
+    let out = output(
+        oomtrace()
+            .env("OOMTRACE_SYS_ROOT", &empty)
+            .args(["run", "--", "true"]),
+    );
     assert_one_clear_line(&out, 1, "no BTF");
 }
 
@@ -51,7 +61,11 @@ fn kernel_without_uprobes_is_named() {
     let fake = tempdir("nouprobes");
     std::fs::create_dir_all(fake.join("kernel/btf")).unwrap();
     std::fs::write(fake.join("kernel/btf/vmlinux"), b"").unwrap();
-    let out = output(oomtrace().env("OOMTRACE_SYS_ROOT", &fake).args(["run", "--", "true"]));
+    let out = output(
+        oomtrace()
+            .env("OOMTRACE_SYS_ROOT", &fake)
+            .args(["run", "--", "true"]),
+    );
     assert_one_clear_line(&out, 1, "no uprobes");
 }
 
@@ -97,7 +111,10 @@ fn tracefs_is_mounted_when_missing() {
     let tracing = std::path::Path::new("/sys/kernel/tracing");
     // Unmount every stacked tracefs there, then let oomtrace mount it back.
     while tracing.join("events").is_dir() {
-        let st = std::process::Command::new("umount").arg(tracing).status().unwrap();
+        let st = std::process::Command::new("umount")
+            .arg(tracing)
+            .status()
+            .unwrap();
         assert!(st.success(), "cannot unmount tracefs for the test");
     }
     let (code, report) = run_json(&["true".as_ref()]);

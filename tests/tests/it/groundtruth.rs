@@ -7,12 +7,25 @@ use serde_json::Value;
 
 use crate::util::*;
 
-const ALLOCATOR_INTERNALS: &[&str] =
-    &["malloc", "__libc_malloc", "_int_malloc", "calloc", "__libc_calloc", "realloc", "__libc_realloc", "free", "_int_free", "tcache_init"];
+const ALLOCATOR_INTERNALS: &[&str] = &[
+    "malloc",
+    "__libc_malloc",
+    "_int_malloc",
+    "calloc",
+    "__libc_calloc",
+    "realloc",
+    "__libc_realloc",
+    "free",
+    "_int_free",
+    "tcache_init",
+];
 
 fn assert_kinds(report: &Value) {
     assert_eq!(report["schema"], "oomtrace.report/1");
-    assert_eq!(report["lost_events"], 0, "no event may be lost on this small workload");
+    assert_eq!(
+        report["lost_events"], 0,
+        "no event may be lost on this small workload"
+    );
     let pid = report["processes"][0]["pid"].as_u64().unwrap();
     assert_eq!(process(report, pid)["exit_code"], 0);
     assert_figures(report, "leak_malloc", Some(pid), leak(10_000, 10));
@@ -22,7 +35,13 @@ fn assert_kinds(report: &Value) {
         report,
         "leak_realloc",
         Some(pid),
-        Figures { outstanding_bytes: 4000, outstanding_allocs: 1, allocated_bytes: 10_000, allocs: 4, failed_allocs: 0 },
+        Figures {
+            outstanding_bytes: 4000,
+            outstanding_allocs: 1,
+            allocated_bytes: 10_000,
+            allocs: 4,
+            failed_allocs: 0,
+        },
     );
     assert_figures(report, "leak_reallocarray", Some(pid), leak(300, 1));
     assert_figures(report, "leak_posix_memalign", Some(pid), leak(1536, 3));
@@ -34,15 +53,35 @@ fn assert_kinds(report: &Value) {
         report,
         "churn",
         Some(pid),
-        Figures { outstanding_bytes: 0, outstanding_allocs: 0, allocated_bytes: 64_000, allocs: 1000, failed_allocs: 0 },
+        Figures {
+            outstanding_bytes: 0,
+            outstanding_allocs: 0,
+            allocated_bytes: 64_000,
+            allocs: 1000,
+            failed_allocs: 0,
+        },
     );
     assert_figures(
         report,
         "free_half",
         Some(pid),
-        Figures { outstanding_bytes: 6400, outstanding_allocs: 50, allocated_bytes: 12_800, allocs: 100, failed_allocs: 0 },
+        Figures {
+            outstanding_bytes: 6400,
+            outstanding_allocs: 50,
+            allocated_bytes: 12_800,
+            allocs: 100,
+            failed_allocs: 0,
+        },
     );
-    assert_figures(report, "fail_alloc", Some(pid), Figures { failed_allocs: 4, ..Figures::default() });
+    assert_figures(
+        report,
+        "fail_alloc",
+        Some(pid),
+        Figures {
+            failed_allocs: 4,
+            ..Figures::default()
+        },
+    );
     // Served by mmap inside malloc: counted once, as the malloc.
     assert_figures(report, "leak_large", Some(pid), leak(2 << 20, 2));
     // Direct mmap of 4 pages with the middle one unmapped: one allocation, three pages.
@@ -50,13 +89,22 @@ fn assert_kinds(report: &Value) {
         report,
         "map_pages",
         Some(pid),
-        Figures { outstanding_bytes: 3 * 4096, outstanding_allocs: 1, allocated_bytes: 4 * 4096, allocs: 1, failed_allocs: 0 },
+        Figures {
+            outstanding_bytes: 3 * 4096,
+            outstanding_allocs: 1,
+            allocated_bytes: 4 * 4096,
+            allocs: 1,
+            failed_allocs: 0,
+        },
     );
     assert_consistent(report);
     for st in report["stacks"].as_array().unwrap() {
         for f in st["frames"].as_array().unwrap() {
             let name = f["function"].as_str().unwrap_or("");
-            assert!(!ALLOCATOR_INTERNALS.contains(&name), "allocator-internal frame {name} in {st}");
+            assert!(
+                !ALLOCATOR_INTERNALS.contains(&name),
+                "allocator-internal frame {name} in {st}"
+            );
         }
     }
 }
@@ -68,7 +116,12 @@ fn frames_of(report: &Value, function: &str) -> Vec<String> {
         .iter()
         .find(|s| s["frames"][0]["function"] == function)
         .unwrap_or_else(|| panic!("no stack for {function}"));
-    st["frames"].as_array().unwrap().iter().map(|f| f["function"].as_str().unwrap_or("??").to_owned()).collect()
+    st["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("??").to_owned())
+        .collect()
 }
 
 #[test]
@@ -81,10 +134,22 @@ fn every_allocator_entry_point_is_exact_with_frame_pointers() {
     assert_kinds(&report);
     // Frame pointers give the deeper frames: main called leak_malloc.
     let frames = frames_of(&report, "leak_malloc");
-    assert_eq!(frames.get(1).map(String::as_str), Some("main"), "frames: {frames:?}");
-    let f0 = &report["stacks"].as_array().unwrap().iter().find(|s| s["frames"][0]["function"] == "leak_malloc").unwrap()["frames"][0];
+    assert_eq!(
+        frames.get(1).map(String::as_str),
+        Some("main"),
+        "frames: {frames:?}"
+    );
+    let f0 = &report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["frames"][0]["function"] == "leak_malloc")
+        .unwrap()["frames"][0];
     assert_eq!(f0["module"], "groundtruth-fp");
-    assert!(f0["file"].as_str().unwrap().ends_with("groundtruth.c"), "{f0}");
+    assert!(
+        f0["file"].as_str().unwrap().ends_with("groundtruth.c"),
+        "{f0}"
+    );
     assert!(f0["line"].as_u64().unwrap() > 0);
 }
 
@@ -113,7 +178,13 @@ fn threads_and_cross_thread_frees() {
         &report,
         "xthread_alloc",
         Some(pid),
-        Figures { outstanding_bytes: 0, outstanding_allocs: 0, allocated_bytes: 10_000, allocs: 20, failed_allocs: 0 },
+        Figures {
+            outstanding_bytes: 0,
+            outstanding_allocs: 0,
+            allocated_bytes: 10_000,
+            allocs: 20,
+            failed_allocs: 0,
+        },
     );
     assert!(process(&report, pid)["frees"].as_u64().unwrap() >= 20);
     assert_consistent(&report);
@@ -165,17 +236,34 @@ fn attach_counts_only_what_happens_after() {
         .spawn()
         .unwrap();
     let mut err_lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
-    let attached = err_lines.next().expect("oomtrace says when it is attached").unwrap();
-    assert!(attached.contains(&format!("attached to pid {pid}")), "{attached}");
+    let attached = err_lines
+        .next()
+        .expect("oomtrace says when it is attached")
+        .unwrap();
+    assert!(
+        attached.contains(&format!("attached to pid {pid}")),
+        "{attached}"
+    );
     // Now the 100 early blocks are freed (before attach: unknown) and 5 × 4000 leaked.
     writeln!(workload.stdin.as_mut().unwrap(), "go").unwrap();
     assert!(workload.wait().unwrap().success());
     let out = tracer.wait_with_output().unwrap();
-    assert!(out.status.success(), "oomtrace must report a target that exits, not fail");
+    assert!(
+        out.status.success(),
+        "oomtrace must report a target that exits, not fail"
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_figures(&report, "after_attach", Some(u64::from(pid)), leak(20_000, 5));
+    assert_figures(
+        &report,
+        "after_attach",
+        Some(u64::from(pid)),
+        leak(20_000, 5),
+    );
     assert_eq!(figures(&report, "before_attach", None), Figures::default());
-    assert_eq!(report["unknown_frees"], 100, "frees of pre-attach blocks are counted, not subtracted");
+    assert_eq!(
+        report["unknown_frees"], 100,
+        "frees of pre-attach blocks are counted, not subtracted"
+    );
     assert_eq!(process(&report, u64::from(pid))["exit_code"], 0);
 }
 
@@ -188,9 +276,19 @@ fn exit_status_is_the_commands_own() {
     assert_eq!(code, 7);
     assert_eq!(report["processes"][0]["exit_code"], 7);
     let (code, report) = run_json(&["sh".as_ref(), "-c".as_ref(), "kill -9 $$".as_ref()]);
-    assert_eq!(code, 137, "a command killed by SIGKILL makes oomtrace exit 128+9");
-    let root = report["processes"].as_array().unwrap().iter().find(|p| p["signal"] == 9);
-    assert!(root.is_some(), "the killed process reports signal 9: {report}");
+    assert_eq!(
+        code, 137,
+        "a command killed by SIGKILL makes oomtrace exit 128+9"
+    );
+    let root = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["signal"] == 9);
+    assert!(
+        root.is_some(),
+        "the killed process reports signal 9: {report}"
+    );
 }
 
 #[test]
@@ -198,14 +296,30 @@ fn text_report_names_the_leaking_function() {
     if !require_bpf() {
         return;
     }
-    let out = output(oomtrace().args(["run", "--"]).arg(groundtruth_fp()).arg("kinds"));
+    let out = output(
+        oomtrace()
+            .args(["run", "--"])
+            .arg(groundtruth_fp())
+            .arg("kinds"),
+    );
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("lost events: 0"), "{text}");
     // leak_large holds the most: first, in MiB (gcc's two unrolled call sites are one line).
-    let first = text.split("\n#1 ").nth(1).unwrap_or_else(|| panic!("no stacks in:\n{text}")).trim_start();
+    let first = text
+        .split("\n#1 ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no stacks in:\n{text}"))
+        .trim_start();
     assert!(first.starts_with("2.00 MiB in 2 block(s)"), "{first}");
-    assert!(first.lines().nth(1).unwrap().contains("leak_large (groundtruth.c:"), "{first}");
+    assert!(
+        first
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("leak_large (groundtruth.c:"),
+        "{first}"
+    );
 }
 
 #[test]
@@ -217,13 +331,22 @@ fn demo_workload_figures_are_exact() {
     let (code, report) = run_json(&[demo.as_os_str()]);
     assert_eq!(code, 0);
     // What README's demo shows: the leak leads, the bounded cache and the churn do not leak.
-    assert_eq!(report["stacks"][0]["frames"][0]["function"], "remember_session");
+    assert_eq!(
+        report["stacks"][0]["frames"][0]["function"],
+        "remember_session"
+    );
     assert_figures(&report, "remember_session", None, leak(2000 * 4096, 2000));
     assert_figures(&report, "warm_cache", None, leak(256 * 1024, 256));
     assert_figures(
         &report,
         "handle_request",
         None,
-        Figures { outstanding_bytes: 0, outstanding_allocs: 0, allocated_bytes: 2000 * 16384, allocs: 2000, failed_allocs: 0 },
+        Figures {
+            outstanding_bytes: 0,
+            outstanding_allocs: 0,
+            allocated_bytes: 2000 * 16384,
+            allocs: 2000,
+            failed_allocs: 0,
+        },
     );
 }

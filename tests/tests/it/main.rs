@@ -2,7 +2,7 @@
 //! Run by `cargo xtask test` (as root, one test at a time: they share kernel state).
 
 mod errors;
-mod groundtruth;
 mod gpu;
+mod groundtruth;
 mod placement;
 mod util;

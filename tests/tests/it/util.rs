@@ -9,13 +9,21 @@ use serde_json::Value;
 
 /// Workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// The oomtrace binary under test (built by `cargo xtask test`).
 pub fn bin() -> PathBuf {
-    let p = std::env::var_os("OOMTRACE_BIN").map_or_else(|| root().join("target/release/oomtrace"), PathBuf::from);
-    assert!(p.exists(), "{} is missing: run the tests with `cargo xtask test`", p.display());
+    let p = std::env::var_os("OOMTRACE_BIN")
+        .map_or_else(|| root().join("target/release/oomtrace"), PathBuf::from);
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo xtask test`",
+        p.display()
+    );
     p
 }
 
@@ -72,22 +80,45 @@ pub fn build_c(src: &str, name: &str, flags: &[&str]) -> PathBuf {
 
 /// The ground-truth workload with frame pointers.
 pub fn groundtruth_fp() -> PathBuf {
-    build_c("groundtruth", "groundtruth-fp", &["-O2", "-g", "-fno-omit-frame-pointer", "-Wno-alloc-size-larger-than"])
+    build_c(
+        "groundtruth",
+        "groundtruth-fp",
+        &[
+            "-O2",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-Wno-alloc-size-larger-than",
+        ],
+    )
 }
 
 /// The ground-truth workload without frame pointers.
 pub fn groundtruth_nofp() -> PathBuf {
-    build_c("groundtruth", "groundtruth-nofp", &["-O2", "-g", "-fomit-frame-pointer", "-Wno-alloc-size-larger-than"])
+    build_c(
+        "groundtruth",
+        "groundtruth-nofp",
+        &[
+            "-O2",
+            "-g",
+            "-fomit-frame-pointer",
+            "-Wno-alloc-size-larger-than",
+        ],
+    )
 }
 
 /// Runs and returns the output, failing with stderr shown if it cannot start.
 pub fn output(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// `oomtrace run --format json -- args…`: (exit code, report).
 pub fn run_json(args: &[&std::ffi::OsStr]) -> (i32, Value) {
-    let out = output(oomtrace().args(["run", "--format", "json", "--"]).args(args));
+    let out = output(
+        oomtrace()
+            .args(["run", "--format", "json", "--"])
+            .args(args),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("report is not JSON ({e}); stderr: {stderr}"));
@@ -127,17 +158,31 @@ pub fn figures(report: &Value, function: &str, pid: Option<u64>) -> Figures {
 /// Asserts `function`'s figures, showing expected vs got.
 pub fn assert_figures(report: &Value, function: &str, pid: Option<u64>, expected: Figures) {
     let got = figures(report, function, pid);
-    assert_eq!(got, expected, "figures of {function} (pid {pid:?}): expected {expected:?}, got {got:?}");
+    assert_eq!(
+        got, expected,
+        "figures of {function} (pid {pid:?}): expected {expected:?}, got {got:?}"
+    );
 }
 
 /// Shorthand for a leak: `bytes` in `blocks`, all still outstanding.
 pub fn leak(bytes: u64, blocks: u64) -> Figures {
-    Figures { outstanding_bytes: bytes, outstanding_allocs: blocks, allocated_bytes: bytes, allocs: blocks, failed_allocs: 0 }
+    Figures {
+        outstanding_bytes: bytes,
+        outstanding_allocs: blocks,
+        allocated_bytes: bytes,
+        allocs: blocks,
+        failed_allocs: 0,
+    }
 }
 
 /// The process entry for `pid`.
 pub fn process(report: &Value, pid: u64) -> &Value {
-    report["processes"].as_array().unwrap().iter().find(|p| p["pid"].as_u64() == Some(pid)).unwrap_or_else(|| panic!("no process {pid} in report"))
+    report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .unwrap_or_else(|| panic!("no process {pid} in report"))
 }
 
 /// Every process's totals equal the sum of its stacks.
@@ -145,11 +190,24 @@ pub fn assert_consistent(report: &Value) {
     for p in report["processes"].as_array().unwrap() {
         let pid = p["pid"].as_u64().unwrap();
         let (mut out, mut allocs) = (0, 0);
-        for st in report["stacks"].as_array().unwrap().iter().filter(|s| s["pid"].as_u64() == Some(pid)) {
+        for st in report["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["pid"].as_u64() == Some(pid))
+        {
             out += st["outstanding_bytes"].as_u64().unwrap();
             allocs += st["allocs"].as_u64().unwrap();
         }
-        assert_eq!(p["outstanding_bytes"].as_u64().unwrap(), out, "pid {pid}: process outstanding != sum of stacks");
-        assert_eq!(p["allocs"].as_u64().unwrap(), allocs, "pid {pid}: process allocs != sum of stacks");
+        assert_eq!(
+            p["outstanding_bytes"].as_u64().unwrap(),
+            out,
+            "pid {pid}: process outstanding != sum of stacks"
+        );
+        assert_eq!(
+            p["allocs"].as_u64().unwrap(),
+            allocs,
+            "pid {pid}: process allocs != sum of stacks"
+        );
     }
 }
