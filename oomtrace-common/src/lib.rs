@@ -7,8 +7,8 @@
 #![no_std]
 #![deny(missing_docs)]
 
-/// Maximum number of frames kept per user stack (the kernel's `PERF_MAX_STACK_DEPTH` is 127).
-pub const MAX_STACK_DEPTH: usize = 127;
+/// Frames kept per user stack above the call site (the kernel side's own frame-pointer walk).
+pub const STACK_DEPTH: usize = 32;
 
 /// What a [`MemEvent`] records.
 #[repr(u16)]
@@ -103,7 +103,7 @@ pub struct MemEvent {
     pub tgid: u32,
     /// Thread id.
     pub tid: u32,
-    /// Id in the stack map of the frame-pointer walk taken at entry; negative: none (errno).
+    /// Id in the `STACKS` map of the frames above the call site; negative: none.
     pub stack_id: i32,
     /// `bpf_ktime_get_ns()` at the event.
     pub ts_ns: u64,
@@ -130,7 +130,7 @@ pub enum DropReason {
     RingFull = 0,
     /// The pending-call map was full at an allocator entry.
     PendingFull = 1,
-    /// `bpf_get_stackid` failed (hash collision or full stack map).
+    /// A stack could not be stored (hash collision or full stack map).
     StackCollision = 2,
     /// A child could not be added to the traced-process map (full).
     TracedFull = 3,

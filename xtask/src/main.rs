@@ -94,7 +94,42 @@ fn oomtrace_bin() -> PathBuf {
     root().join("target/release/oomtrace")
 }
 
+/// fmt and clippy (`-D warnings`) on the user side and on the eBPF side (for its real target).
+fn lint() -> Result<()> {
+    status(cargo().args(["fmt", "--all", "--check"]))?;
+    status(cargo().args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "oomtrace-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    status(
+        Command::new("cargo")
+            .current_dir(root().join("oomtrace-ebpf"))
+            .args([
+                "+nightly",
+                "clippy",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER"),
+    )
+}
+
 fn test(extra: &[String]) -> Result<()> {
+    lint()?;
     // Unit tests, then the integration tests: those load real BPF programs and share kernel
     // state (probes, tracefs, cgroups), so they run one at a time.
     status(cargo().args([

@@ -10,13 +10,13 @@ use std::collections::HashMap as StdHashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{
     TracePoint, UProbe,
     uprobe::{UProbeLink, UProbeScope},
 };
 use aya::{Ebpf, EbpfLoader};
-use oomtrace_common::{ConfigKey, DropReason};
+use oomtrace_common::{ConfigKey, DropReason, STACK_DEPTH};
 
 use self::elf::ElfObject;
 use self::placement::{Placement, PlacementMode};
@@ -313,12 +313,12 @@ impl Probes {
         })
     }
 
-    /// The frame-pointer walk stored under `stack_id`, innermost first.
+    /// The return addresses above the call site stored under `stack_id`, innermost first.
     pub fn stack(&self, stack_id: u32) -> Option<Vec<u64>> {
         let map = self.ebpf.map("STACKS")?;
-        let stacks = StackTraceMap::try_from(map).ok()?;
-        let trace = stacks.get(&stack_id, 0).ok()?;
-        Some(trace.frames().iter().map(|f| f.ip).collect())
+        let stacks: HashMap<_, u32, [u64; STACK_DEPTH]> = HashMap::try_from(map).ok()?;
+        let frames = stacks.get(&stack_id, 0).ok()?;
+        Some(frames.iter().copied().take_while(|&a| a != 0).collect())
     }
 }
 

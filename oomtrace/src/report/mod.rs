@@ -9,8 +9,7 @@ use crate::symbols::{Frame, Symbolizer};
 
 /// Where deeper stack frames come from (the kernel's stack map live, a recording offline).
 pub trait StackSource {
-    /// The frame-pointer walk stored under `stack_id`, innermost first (frame 0 of the walk is
-    /// the probed instruction, not part of the user's stack).
+    /// The return addresses above the call site stored under `stack_id`, innermost first.
     fn walk(&self, stack_id: u32) -> Option<Vec<u64>>;
 }
 
@@ -183,7 +182,7 @@ fn stack_report(
     if key.stack_id >= 0
         && let Some(walk) = stacks.walk(key.stack_id as u32)
     {
-        for &a in walk.iter().skip(1) {
+        for &a in &walk {
             if addrs.len() == 1 && a == key.call_site {
                 continue;
             }

@@ -1,0 +1,144 @@
+//! Process lifecycle: fork (followed children join the traced set before they first run),
+//! exec (a new image), exit (the last thread), and how it ended (exit code or fatal signal).
+
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use oomtrace_common::{ConfigKey, DropReason, EventKind, MemEvent};
+
+use crate::syscalls::tp;
+use crate::{
+    CLONE_FLAGS, SEEN, SEEN_BIT, THREADS, TRACED, config, count_drop, emit, emit_with, event, ids,
+    traced,
+};
+
+const CLONE_THREAD: u64 = 0x10000;
+
+#[tracepoint]
+pub fn clone_enter(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = ids();
+    if traced(tgid) {
+        let flags: u64 = tp(&ctx, 16);
+        let _ = CLONE_FLAGS.insert(tid, flags, 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn clone3_enter(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = ids();
+    if traced(tgid) {
+        let uargs: u64 = tp(&ctx, 16);
+        // SAFETY: struct clone_args starts with the u64 flags; read from user memory.
+        let flags = unsafe { bpf_probe_read_user(uargs as *const u64).unwrap_or(0) };
+        let _ = CLONE_FLAGS.insert(tid, flags, 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn clone_exit(_ctx: TracePointContext) -> u32 {
+    let (_, tid) = ids();
+    let _ = CLONE_FLAGS.remove(tid);
+    0
+}
+
+/// Runs in the parent before the child is first scheduled, so a followed child is traced
+/// from its very first instruction.
+#[tracepoint]
+pub fn process_fork(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = ids();
+    if !traced(tgid) {
+        return 0;
+    }
+    // SAFETY: copied out.
+    let flags = unsafe { CLONE_FLAGS.get(tid).copied().unwrap_or(0) };
+    if flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    let child: i32 = tp(&ctx, 20);
+    let child = child as u32;
+    if config(ConfigKey::TraceAll) == 0 {
+        if config(ConfigKey::FollowForks) == 0 {
+            return 0;
+        }
+        if TRACED.insert(child, 1, 0).is_err() {
+            count_drop(DropReason::TracedFull);
+        }
+    }
+    let mut ev = event(EventKind::Fork, tgid, tid);
+    ev.aux = child as u64;
+    emit(&ev);
+    0
+}
+
+/// Packs the task's comm into `addr` and `size` (16 bytes, little-endian).
+#[inline(always)]
+fn with_comm(mut ev: MemEvent) -> MemEvent {
+    if let Ok(comm) = aya_ebpf::helpers::bpf_get_current_comm() {
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&comm[..8]);
+        hi.copy_from_slice(&comm[8..16]);
+        ev.addr = u64::from_le_bytes(lo);
+        ev.size = u64::from_le_bytes(hi);
+    }
+    ev
+}
+
+#[tracepoint]
+pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = ids();
+    if traced(tgid) {
+        // The old image's open calls died with it, and its next allocation is a first again.
+        let _ = THREADS.remove(tid);
+        let _ = SEEN.remove(tgid);
+        if let Some(flags) = TRACED.get_ptr_mut(tgid) {
+            // SAFETY: pointer into the map value, valid for this program run.
+            unsafe { *flags &= !SEEN_BIT };
+        }
+        emit(&with_comm(event(EventKind::Exec, tgid, tid)));
+    }
+    0
+}
+
+#[tracepoint]
+pub fn process_exit(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = ids();
+    let _ = THREADS.remove(tid);
+    if !traced(tgid) {
+        return 0;
+    }
+    let group_dead: u8 = tp(&ctx, 32);
+    if group_dead != 0 {
+        emit_with(&with_comm(event(EventKind::Exit, tgid, tid)), true);
+        let _ = TRACED.remove(tgid);
+        let _ = SEEN.remove(tgid);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn exit_group_enter(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = ids();
+    if traced(tgid) {
+        let code: i32 = tp(&ctx, 16);
+        let mut ev = event(EventKind::ExitGroup, tgid, tid);
+        ev.aux = code as u32 as u64;
+        emit(&ev);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn signal_deliver(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = ids();
+    if traced(tgid) {
+        let handler: u64 = tp(&ctx, 24);
+        if handler == 0 {
+            let sig: i32 = tp(&ctx, 8);
+            let mut ev = event(EventKind::Signal, tgid, tid);
+            ev.aux = sig as u32 as u64;
+            emit(&ev);
+        }
+    }
+    0
+}

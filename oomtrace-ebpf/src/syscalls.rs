@@ -1,0 +1,159 @@
+//! Direct `mmap`/`munmap`/`mremap`/`brk` by user code, from syscall tracepoints.
+//!
+//! Calls made inside an allocator (malloc's own mmap) arrive with the thread's depth above zero
+//! and are ignored: they belong to that allocation.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use oomtrace_common::{AllocFn, DropReason, EventKind};
+
+use crate::{PENDING, Pending, count_drop, depth, emit, event, ids, stack, traced};
+
+/// Pending-state classes: each pairing syscall can be open at once per thread.
+const PEND_MMAP: u64 = 1;
+const PEND_MREMAP: u64 = 2;
+const PEND_BRK: u64 = 3;
+const MAP_ANONYMOUS: u64 = 0x20;
+/// Offsets of `sp` and `bp` in x86-64 `struct pt_regs` (an ABI-stable layout).
+const PT_REGS_SP: usize = 19 * 8;
+const PT_REGS_BP: usize = 4 * 8;
+
+/// Key of a thread's pending syscall of one class.
+#[inline(always)]
+fn pend_key(tid: u32, class: u64) -> u64 {
+    (tid as u64) << 2 | class
+}
+
+/// Reads a field of a tracepoint record at its format offset.
+#[inline(always)]
+pub fn tp<T>(ctx: &TracePointContext, off: usize) -> T {
+    // SAFETY: offsets are the tracepoint format's; read_at bounds-checks via the helper.
+    unsafe {
+        ctx.read_at::<T>(off)
+            .unwrap_or_else(|_| core::mem::zeroed())
+    }
+}
+
+/// The return address at the syscall's user stack pointer (the call site when the libc wrapper
+/// is a leaf, as glibc's mmap/munmap/mremap/brk wrappers are) and the user `rbp`.
+#[inline(always)]
+fn syscall_call_site() -> (u64, u64) {
+    // SAFETY: task and regs come from BTF helpers; every read goes through probe-read helpers.
+    unsafe {
+        let task = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(task) as *const u8;
+        let sp: u64 = bpf_probe_read_kernel(regs.add(PT_REGS_SP) as *const u64).unwrap_or(0);
+        let bp: u64 = bpf_probe_read_kernel(regs.add(PT_REGS_BP) as *const u64).unwrap_or(0);
+        (bpf_probe_read_user(sp as *const u64).unwrap_or(0), bp)
+    }
+}
+
+#[inline(always)]
+fn syscall_enter(class: u64, size: u64, old: u64, aux: u64) {
+    let (tgid, tid) = ids();
+    if !traced(tgid) || depth(tid) > 0 {
+        return;
+    }
+    let (call_site, rbp) = syscall_call_site();
+    let p = Pending {
+        ts_ns: 0,
+        size,
+        old_addr: old,
+        call_site,
+        aux,
+        stack_id: stack::stack_id(rbp),
+        alloc_fn: AllocFn::Syscall as u16,
+        _pad: 0,
+    };
+    if PENDING.insert(pend_key(tid, class), p, 0).is_err() {
+        count_drop(DropReason::PendingFull);
+    }
+}
+
+#[inline(always)]
+fn syscall_exit(ctx: &TracePointContext, class: u64, kind: EventKind) {
+    let (tgid, tid) = ids();
+    if !traced(tgid) {
+        return;
+    }
+    let key = pend_key(tid, class);
+    // SAFETY: copied out before removal.
+    let Some(p) = (unsafe { PENDING.get(key).copied() }) else {
+        return;
+    };
+    let _ = PENDING.remove(key);
+    let ret: i64 = tp(ctx, 16);
+    let mut ev = event(kind, tgid, tid);
+    // A negative errno is a failure: address 0.
+    ev.addr = if (-4095..0).contains(&ret) {
+        0
+    } else {
+        ret as u64
+    };
+    ev.size = p.size;
+    ev.old_addr = p.old_addr;
+    ev.aux = p.aux;
+    ev.call_site = p.call_site;
+    ev.stack_id = p.stack_id;
+    emit(&ev);
+}
+
+#[tracepoint]
+pub fn mmap_enter(ctx: TracePointContext) -> u32 {
+    let flags: u64 = tp(&ctx, 40);
+    if flags & MAP_ANONYMOUS != 0 {
+        syscall_enter(PEND_MMAP, tp(&ctx, 24), 0, 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn mmap_exit(ctx: TracePointContext) -> u32 {
+    syscall_exit(&ctx, PEND_MMAP, EventKind::Mmap);
+    0
+}
+
+#[tracepoint]
+pub fn mremap_enter(ctx: TracePointContext) -> u32 {
+    // size = new_len, old_addr = addr, aux = old_len.
+    syscall_enter(PEND_MREMAP, tp(&ctx, 32), tp(&ctx, 16), tp(&ctx, 24));
+    0
+}
+
+#[tracepoint]
+pub fn mremap_exit(ctx: TracePointContext) -> u32 {
+    syscall_exit(&ctx, PEND_MREMAP, EventKind::Mremap);
+    0
+}
+
+#[tracepoint]
+pub fn brk_enter(ctx: TracePointContext) -> u32 {
+    syscall_enter(PEND_BRK, 0, 0, tp(&ctx, 16));
+    0
+}
+
+#[tracepoint]
+pub fn brk_exit(ctx: TracePointContext) -> u32 {
+    syscall_exit(&ctx, PEND_BRK, EventKind::Brk);
+    0
+}
+
+#[tracepoint]
+pub fn munmap_enter(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = ids();
+    // munmap inside free() (of an mmapped chunk) arrives at depth 0: the user side only
+    // trims blocks of kind mmap, so it cannot touch the malloc block freed by that call.
+    if !traced(tgid) || depth(tid) > 0 {
+        return 0;
+    }
+    let mut ev = event(EventKind::Munmap, tgid, tid);
+    ev.addr = tp(&ctx, 16);
+    ev.size = tp(&ctx, 24);
+    emit(&ev);
+    0
+}
