@@ -12,7 +12,8 @@ use aya_ebpf::{
 use oomtrace_common::{AllocFn, DropReason, EventKind};
 
 use crate::{
-    Pending, count_drop, depth, emit, emit_with, event, first_of_image, ids, stack, thread, traced,
+    Pending, count_drop, depth, emit_with, event, first_of_image, ids, stack, thread, traced,
+    traced_flags,
 };
 
 /// An allocator call open for over a second never returns: its uretprobe was missed
@@ -136,9 +137,9 @@ pub fn pvalloc_enter(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn alloc_return(ctx: RetProbeContext) -> u32 {
     let (tgid, tid) = ids();
-    if !traced(tgid) {
+    let Some(flags) = traced_flags(tgid) else {
         return 0;
-    }
+    };
     let Some(t) = crate::THREADS.get_ptr_mut(tid) else {
         return 0;
     };
@@ -173,18 +174,16 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
         ev.kind = EventKind::Realloc as u16;
         ev.old_addr = p.old_addr;
     }
-    // The first event of an image wakes the reader at once, so it reads the process's memory
-    // map while the process still lives.
-    emit_with(&ev, first_of_image(tgid));
+    emit_with(&ev, first_of_image(flags));
     0
 }
 
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
     let (tgid, tid) = ids();
-    if !traced(tgid) {
+    let Some(flags) = traced_flags(tgid) else {
         return 0;
-    }
+    };
     let addr = arg(&ctx, 0);
     // free(NULL) is a no-op; a free inside another allocator call is that call's business.
     if addr == 0 || depth(tid) > 0 {
@@ -192,6 +191,6 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
     }
     let mut ev = event(EventKind::Free, tgid, tid);
     ev.addr = addr;
-    emit(&ev);
+    emit_with(&ev, first_of_image(flags));
     0
 }

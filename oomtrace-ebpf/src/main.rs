@@ -108,24 +108,33 @@ pub fn traced(tgid: u32) -> bool {
     unsafe { TRACED.get(tgid).is_some() }
 }
 
-/// Whether this is the first allocator event of the process's current image (and marks it).
+/// The traced process's flag byte (`TRACED` value, or its `SEEN` stand-in in `--all` mode);
+/// `None` when the process is not traced.
 #[inline(always)]
-pub fn first_of_image(tgid: u32) -> bool {
-    if let Some(flags) = TRACED.get_ptr_mut(tgid) {
-        // SAFETY: pointer into the map value, valid for this program run.
-        unsafe {
-            if *flags & SEEN_BIT != 0 {
-                return false;
-            }
-            *flags |= SEEN_BIT;
-        }
-        return true;
+pub fn traced_flags<'a>(tgid: u32) -> Option<&'a mut u8> {
+    if tgid as u64 == config(ConfigKey::SelfTgid) {
+        return None;
     }
-    // SAFETY: presence check only.
-    if unsafe { SEEN.get(tgid).is_some() } {
+    let ptr = if config(ConfigKey::TraceAll) == 0 {
+        TRACED.get_ptr_mut(tgid)?
+    } else if let Some(flags) = SEEN.get_ptr_mut(tgid) {
+        flags
+    } else {
+        let _ = SEEN.insert(tgid, 1, 0);
+        SEEN.get_ptr_mut(tgid)?
+    };
+    // SAFETY: a map value stays valid for the rest of this program run.
+    Some(unsafe { &mut *ptr })
+}
+
+/// Whether this is the first event of the process's current image (and marks it): that one
+/// wakes the reader at once, so it reads the process's memory map while the process still lives.
+#[inline(always)]
+pub fn first_of_image(flags: &mut u8) -> bool {
+    if *flags & SEEN_BIT != 0 {
         return false;
     }
-    let _ = SEEN.insert(tgid, 1, 0);
+    *flags |= SEEN_BIT;
     true
 }
 

@@ -118,6 +118,24 @@ pub struct TracingArgs {
     /// Probe placement: `auto` decodes prologues to avoid single-stepping; `entry` probes offset 0.
     #[arg(long, value_enum, default_value_t = Placement::Auto, hide = true)]
     pub placement: Placement,
+    /// Ring buffer size between kernel and oomtrace, in KiB (a power of two, ≥ 4). Bigger absorbs
+    /// longer bursts; events that do not fit are counted as lost.
+    #[arg(long, value_name = "KIB", default_value_t = 16384, value_parser = parse_ring_kib)]
+    pub ring_buffer_kib: u32,
+}
+
+/// Ring sizes must be a power-of-two number of pages.
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid ring buffer size {s:?} (KiB, e.g. 16384)"))?;
+    if v < 4 || !v.is_power_of_two() || v > 1 << 21 {
+        return Err(format!(
+            "ring buffer size {v} KiB must be a power of two between 4 and 2097152"
+        ));
+    }
+    Ok(v)
 }
 
 /// Report formats.

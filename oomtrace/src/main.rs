@@ -82,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 target: Target::Run(args.command),
                 duration: None,
                 placement: args.tracing.placement.into(),
+                ring_bytes: args.tracing.ring_buffer_kib * 1024,
             },
             args.output,
         ),
@@ -101,19 +102,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     target,
                     duration: a.duration,
                     placement: a.tracing.placement.into(),
+                    ring_bytes: a.tracing.ring_buffer_kib * 1024,
                 },
                 a.output,
             )
         }
     };
+    let is_run = matches!(opts.target, Target::Run(_));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let outcome = runtime.block_on(session::trace(opts)).map_err(classify)?;
     let written = write_report(&outcome.report, &output);
     let code = match (outcome.child, outcome.stop) {
-        (_, StopReason::Signal(sig)) => ExitCode::from((128 + sig) as u8),
         (Some(status), _) => ExitCode::from(status.exit_code() as u8),
+        // `run` interrupted before the command ended.
+        (None, StopReason::Signal(sig)) if is_run => ExitCode::from((128 + sig) as u8),
+        // Ctrl-C is how an attach session normally ends: the report is the result.
         (None, _) => ExitCode::SUCCESS,
     };
     // Detach only after the report is out: the kernel takes a while to unregister uprobes.

@@ -1,6 +1,7 @@
 //! A tracing session: preflight, load and attach, start or attach to the target, then one loop
 //! that drains the ring buffer into the model until the target is done or a signal arrives.
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -38,6 +39,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Probe placement policy.
     pub placement: PlacementMode,
+    /// Ring buffer size in bytes.
+    pub ring_bytes: u32,
 }
 
 /// Why the session stopped.
@@ -80,6 +83,11 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
             let exe = target::resolve_command(&argv[0])?;
             (target::allocator_of_program(&exe)?, Some(exe))
         }
+        Target::Pid(pid) if *pid == std::process::id() => {
+            anyhow::bail!(
+                "pid {pid} is oomtrace itself, which never traces itself: give another pid"
+            )
+        }
         Target::Pid(pid) => (target::allocator_of_pid(*pid)?, None),
         Target::All => (target::system_libc()?, None),
     };
@@ -88,6 +96,7 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
         trace_all,
         follow_forks: true,
         placement: opts.placement,
+        ring_bytes: opts.ring_bytes,
     })?;
     probes.attach_tracepoints()?;
     probes.attach_allocator(&allocator)?;
@@ -101,6 +110,7 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
         model: Model::new(),
         symbols: Symbolizer::new(),
         trace_all,
+        exes: HashSet::new(),
     };
 
     let started = Instant::now();
@@ -132,6 +142,10 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
             root = Some(*pid);
         }
         Target::All => {
+            // Processes already running: their maps now, before any of them can exit unread.
+            for pid in running_pids() {
+                session.symbols.read_maps(pid, 0);
+            }
             eprintln!(
                 "oomtrace: tracing every process that uses {}; Ctrl-C to stop and report",
                 allocator.display()
@@ -192,6 +206,8 @@ struct Session {
     model: Model,
     symbols: Symbolizer,
     trace_all: bool,
+    /// Executables whose allocator was already resolved.
+    exes: HashSet<PathBuf>,
 }
 
 impl Session {
@@ -279,10 +295,11 @@ impl Session {
             symbols,
             probes,
             trace_all,
-            ..
+            exes,
         } = self;
         let reader = ring.get_mut();
         let debug = std::env::var_os("OOMTRACE_DEBUG_EVENTS").is_some();
+        let mut execs = Vec::new();
         while let Some(ev) = reader.next_event() {
             if debug {
                 eprintln!(
@@ -291,34 +308,43 @@ impl Session {
                 );
             }
             let hint = model.apply(&ev);
-            let kind = EventKind::from_u16(ev.kind);
-            if kind.is_some_and(has_call_site) {
-                let p = model.process_mut(ev.tgid);
-                let generation = p.generation;
-                let known = symbols.has_maps(ev.tgid, generation);
+            if EventKind::from_u16(ev.kind).is_some_and(has_call_site) {
+                let generation = model.process(ev.tgid).map_or(0, |p| p.generation);
                 symbols.observe(ev.tgid, generation, ev.call_site);
-                if !known && symbols.has_maps(ev.tgid, generation) {
-                    // First look at this image: its comm, and its allocator if it brought its own.
-                    let comm = read_comm(ev.tgid);
-                    if !comm.is_empty() {
-                        p.comm = comm;
-                    }
-                    if !*trace_all {
-                        attach_new_allocator(probes, ev.tgid);
-                    }
+            }
+            if let Hint::NewProcess(pid) = hint {
+                let comm = read_comm(pid);
+                if !comm.is_empty() {
+                    model.process_mut(pid).comm = comm;
                 }
+            }
+            if matches!(EventKind::from_u16(ev.kind), Some(EventKind::Exec)) && !*trace_all {
+                execs.push(ev.tgid);
             }
             if let Hint::Forked(parent, child) = hint {
                 let generation = model.process(parent).map_or(0, |p| p.generation);
                 symbols.inherit(parent, generation, child);
             }
         }
+        // After the batch: reading new processes' maps comes first (they may exit any moment);
+        // resolving an exec'd program's allocator takes milliseconds.
+        for pid in execs {
+            // The new image may bring its own allocator (jemalloc, say): probe it too.
+            attach_new_allocator(probes, exes, pid);
+        }
     }
 }
 
 /// A child that exec'd a program with its own allocator (jemalloc, say) gets it probed too.
-fn attach_new_allocator(probes: &mut Probes, pid: u32) {
-    if let Ok(object) = target::allocator_of_pid(pid)
+fn attach_new_allocator(probes: &mut Probes, seen: &mut HashSet<PathBuf>, pid: u32) {
+    // At exec only the executable and the dynamic linker are mapped: resolve from the ELF.
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return;
+    };
+    if !seen.insert(exe.clone()) {
+        return;
+    }
+    if let Ok(object) = target::allocator_of_program(&exe)
         && let Err(e) = probes.attach_allocator(&object)
     {
         eprintln!(
@@ -326,6 +352,16 @@ fn attach_new_allocator(probes: &mut Probes, pid: u32) {
             object.display()
         );
     }
+}
+
+fn running_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&p| p != me)
+        .collect()
 }
 
 fn read_comm(pid: u32) -> String {

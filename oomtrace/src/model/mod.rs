@@ -28,6 +28,8 @@ pub enum Hint {
     Exited(u32),
     /// A followed child appeared: (parent, child). It shares the parent's memory layout.
     Forked(u32, u32),
+    /// The first event of a process oomtrace did not know yet.
+    NewProcess(u32),
 }
 
 /// Counters that are not per process.
@@ -74,6 +76,7 @@ impl Model {
             return Hint::Forked(pid, child);
         }
         let track = self.tracked_blocks < MAX_TRACKED_BLOCKS;
+        let new = !self.procs.contains_key(&pid);
         let proc = self.process_mut(pid);
         let before = proc.live_blocks();
         proc.apply(ev, track);
@@ -84,6 +87,7 @@ impl Model {
         }
         match kind {
             EventKind::Exit => Hint::Exited(pid),
+            _ if new => Hint::NewProcess(pid),
             _ => Hint::None,
         }
     }

@@ -123,6 +123,8 @@ pub struct ProbeConfig {
     pub follow_forks: bool,
     /// How entry offsets are chosen.
     pub placement: PlacementMode,
+    /// Ring buffer size in bytes (a power-of-two number of pages).
+    pub ring_bytes: u32,
 }
 
 /// One attached allocator probe, for `oomtrace probes` and the placement test.
@@ -173,6 +175,7 @@ impl Probes {
     /// Loads the programs (nothing attached yet) and writes the config words.
     pub fn load(cfg: ProbeConfig) -> Result<Self> {
         let ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", cfg.ring_bytes)
             .load(EBPF_OBJECT)
             .context("cannot load oomtrace's eBPF programs into the kernel")?;
         let mut probes = Self {

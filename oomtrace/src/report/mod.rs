@@ -1,5 +1,11 @@
 //! The report: a plain snapshot of the model with symbolized stacks, written as text or JSON.
 
+pub mod csv;
+pub mod diff;
+pub mod flamegraph;
+pub mod folded;
+pub mod pprof;
+pub mod proto;
 pub mod text;
 
 use serde::Serialize;

@@ -20,7 +20,7 @@ pub fn render(report: &Report, top: usize) -> String {
     if report.lost_events > 0 {
         let _ = writeln!(
             s,
-            "warning: {} events were lost: the figures below undercount",
+            "warning: {} events were lost (ring buffer full: try a larger --ring-buffer-kib): the figures below are incomplete",
             report.lost_events
         );
     }

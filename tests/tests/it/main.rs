@@ -4,5 +4,6 @@
 mod errors;
 mod gpu;
 mod groundtruth;
+mod modes;
 mod placement;
 mod util;
