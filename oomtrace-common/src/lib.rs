@@ -39,7 +39,17 @@ pub enum EventKind {
     ExitGroup = 11,
     /// A signal `aux` with the default action was delivered to a traced process.
     Signal = 12,
+    /// User side only: the process's name as read from `/proc` (packed as for `Exec`).
+    Comm = 13,
+    /// User side only: how the process ended, as `waitpid` reported it: `aux` is
+    /// [`STATUS_EXITED`] | code or [`STATUS_SIGNALED`] | signal.
+    Status = 14,
 }
+
+/// [`EventKind::Status`] flag: the low 32 bits of `aux` are an exit code.
+pub const STATUS_EXITED: u64 = 1 << 32;
+/// [`EventKind::Status`] flag: the low 32 bits of `aux` are a signal number.
+pub const STATUS_SIGNALED: u64 = 2 << 32;
 
 impl EventKind {
     /// Decodes the kind field of a record.
@@ -57,6 +67,8 @@ impl EventKind {
             10 => Self::Exit,
             11 => Self::ExitGroup,
             12 => Self::Signal,
+            13 => Self::Comm,
+            14 => Self::Status,
             _ => return None,
         })
     }
@@ -157,6 +169,16 @@ pub enum ConfigKey {
 pub const CONFIG_WORDS: u32 = 3;
 
 impl MemEvent {
+    /// Packs a comm (at most 16 bytes) into `addr` and `size`, as `Exec`/`Exit`/`Comm` carry it.
+    pub fn pack_comm(&mut self, comm: &[u8]) {
+        let mut raw = [0u8; 16];
+        let n = comm.len().min(16);
+        raw[..n].copy_from_slice(&comm[..n]);
+        let (lo, hi) = raw.split_at(8);
+        self.addr = u64::from_le_bytes(lo.try_into().unwrap_or([0; 8]));
+        self.size = u64::from_le_bytes(hi.try_into().unwrap_or([0; 8]));
+    }
+
     /// The comm packed into an `Exec`/`Exit` event, as bytes up to the first NUL.
     pub fn packed_comm(&self) -> [u8; 16] {
         let mut out = [0u8; 16];

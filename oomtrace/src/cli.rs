@@ -34,6 +34,110 @@ pub enum Command {
     Probes(ProbesArgs),
     /// One snapshot of GPU/driver memory: DRM devices and clients, dma-bufs, KFD, meminfo.
     Gpu(GpuArgs),
+    /// Trace like `run`/`--pid`/`--all` and write a recording for offline analysis.
+    Record(RecordArgs),
+    /// Report from a recording, at its end or at a point in time, in any export format.
+    Report(ReportArgs),
+    /// Per-stack change between two recordings (or two times in one: FILE@SECONDS).
+    Diff(DiffArgs),
+}
+
+/// Options of `oomtrace record`.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The recording to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub recording: PathBuf,
+    /// Attach to this running process instead of starting a command.
+    #[arg(long, conflicts_with_all = ["all", "command"])]
+    pub pid: Option<u32>,
+    /// Record every process that uses the system libc.
+    #[arg(long, conflicts_with = "command")]
+    pub all: bool,
+    /// Stop after this long (e.g. 30s, 5m).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Format of the summary printed when recording ends.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Stacks shown in the text summary.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Tracing options.
+    #[command(flatten)]
+    pub tracing: TracingArgs,
+    /// The command to start and record (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Formats `oomtrace report` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Human-readable.
+    Text,
+    /// `oomtrace.report/1` JSON, as the live report.
+    Json,
+    /// gzip-compressed profile.proto (go tool pprof, Pyroscope, Parca, speedscope).
+    Pprof,
+    /// Folded stacks, `frame;frame;frame bytes` (flame graph input).
+    Folded,
+    /// One row per stack.
+    Csv,
+}
+
+/// Options of `oomtrace report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The recording.
+    pub file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Text)]
+    pub format: ExportFormat,
+    /// Write to FILE instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Report the state this many seconds after the recording started.
+    #[arg(long, value_name = "SECONDS")]
+    pub at: Option<f64>,
+    /// Only this process.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Also render a flame graph of outstanding bytes to this SVG file.
+    #[arg(long, value_name = "SVG")]
+    pub flamegraph: Option<PathBuf>,
+    /// Stacks shown in the text report.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+}
+
+/// Formats `oomtrace diff` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    /// Human-readable, biggest growth first.
+    Text,
+    /// `oomtrace.diff/1` JSON.
+    Json,
+    /// A pprof profile of AFTER − BEFORE.
+    Pprof,
+}
+
+/// Options of `oomtrace diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier recording, `FILE` or `FILE@SECONDS`.
+    pub before: String,
+    /// The later recording, `FILE` or `FILE@SECONDS`.
+    pub after: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
+    /// Write to FILE instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Stacks shown in the text diff.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
 }
 
 /// Options of `oomtrace gpu`.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod gpu;
 pub mod launch;
 pub mod model;
+pub mod offline;
 pub mod probe;
 pub mod record;
 pub mod report;

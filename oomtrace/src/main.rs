@@ -77,12 +77,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stdout.write_all(body.as_bytes())?;
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Command::Report(args)) => {
+            oomtrace::offline::report(&args)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Diff(args)) => {
+            oomtrace::offline::diff_cmd(&args)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Record(args)) => {
+            let target = match (args.pid, args.all, args.command.is_empty()) {
+                (Some(pid), _, _) => Target::Pid(pid),
+                (None, true, _) => Target::All,
+                (None, false, false) => Target::Run(args.command),
+                (None, false, true) => {
+                    anyhow::bail!("nothing to record: give `-- CMD`, `--pid N` or `--all`")
+                }
+            };
+            let opts = Options {
+                target,
+                duration: args.duration,
+                placement: args.tracing.placement.into(),
+                ring_bytes: args.tracing.ring_buffer_kib * 1024,
+                record: Some(args.recording.clone()),
+            };
+            let output = OutputArgs {
+                format: args.format,
+                output: None,
+                top: args.top,
+            };
+            (opts, output)
+        }
         Some(Command::Run(args)) => (
             Options {
                 target: Target::Run(args.command),
                 duration: None,
                 placement: args.tracing.placement.into(),
                 ring_bytes: args.tracing.ring_buffer_kib * 1024,
+                record: None,
             },
             args.output,
         ),
@@ -103,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     duration: a.duration,
                     placement: a.tracing.placement.into(),
                     ring_bytes: a.tracing.ring_buffer_kib * 1024,
+                    record: None,
                 },
                 a.output,
             )
@@ -114,6 +147,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     let outcome = runtime.block_on(session::trace(opts)).map_err(classify)?;
     let written = write_report(&outcome.report, &output);
+    if let Some(bytes) = outcome.recorded_bytes {
+        eprintln!(
+            "oomtrace: recording written ({bytes} bytes); read it with `oomtrace report FILE`"
+        );
+    }
     let code = match (outcome.child, outcome.stop) {
         (Some(status), _) => ExitCode::from(status.exit_code() as u8),
         // `run` interrupted before the command ended.

@@ -189,6 +189,44 @@ impl Symbolizer {
     }
 }
 
+impl crate::report::SymbolSource for Symbolizer {
+    fn is_code(&self, pid: u32, generation: u32, addr: u64) -> bool {
+        Symbolizer::is_code(self, pid, generation, addr)
+    }
+
+    fn frame(&mut self, pid: u32, generation: u32, addr: u64) -> Frame {
+        self.symbolize(pid, generation, addr)
+    }
+}
+
+/// Frames resolved at record time, keyed by (pid, address): what `oomtrace report` symbolizes
+/// with, on any machine, after the processes are gone. Walk frames are stored only if they were
+/// code, so `is_code` answers as it did live.
+#[derive(Debug, Default)]
+pub struct RecordedSymbols {
+    frames: HashMap<(u32, u64), Frame>,
+}
+
+impl RecordedSymbols {
+    /// Adds one resolved frame of process `pid`.
+    pub fn insert(&mut self, pid: u32, frame: Frame) {
+        self.frames.insert((pid, frame.addr), frame);
+    }
+}
+
+impl crate::report::SymbolSource for RecordedSymbols {
+    fn is_code(&self, pid: u32, _generation: u32, addr: u64) -> bool {
+        self.frames.contains_key(&(pid, addr))
+    }
+
+    fn frame(&mut self, pid: u32, _generation: u32, addr: u64) -> Frame {
+        self.frames.get(&(pid, addr)).cloned().unwrap_or(Frame {
+            addr,
+            ..Frame::default()
+        })
+    }
+}
+
 /// Parses file-backed mappings from `/proc/PID/maps` text.
 fn parse_maps(text: &str) -> Vec<Mapping> {
     let mut paths: HashMap<&str, Arc<PathBuf>> = HashMap::new();

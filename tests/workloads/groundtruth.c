@@ -1,5 +1,5 @@
 /* Ground-truth workload: allocates known bytes from known noinline functions.
- * Usage: groundtruth <scenario>, scenario one of: kinds threads fork attach.
+ * Usage: groundtruth <scenario>, scenario one of: kinds threads fork attach scaled N.
  * Every pointer is stored in a volatile sink so the compiler cannot elide malloc/free pairs.
  * The figures the tests assert are written next to each function. */
 #define _GNU_SOURCE
@@ -116,12 +116,16 @@ static void attach(void) {
     after_attach();
 }
 
+/* scaled N: N x 1000 bytes in scaled_leak (diff tests run it with N and 2N). */
+NOINLINE void scaled_leak(int n) { for (int i = 0; i < n; i++) keep(malloc(1000)); }
+
 int main(int argc, char **argv) {
     const char *s = argc > 1 ? argv[1] : "kinds";
     if (!strcmp(s, "kinds")) kinds();
     else if (!strcmp(s, "threads")) threads();
     else if (!strcmp(s, "fork")) forks();
     else if (!strcmp(s, "attach")) attach();
+    else if (!strcmp(s, "scaled")) scaled_leak(argc > 2 ? atoi(argv[2]) : 10);
     else { fprintf(stderr, "unknown scenario %s\n", s); return 2; }
     return 0;
 }

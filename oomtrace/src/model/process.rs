@@ -266,6 +266,24 @@ impl Process {
                 }
                 self.exit();
             }
+            EventKind::Comm => self.set_comm(ev),
+            EventKind::Status => {
+                let low = (ev.aux & 0xffff_ffff) as i32;
+                self.set_exit_status(if ev.aux & oomtrace_common::STATUS_SIGNALED != 0 {
+                    ExitStatus {
+                        code: None,
+                        signal: Some(low),
+                    }
+                } else if ev.aux & oomtrace_common::STATUS_EXITED != 0 {
+                    ExitStatus {
+                        code: Some(low),
+                        signal: None,
+                    }
+                } else {
+                    // Ended, but how is unknown (its exit event was lost).
+                    ExitStatus::default()
+                });
+            }
             EventKind::Fork => {}
         }
     }

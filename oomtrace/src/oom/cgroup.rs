@@ -12,10 +12,12 @@
 //! | v1 | `memory.limit_in_bytes` | `memory.memsw.limit_in_bytes` = the limit, when present |
 //!
 //! The held child joins with [`MemoryCgroup::add_pid`] before it execs, so everything it runs
-//! is capped. Dropping the value (normal return, error, panic, or the caller's Ctrl-C path)
-//! kills whatever is still inside and removes the directory; [`MemoryCgroup::remove`] does the
-//! same and reports failures. A cgroup left behind because oomtrace itself was SIGKILLed is
-//! found by [`stale_cgroups`] (its owner pid is gone) and removed by [`remove_stale`].
+//! is capped. Dropping the value (normal return, `?`, panic) kills whatever is still inside
+//! and removes the directory; [`MemoryCgroup::remove`] does the same and reports failures.
+//! Ctrl-C and SIGTERM are covered as long as the caller handles them by returning (as the
+//! session does to write its report), not by `process::exit` or the default disposition. A
+//! cgroup left behind because oomtrace itself was SIGKILLed is found by [`stale_cgroups`] (its
+//! owner pid is gone) and removed by [`remove_stale`].
 //!
 //! ```text
 //! let cg = MemoryCgroup::create(64 << 20)?;  // /sys/fs/cgroup/memory/oomtrace-4242-0

@@ -119,7 +119,7 @@ mod tests {
         let me = std::process::id();
         let s = sample_pid(me).expect("we are running");
         assert!(s.rss_bytes > 0, "{s:?}");
-        assert!(s.rss_bytes % page_size() == 0, "{s:?}");
+        assert!(s.rss_bytes.is_multiple_of(page_size()), "{s:?}");
         assert!(s.threads >= 1, "{s:?}");
         assert!(s.fds >= 3, "{s:?}");
         assert!(rss_of_pids(&[me]) > 0);

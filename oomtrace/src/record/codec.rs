@@ -116,7 +116,9 @@ fn extras(kind: u16) -> (bool, Aux) {
         Some(EventKind::Realloc) => (true, Aux::None),
         Some(EventKind::Mremap) => (true, Aux::Plain),
         Some(EventKind::Brk) => (false, Aux::VsAddr),
-        Some(EventKind::Fork | EventKind::ExitGroup | EventKind::Signal) => (false, Aux::Plain),
+        Some(EventKind::Fork | EventKind::ExitGroup | EventKind::Signal | EventKind::Status) => {
+            (false, Aux::Plain)
+        }
         _ => (false, Aux::None),
     }
 }

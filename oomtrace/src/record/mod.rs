@@ -42,6 +42,7 @@ pub mod format;
 pub mod intern;
 pub mod payloads;
 mod reader;
+pub mod recorder;
 mod wire;
 mod writer;
 

@@ -11,12 +11,50 @@ pub mod text;
 use serde::Serialize;
 
 use crate::model::{Counts, Model, Process, StackStats};
-use crate::symbols::{Frame, Symbolizer};
+use crate::symbols::Frame;
 
 /// Where deeper stack frames come from (the kernel's stack map live, a recording offline).
 pub trait StackSource {
     /// The return addresses above the call site stored under `stack_id`, innermost first.
     fn walk(&self, stack_id: u32) -> Option<Vec<u64>>;
+}
+
+/// Where frames get their names (the live symbolizer, or a recording's symbol table).
+pub trait SymbolSource {
+    /// Whether `addr` is code of that process image (a deeper walk frame that is not is garbage).
+    fn is_code(&self, pid: u32, generation: u32, addr: u64) -> bool;
+    /// The symbolized frame of a return address.
+    fn frame(&mut self, pid: u32, generation: u32, addr: u64) -> Frame;
+}
+
+/// One model stack with its frames resolved, before identical stacks are merged.
+#[derive(Clone, Debug)]
+pub struct ResolvedStack {
+    /// Process id.
+    pub pid: u32,
+    /// The stack's statistics.
+    pub counts: Counts,
+    /// `frames[0]` is the call site.
+    pub frames: Vec<Frame>,
+}
+
+/// Resolves the frames of every stack of the model, in model order.
+pub fn resolve(
+    model: &Model,
+    stacks: &dyn StackSource,
+    symbols: &mut dyn SymbolSource,
+) -> Vec<ResolvedStack> {
+    let mut out = Vec::new();
+    for p in model.processes() {
+        for s in &p.stacks {
+            out.push(ResolvedStack {
+                pid: p.pid,
+                counts: s.counts,
+                frames: stack_frames(p, s, stacks, symbols),
+            });
+        }
+    }
+    out
 }
 
 /// Counters shown at the top of every report.
@@ -87,7 +125,18 @@ impl Report {
     pub fn build(
         model: &Model,
         stacks: &dyn StackSource,
-        symbols: &mut Symbolizer,
+        symbols: &mut dyn SymbolSource,
+        duration_s: f64,
+        losses: Losses,
+    ) -> Self {
+        let resolved = resolve(model, stacks, symbols);
+        Self::from_resolved(model, &resolved, duration_s, losses)
+    }
+
+    /// Builds the report from already resolved stacks.
+    pub fn from_resolved(
+        model: &Model,
+        resolved: &[ResolvedStack],
         duration_s: f64,
         losses: Losses,
     ) -> Self {
@@ -99,19 +148,30 @@ impl Report {
                 .then(a.pid.cmp(&b.pid))
         });
         let mut out: Vec<StackReport> = Vec::new();
-        for p in model.processes() {
-            // Stacks that symbolize identically (an unrolled loop's two call instructions on one
-            // line) are one stack to the reader: merge them.
-            let mut seen: std::collections::HashMap<Vec<FrameIdentity>, usize> = Default::default();
-            for s in &p.stacks {
-                let r = stack_report(p, s, stacks, symbols);
-                let id: Vec<FrameIdentity> = r.frames.iter().map(FrameIdentity::of).collect();
-                match seen.get(&id) {
-                    Some(&i) => out[i].merge(&r),
-                    None => {
-                        seen.insert(id, out.len());
-                        out.push(r);
-                    }
+        // Stacks that symbolize identically (an unrolled loop's two call instructions on one
+        // line) are one stack to the reader: merge them.
+        let mut seen: std::collections::HashMap<(u32, Vec<FrameIdentity>), usize> =
+            Default::default();
+        for r in resolved {
+            let id = (
+                r.pid,
+                r.frames.iter().map(FrameIdentity::of).collect::<Vec<_>>(),
+            );
+            let c = r.counts;
+            let report = StackReport {
+                pid: r.pid,
+                outstanding_bytes: c.outstanding_bytes,
+                outstanding_allocs: c.outstanding_allocs,
+                allocated_bytes: c.allocated_bytes,
+                allocs: c.allocs,
+                failed_allocs: c.failed_allocs,
+                frames: r.frames.clone(),
+            };
+            match seen.get(&id) {
+                Some(&i) => out[i].merge(&report),
+                None => {
+                    seen.insert(id, out.len());
+                    out.push(report);
                 }
             }
         }
@@ -131,6 +191,13 @@ impl Report {
             processes,
             stacks: out,
         }
+    }
+
+    /// Keeps only process `pid` and its stacks.
+    pub fn only_pid(mut self, pid: u32) -> Self {
+        self.processes.retain(|p| p.pid == pid);
+        self.stacks.retain(|s| s.pid == pid);
+        self
     }
 
     /// The JSON text of the report.
@@ -177,12 +244,12 @@ fn process_report(p: &Process) -> ProcessReport {
     }
 }
 
-fn stack_report(
+fn stack_frames(
     p: &Process,
     s: &StackStats,
     stacks: &dyn StackSource,
-    symbols: &mut Symbolizer,
-) -> StackReport {
+    symbols: &mut dyn SymbolSource,
+) -> Vec<Frame> {
     let key = s.key;
     let mut addrs = vec![key.call_site];
     if key.stack_id >= 0
@@ -199,20 +266,10 @@ fn stack_report(
             addrs.push(a);
         }
     }
-    let frames = addrs
+    addrs
         .into_iter()
-        .map(|a| symbols.symbolize(p.pid, key.generation, a))
-        .collect();
-    let c = s.counts;
-    StackReport {
-        pid: p.pid,
-        outstanding_bytes: c.outstanding_bytes,
-        outstanding_allocs: c.outstanding_allocs,
-        allocated_bytes: c.allocated_bytes,
-        allocs: c.allocs,
-        failed_allocs: c.failed_allocs,
-        frames,
-    }
+        .map(|a| symbols.frame(p.pid, key.generation, a))
+        .collect()
 }
 
 /// Human-readable byte count in B, KiB, MiB or GiB.

@@ -1,3 +1,4 @@
-//! Where events come from: the live ring buffer (recordings join later).
+//! Where events come from: the live ring buffer, or a recording.
 
+pub mod file;
 pub mod live;

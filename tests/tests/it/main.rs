@@ -5,5 +5,6 @@ mod errors;
 mod gpu;
 mod groundtruth;
 mod modes;
+mod offline;
 mod placement;
 mod util;

@@ -28,8 +28,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
     let info = info_lines(s, snap, area.width);
     let frames_h = (s.frames.len() as u16 + 1).max(2);
     let rest = area.height.saturating_sub(info.len() as u16);
-    // The chart takes what the frames leave, at least 4 rows and at most half.
-    let chart_h = rest.saturating_sub(frames_h).clamp(4.min(rest), (rest / 2).max(4.min(rest)));
+    // The chart takes what the frames leave: at least 5 rows (with the caption), at most half the rest or 16.
+    let floor = 5.min(rest);
+    let chart_h = rest
+        .saturating_sub(frames_h)
+        .clamp(floor, (rest / 2).min(16).max(floor));
     let [info_area, chart_area, frames_area] = Layout::vertical([
         Constraint::Length(info.len() as u16),
         Constraint::Length(chart_h),
@@ -116,24 +119,36 @@ fn info_lines(s: &StackRow, snap: &Snapshot, width: u16) -> Vec<Line<'static>> {
     lines
 }
 
-/// This stack's outstanding bytes over time.
+/// This stack's outstanding bytes over time, under a one-line caption.
 fn render_chart(frame: &mut Frame, area: Rect, s: &StackRow) {
-    if area.height < 2 {
+    if area.height < 3 {
         return;
     }
+    let [caption_area, area] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     let data: Vec<(f64, f64)> = s.history.iter().map(|&(t, v)| (t, v as f64)).collect();
     let t0 = data.first().map_or(0.0, |p| p.0);
     let t1 = data.last().map_or(1.0, |p| p.0).max(t0 + 1.0);
     let top = s.history.iter().map(|p| p.1).max().unwrap_or(0);
+    let caption = if data.len() < 2 {
+        "outstanding over time: collecting samples…".to_string()
+    } else {
+        format!("outstanding over the last {}", format::duration(t1 - t0))
+    };
+    frame.render_widget(
+        Paragraph::new(Span::styled(caption, heading())),
+        caption_area,
+    );
+    let color = if s.growth.class == GrowthClass::Growing {
+        Color::Red
+    } else {
+        Color::Cyan
+    };
     let chart = Chart::new(vec![
         Dataset::default()
             .marker(Marker::Braille)
             .graph_type(GraphType::Line)
-            .style(Style::new().fg(if s.growth.class == GrowthClass::Growing {
-                Color::Red
-            } else {
-                Color::Cyan
-            }))
+            .style(Style::new().fg(color))
             .data(&data),
     ])
     .legend_position(None)
@@ -145,19 +160,6 @@ fn render_chart(frame: &mut Frame, area: Rect, s: &StackRow) {
             .labels([Span::raw("0"), Span::raw(format::bytes(top))]),
     );
     frame.render_widget(chart, area);
-    let axis = format::bytes(top).chars().count() as u16 + 2;
-    let caption = if data.len() < 2 {
-        "outstanding over time: collecting samples…".to_string()
-    } else {
-        format!("outstanding, last {}", format::duration(t1 - t0))
-    };
-    let label = Rect {
-        x: area.x + axis.min(area.width),
-        y: area.y,
-        width: (caption.chars().count() as u16).min(area.width.saturating_sub(axis)),
-        height: 1,
-    };
-    frame.render_widget(Paragraph::new(Span::styled(caption, dim())), label);
 }
 
 /// Every frame, numbered from the allocation site, from `app.detail_scroll` on.

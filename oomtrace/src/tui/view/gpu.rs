@@ -54,8 +54,14 @@ fn used_of(used: Option<u64>, total: Option<u64>) -> String {
 
 /// The devices table.
 fn render_devices(frame: &mut Frame, area: Rect, devices: &[GpuDeviceRow]) {
-    let header = Row::new(["card", "driver", "VRAM used/total", "GTT used/total", "unattributed"])
-        .style(heading());
+    let header = Row::new([
+        "card",
+        "driver",
+        "VRAM used/total",
+        "GTT used/total",
+        "unattributed",
+    ])
+    .style(heading());
     let rows = devices.iter().map(|d| {
         let mut parts = Vec::new();
         if let Some(g) = d.unattributed_gtt.filter(|&g| g > 0) {
@@ -87,7 +93,10 @@ fn render_devices(frame: &mut Frame, area: Rect, devices: &[GpuDeviceRow]) {
         Constraint::Length(19),
         Constraint::Fill(1),
     ];
-    frame.render_widget(Table::new(rows, widths).header(header).column_spacing(1), area);
+    frame.render_widget(
+        Table::new(rows, widths).header(header).column_spacing(1),
+        area,
+    );
 }
 
 /// A line explaining a device's unattributed GTT, when there is any.
@@ -96,7 +105,7 @@ fn warning(d: &GpuDeviceRow) -> Option<Line<'static>> {
     Some(Line::from(vec![
         Span::styled("! ", Style::new().fg(Color::Yellow)),
         Span::raw(format!(
-            "{}: {} of GTT in use is held by no process: driver-internal or leaked memory",
+            "{}: {} of GTT is held by no process: driver-internal or leaked",
             d.card,
             format::bytes(g)
         )),

@@ -29,7 +29,9 @@ pub fn height(area: Rect, snap: &Snapshot) -> u16 {
     } else {
         (area.height.saturating_sub(18) / 3).clamp(3, 12)
     };
-    (2 + text + chart).min(area.height / 2).max(3.min(area.height))
+    (2 + text + chart)
+        .min(area.height / 2)
+        .max(3.min(area.height))
 }
 
 /// Text lines above the chart.
@@ -51,7 +53,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
     }
     let mut block = Block::bordered()
         .border_style(dim())
-        .title(Line::from(title));
+        .title(Line::from(title))
+        .title_bottom(activity_line(snap).right_aligned());
     if app.paused() {
         block = block.title(Line::from(Span::styled(" PAUSED ", paused_style())).right_aligned());
     }
@@ -65,8 +68,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
             Span::raw(" final state kept on screen; press q to quit"),
         ]));
     }
-    lines.push(memory_line(snap));
-    lines.push(activity_line(snap));
+    lines.push(memory_line(snap, inner.width));
+    lines.push(trend_line(snap));
     for notice in snap.header.notices.iter().take(2) {
         lines.push(Line::from(Span::styled(
             format!("! {notice}"),
@@ -82,24 +85,43 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
     }
 }
 
-/// `RSS 64.0 MiB  heap 11.5 MiB  limit 512 MiB  ▲ 2 stacks growing, +640 KiB/s · OOM in ~12m`.
-fn memory_line(snap: &Snapshot) -> Line<'static> {
+/// `RSS 76.0 MiB  heap 11.5 MiB  limit 512 MiB`, and at the right the chart's time span.
+fn memory_line(snap: &Snapshot, width: u16) -> Line<'static> {
     let h = &snap.header;
+    let bold = Style::new().add_modifier(Modifier::BOLD);
     let mut spans = vec![
         Span::styled("RSS ", Style::new().fg(RSS)),
         Span::styled(
-            h.rss_bytes.map_or_else(|| "?".to_string(), format::bytes),
-            Style::new().add_modifier(Modifier::BOLD),
+            h.rss_bytes.map_or_else(|| "-".to_string(), format::bytes),
+            bold,
         ),
         Span::styled("  heap ", Style::new().fg(HEAP)),
-        Span::styled(
-            format::bytes(h.heap_bytes),
-            Style::new().add_modifier(Modifier::BOLD),
-        ),
+        Span::styled(format::bytes(h.heap_bytes), bold),
     ];
     if let Some(limit) = h.limit_bytes {
-        spans.push(Span::styled(format!("  limit {}", format::bytes(limit)), dim()));
+        spans.push(Span::styled(
+            format!("  limit {}", format::bytes(limit)),
+            dim(),
+        ));
     }
+    if let (Some(first), Some(last)) = (h.history.first(), h.history.last())
+        && h.history.len() >= 2
+    {
+        let span = format!("chart: last {}", format::duration(last.0 - first.0));
+        let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+        let pad = usize::from(width).saturating_sub(used + span.chars().count());
+        if pad >= 2 {
+            spans.push(Span::raw(" ".repeat(pad)));
+            spans.push(Span::styled(span, dim()));
+        }
+    }
+    Line::from(spans)
+}
+
+/// Where the heap is heading: `▲ 2 stacks growing, +640 KiB/s · OOM in ~12m`, from the growing
+/// stacks' rates and the distance to the limit.
+fn trend_line(snap: &Snapshot) -> Line<'static> {
+    let h = &snap.header;
     let growing: Vec<f64> = snap
         .stacks
         .iter()
@@ -107,28 +129,37 @@ fn memory_line(snap: &Snapshot) -> Line<'static> {
         .map(|s| s.growth.bytes_per_s.max(0.0))
         .collect();
     if growing.is_empty() {
-        if !snap.stacks.is_empty() {
-            spans.push(Span::styled("  no stack growing", dim()));
-        }
-        return Line::from(spans);
+        let text = if snap.stacks.is_empty() {
+            "no stack holds memory yet"
+        } else {
+            "■ no stack is growing"
+        };
+        return Line::from(Span::styled(text, dim()));
     }
     let rate: f64 = growing.iter().sum();
-    let stacks = if growing.len() == 1 { "stack" } else { "stacks" };
-    spans.push(Span::styled(
+    let stacks = if growing.len() == 1 {
+        "stack"
+    } else {
+        "stacks"
+    };
+    let mut spans = vec![Span::styled(
         format!(
-            "  ▲ {} {stacks} growing, +{}",
+            "▲ {} {stacks} growing, +{}",
             growing.len(),
             format::byte_rate(rate)
         ),
         Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-    ));
+    )];
     if let Some(limit) = h.limit_bytes {
         let used = h.rss_bytes.unwrap_or(h.heap_bytes);
         let (text, soon) = if used >= limit {
-            ("at the limit".to_string(), true)
+            ("at the memory limit".to_string(), true)
         } else {
             let eta = (limit - used) as f64 / rate;
-            (format!("OOM in ~{}", format::duration(eta)), eta < 600.0)
+            (
+                format!("OOM in ~{} at this rate", format::duration(eta)),
+                eta < 600.0,
+            )
         };
         let style = if soon {
             alert()
@@ -150,7 +181,7 @@ fn activity_line(snap: &Snapshot) -> Line<'static> {
         Span::styled("lost 0", dim())
     };
     Line::from(vec![
-        Span::styled("events ", dim()),
+        Span::styled(" events ", dim()),
         Span::raw(format::rate(h.events_per_s)),
         Span::raw("  "),
         lost,
@@ -160,6 +191,7 @@ fn activity_line(snap: &Snapshot) -> Line<'static> {
             h.tracer_cpu_pct,
             format::bytes(h.tracer_rss_bytes)
         )),
+        Span::raw(" "),
     ])
 }
 
@@ -212,16 +244,5 @@ fn render_chart(frame: &mut Frame, area: Rect, snap: &Snapshot) {
             width: area.width.saturating_sub(10),
         };
         frame.render_widget(msg, row);
-    } else if area.width > 30 {
-        // Top left of the plot: a growing line starts low there.
-        let axis = format::bytes(top).chars().count() as u16 + 2;
-        let label = Rect {
-            x: area.x + axis,
-            y: area.y,
-            width: area.width.saturating_sub(axis),
-            height: 1,
-        };
-        let text = Span::styled(format!("last {}", format::duration(t1 - t0)), dim());
-        frame.render_widget(Paragraph::new(text), label);
     }
 }

@@ -21,7 +21,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
-use super::app::{App, Tab};
+use super::app::{App, Tab, visible_processes, visible_stacks};
 use super::snapshot::Snapshot;
 use crate::model::growth::GrowthClass;
 
@@ -84,13 +84,15 @@ fn render_tabs(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
     let current = app.tab_for(snap);
     let mut spans = Vec::new();
     for (i, &tab) in Tab::all(snap).iter().enumerate() {
-        let mut title = format!(" {} {} ", i + 1, tab.title());
-        if tab == Tab::Ooms && !snap.ooms.is_empty() {
-            title = format!(" {} {} ({}) ", i + 1, tab.title(), snap.ooms.len());
-        }
+        let oom_count = if tab == Tab::Ooms && !snap.ooms.is_empty() {
+            format!(" ({})", snap.ooms.len())
+        } else {
+            String::new()
+        };
+        let title = format!(" {} {}{oom_count} ", i + 1, tab.title());
         let style = if tab == current {
             Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
-        } else if tab == Tab::Ooms && !snap.ooms.is_empty() {
+        } else if !oom_count.is_empty() {
             Style::new().fg(Color::Red)
         } else {
             Style::new()
@@ -98,35 +100,63 @@ fn render_tabs(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
         spans.push(Span::styled(title, style));
         spans.push(Span::raw(" "));
     }
-    frame.render_widget(Paragraph::new(Line::from(spans)), area);
-    let state = table_state(app, snap, current);
-    if !state.is_empty() {
-        let used: u16 = Tab::all(snap)
-            .iter()
-            .enumerate()
-            .map(|(i, t)| t.title().len() as u16 + 5 + u16::from(i > 8))
-            .sum();
-        if area.width > used + state.chars().count() as u16 {
-            let right = Paragraph::new(Span::styled(state, dim())).alignment(Alignment::Right);
-            frame.render_widget(right, area);
-        }
+    let tabs = Line::from(spans);
+    let room = usize::from(area.width).saturating_sub(tabs.width() + 1);
+    frame.render_widget(Paragraph::new(tabs), area);
+    let mut parts = table_state(app, snap, current);
+    while !parts.is_empty() && parts.join(" · ").chars().count() + 1 > room {
+        parts.pop();
+    }
+    if !parts.is_empty() {
+        let text = format!("{} ", parts.join(" · "));
+        let right = Paragraph::new(Span::styled(text, dim())).alignment(Alignment::Right);
+        frame.render_widget(right, area);
     }
 }
 
-/// "sorted by growth · filter "foo" · pid 12" for the table panes.
-fn table_state(app: &App, snap: &Snapshot, tab: Tab) -> String {
-    if !matches!(tab, Tab::Stacks | Tab::Processes) || app.detail.is_some() {
-        return String::new();
-    }
-    let mut parts = vec![format!("sort: {}", app.sort.label())];
+/// What the table shows, most important first: `filter "foo"`, `pid 12 only`, `sort: growth`,
+/// `12 of 340 stacks`.
+fn table_state(app: &App, snap: &Snapshot, tab: Tab) -> Vec<String> {
+    let (shown, total, what) = match tab {
+        Tab::Stacks if app.detail.is_none() => {
+            (visible_stacks(app, snap).len(), snap.stacks.len(), "stacks")
+        }
+        Tab::Processes => (
+            visible_processes(app, snap).len(),
+            snap.processes.len(),
+            "processes",
+        ),
+        _ => return Vec::new(),
+    };
+    let mut parts = Vec::new();
     if !app.filter.is_empty() {
-        parts.push(format!("filter: \"{}\"", app.filter));
+        parts.push(format!("filter \"{}\"", app.filter));
     }
     if let (Tab::Stacks, Some(pid)) = (tab, app.pid_filter) {
         parts.push(format!("pid {pid} only"));
     }
-    let _ = snap;
-    format!("{} ", parts.join(" · "))
+    parts.push(format!("sort: {}", app.sort.label()));
+    parts.push(if shown == total {
+        format!("{total} {what}")
+    } else {
+        format!("{shown} of {total} {what}")
+    });
+    parts
+}
+
+/// The rows `[start, end)` of a table of `len` rows to build for a viewport of `height` rows:
+/// from `offset`, moved just enough to show `selected`, and filling the viewport when it can.
+pub fn window(len: usize, selected: Option<usize>, offset: usize, height: usize) -> (usize, usize) {
+    let height = height.max(1);
+    let mut start = offset.min(len.saturating_sub(height));
+    if let Some(sel) = selected {
+        if sel < start {
+            start = sel;
+        } else if sel >= start + height {
+            start = sel + 1 - height;
+        }
+    }
+    (start, (start + height).min(len))
 }
 
 /// The last line: the filter being typed, or the keys that matter here.
@@ -143,10 +173,15 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
         let mut hints: Vec<(&str, &str)> = vec![("q", "quit"), ("?", "help")];
         match app.tab_for(snap) {
             Tab::Stacks if app.detail.is_some() => hints.push(("Esc", "back")),
-            Tab::Stacks => {
-                hints.extend([("↑↓", "move"), ("Enter", "open"), ("s", "sort"), ("/", "filter")])
+            Tab::Stacks => hints.extend([
+                ("↑↓", "move"),
+                ("Enter", "open"),
+                ("s", "sort"),
+                ("/", "filter"),
+            ]),
+            Tab::Processes => {
+                hints.extend([("Enter", "its stacks"), ("s", "sort"), ("/", "filter")])
             }
-            Tab::Processes => hints.extend([("Enter", "its stacks"), ("s", "sort"), ("/", "filter")]),
             Tab::Ooms | Tab::Gpu => hints.push(("↑↓", "scroll")),
         }
         hints.push(("Tab", "pane"));

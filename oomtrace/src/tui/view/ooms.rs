@@ -38,7 +38,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
             )),
             Cell::from(Line::from(format::bytes(o.anon_rss_bytes)).right_aligned()),
             Cell::from(Span::styled(o.cgroup.clone().unwrap_or("-".into()), dim())),
-            Cell::from(o.top_function.clone().unwrap_or_else(|| "(not traced)".into())),
+            Cell::from(
+                o.top_function
+                    .clone()
+                    .unwrap_or_else(|| "(not traced)".into()),
+            ),
         ])
     });
     let widths = [

@@ -12,7 +12,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Row, Table, TableState};
 
-use super::{dim, empty_message, fit, growth_style, heading, selected};
+use super::{dim, empty_message, fit, growth_style, heading, selected, window};
 use crate::tui::app::{App, SortKey, visible_stacks};
 use crate::tui::format;
 use crate::tui::snapshot::{Snapshot, StackRow};
@@ -67,7 +67,7 @@ impl Column {
             Column::Pid => 7,
             Column::Site => SITE_MIN,
             Column::Module => 16,
-            Column::Outstanding => 11,
+            Column::Outstanding => 12,
             Column::Percent => 6,
             Column::Blocks => 7,
             Column::Growth => 22,
@@ -151,17 +151,19 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
         })
     }))
     .style(heading());
-    let body = rows
+    // Build only the rows on screen: the table may hold thousands.
+    let keys: Vec<u64> = rows.iter().map(|s| s.key).collect();
+    let selected_row = app.stack_sel.index_in(&keys);
+    let height = usize::from(area.height.saturating_sub(1));
+    let (start, end) = window(rows.len(), selected_row, app.stack_sel.offset, height);
+    let body = rows[start..end]
         .iter()
         .map(|s| Row::new(cols.iter().map(|&c| cell(c, s, total, site_w))));
     let widths = cols.iter().map(|&c| match c {
         Column::Site => Constraint::Min(site_w.min(SITE_MIN)),
         c => Constraint::Length(c.width()),
     });
-    let keys: Vec<u64> = rows.iter().map(|s| s.key).collect();
-    let mut state = TableState::new()
-        .with_offset(app.stack_sel.offset)
-        .with_selected(app.stack_sel.index_in(&keys));
+    let mut state = TableState::new().with_selected(selected_row.map(|i| i - start));
     let table = Table::new(body, widths)
         .header(header)
         .column_spacing(SPACING)
@@ -178,7 +180,10 @@ fn empty_reason(app: &App, snap: &Snapshot) -> String {
         };
     }
     match (app.filter.is_empty(), app.pid_filter) {
-        (false, _) => format!("no stack matches \"{}\" (Esc clears the filter)", app.filter),
+        (false, _) => format!(
+            "no stack matches \"{}\" (Esc clears the filter)",
+            app.filter
+        ),
         (true, Some(pid)) => format!("pid {pid} holds no memory now (Esc shows every process)"),
         (true, None) => "no stack to show".to_string(),
     }
@@ -230,7 +235,10 @@ fn cell(c: Column, s: &StackRow, total: u64, site_w: u16) -> Cell<'static> {
             growth_style(s.growth.class),
         )),
         Column::AllocRate => right(format::rate(s.alloc_rate)),
-        Column::P50 => right(s.sizes.map_or_else(|| "-".to_string(), |z| format::bytes(z.p50))),
+        Column::P50 => right(
+            s.sizes
+                .map_or_else(|| "-".to_string(), |z| format::bytes(z.p50)),
+        ),
     }
 }
 

@@ -1,0 +1,188 @@
+//! `oomtrace record`: the live event stream teed into a recording by a writer thread.
+//!
+//! The ingestion loop only moves events into a batch and hands full batches over a channel;
+//! encoding and file I/O happen on the writer thread. Each batch becomes complete chunks, so a
+//! recorder killed at any moment leaves a file that reads back up to its last batch.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::thread::JoinHandle;
+
+use anyhow::{Context as _, Result, anyhow};
+use oomtrace_common::MemEvent;
+
+use super::{Counters, RecordError, RecordingWriter, Stack, Stacks, Symbol, Symbols};
+use crate::report::ResolvedStack;
+
+/// Events handed to the writer at once.
+const BATCH: usize = 4096;
+/// Batches queued before the ingestion loop would wait (bounds the tracer's memory).
+const QUEUE: usize = 64;
+/// Footer counter keys (in `Counters::other`, by string id).
+pub const KEY_DURATION_NS: &str = "duration_ns";
+/// Monotonic time the session started (the origin of `--at`).
+pub const KEY_START_NS: &str = "start_ns";
+
+enum Msg {
+    Events(Vec<MemEvent>),
+    Finish(Box<Finish>),
+}
+
+struct Finish {
+    stacks: Vec<(i32, Vec<u64>)>,
+    resolved: Vec<ResolvedStack>,
+    counters: Counters,
+    start_ns: u64,
+    duration_ns: u64,
+}
+
+/// The tee into a recording file.
+pub struct Recorder {
+    path: PathBuf,
+    batch: Vec<MemEvent>,
+    tx: Option<SyncSender<Msg>>,
+    thread: Option<JoinHandle<Result<u64, RecordError>>>,
+}
+
+impl Recorder {
+    /// Creates the file now (so a bad path fails before tracing starts) and the writer thread.
+    pub fn create(path: &Path, meta: &str) -> Result<Self> {
+        let writer = RecordingWriter::create(path, meta)
+            .map_err(|e| anyhow!("cannot create recording {}: {e}", path.display()))?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("oomtrace-record".into())
+            .spawn(move || write_loop(writer, rx))
+            .context("cannot start the recording thread")?;
+        Ok(Self {
+            path: path.to_owned(),
+            batch: Vec::with_capacity(BATCH),
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Adds one event.
+    pub fn push(&mut self, ev: &MemEvent) {
+        self.batch.push(*ev);
+        if self.batch.len() >= BATCH {
+            self.send_batch();
+        }
+    }
+
+    /// Hands the pending events to the writer (at the end of each drain).
+    pub fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        if let Some(tx) = &self.tx {
+            // A writer that died (disk full) has reported its error; later events are dropped.
+            let _ = tx.send(Msg::Events(batch));
+        }
+    }
+
+    /// Writes the stacks, the resolved symbols and the counters, then closes the file.
+    /// Returns the recording's size in bytes.
+    pub fn finish(
+        mut self,
+        stacks: Vec<(i32, Vec<u64>)>,
+        resolved: Vec<ResolvedStack>,
+        counters: Counters,
+        start_ns: u64,
+        duration_ns: u64,
+    ) -> Result<u64> {
+        self.send_batch();
+        let finish = Finish {
+            stacks,
+            resolved,
+            counters,
+            start_ns,
+            duration_ns,
+        };
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::Finish(Box::new(finish)));
+        }
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| anyhow!("recorder already finished"))?;
+        let result = thread
+            .join()
+            .map_err(|_| anyhow!("the recording thread panicked"))?;
+        result.map_err(|e| anyhow!("writing recording {} failed: {e}", self.path.display()))
+    }
+}
+
+fn write_loop(
+    mut w: RecordingWriter<std::fs::File>,
+    rx: Receiver<Msg>,
+) -> Result<u64, RecordError> {
+    loop {
+        let msg = match rx.try_recv() {
+            Ok(msg) => msg,
+            Err(TryRecvError::Empty) => {
+                // Idle: make what we have durable before waiting.
+                w.flush()?;
+                match rx.recv() {
+                    Ok(msg) => msg,
+                    Err(_) => return Ok(w.bytes_written()),
+                }
+            }
+            Err(TryRecvError::Disconnected) => {
+                w.flush()?;
+                return Ok(w.bytes_written());
+            }
+        };
+        match msg {
+            Msg::Events(events) => {
+                for ev in &events {
+                    w.push_event(ev)?;
+                }
+            }
+            Msg::Finish(f) => return finish(w, *f),
+        }
+    }
+}
+
+fn finish(mut w: RecordingWriter<std::fs::File>, f: Finish) -> Result<u64, RecordError> {
+    w.flush()?;
+    let stacks = Stacks {
+        stacks: f
+            .stacks
+            .into_iter()
+            .map(|(id, frames)| Stack { id, frames })
+            .collect(),
+    };
+    w.write_stacks(&stacks)?;
+    let mut by_pid: std::collections::BTreeMap<u32, Vec<Symbol>> = Default::default();
+    for r in &f.resolved {
+        for frame in &r.frames {
+            let function = w.intern(frame.function.as_deref().unwrap_or(""));
+            let module = w.intern(frame.module.as_deref().unwrap_or(""));
+            let file = w.intern(frame.file.as_deref().unwrap_or(""));
+            let symbol = Symbol {
+                addr: frame.addr,
+                function,
+                module,
+                file,
+                line: frame.line.unwrap_or(0),
+            };
+            by_pid.entry(r.pid).or_default().push(symbol);
+        }
+    }
+    for (tgid, mut symbols) in by_pid {
+        symbols.sort_by_key(|s| s.addr);
+        symbols.dedup_by_key(|s| s.addr);
+        w.write_symbols(&Symbols { tgid, symbols })?;
+    }
+    let mut counters = f.counters;
+    counters.other.push((w.intern(KEY_START_NS), f.start_ns));
+    counters
+        .other
+        .push((w.intern(KEY_DURATION_NS), f.duration_ns));
+    w.write_counters(&counters)?;
+    let bytes = w.bytes_written();
+    w.finish(&counters)?;
+    Ok(bytes)
+}

@@ -1,0 +1,199 @@
+//! The ingestion loop: the single owner of the model. It drains the ring buffer on wake-ups and
+//! on a short tick, feeds every event to the model (and the recording), reads new processes'
+//! memory maps while they live, and decides when the session is over.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use oomtrace_common::{EventKind, MemEvent};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{Options, StopReason, Target, comm_event, status_event};
+use crate::launch::ChildStatus;
+use crate::model::{Hint, Model, has_call_site};
+use crate::probe::{Probes, target};
+use crate::record::recorder::Recorder;
+use crate::source::live::RingReader;
+use crate::symbols::Symbolizer;
+
+/// Everything the loop owns.
+pub struct Session {
+    pub probes: Probes,
+    pub ring: AsyncFd<RingReader>,
+    pub model: Model,
+    pub symbols: Symbolizer,
+    pub recorder: Option<Recorder>,
+    pub trace_all: bool,
+    /// Executables whose allocator was already resolved.
+    pub exes: HashSet<PathBuf>,
+}
+
+impl Session {
+    /// Applies one event, kernel or synthetic, to the model and tees it into the recording.
+    pub fn feed(&mut self, ev: &MemEvent) -> Hint {
+        if let Some(r) = &mut self.recorder {
+            r.push(ev);
+        }
+        self.model.apply(ev)
+    }
+
+    pub async fn run_loop(
+        &mut self,
+        opts: &Options,
+        root: Option<u32>,
+        mut child_rx: Option<tokio::sync::oneshot::Receiver<Result<ChildStatus>>>,
+        started: Instant,
+    ) -> Result<(StopReason, Option<ChildStatus>)> {
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        // The kernel side wakes us only past a fill threshold (or for a new process); the tick
+        // bounds latency otherwise.
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let deadline = opts.duration.map(|d| started + d);
+        let mut child: Option<ChildStatus> = None;
+        let mut last_alive_check = Instant::now();
+        loop {
+            tokio::select! {
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard.context("ring buffer poll failed")?;
+                    guard.clear_ready();
+                    self.drain();
+                }
+                _ = tick.tick() => self.drain(),
+                _ = sigint.recv() => return Ok((StopReason::Signal(libc::SIGINT), child)),
+                _ = sigterm.recv() => {
+                    if let (Target::Run(_), Some(pid)) = (&opts.target, root) && child.is_none() {
+                        // Do not leave the command running untraced behind us.
+                        // SAFETY: signalling our own child.
+                        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                    }
+                    return Ok((StopReason::Signal(libc::SIGTERM), child));
+                }
+                status = async { child_rx.as_mut().expect("guarded").await }, if child_rx.is_some() && child.is_none() => {
+                    child = Some(status.context("waiter thread vanished")??);
+                    self.drain();
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok((StopReason::Duration, child));
+            }
+            match (&opts.target, root) {
+                (Target::Run(_), _) if child.is_some() => {
+                    // The root's exit event precedes waitpid's return; children may outlive it.
+                    self.drain();
+                    if self.model.live_pids().is_empty() {
+                        return Ok((StopReason::TargetExited, child));
+                    }
+                    if last_alive_check.elapsed() > Duration::from_millis(200) {
+                        last_alive_check = Instant::now();
+                        self.forget_vanished();
+                    }
+                }
+                (Target::Pid(_), Some(pid)) => {
+                    let exited = self.model.process(pid).is_some_and(|p| p.exit.is_some());
+                    if exited || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        self.drain();
+                        return Ok((StopReason::TargetExited, child));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Processes whose exit we will never see (fork event seen, process already gone).
+    fn forget_vanished(&mut self) {
+        for pid in self.model.live_pids() {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                self.drain();
+                if self.model.process(pid).is_some_and(|p| p.exit.is_none()) {
+                    self.feed(&status_event(pid, None));
+                }
+            }
+        }
+    }
+
+    /// Applies every queued event to the model.
+    pub fn drain(&mut self) {
+        let debug = std::env::var_os("OOMTRACE_DEBUG_EVENTS").is_some();
+        let mut execs = Vec::new();
+        while let Some(ev) = self.ring.get_mut().next_event() {
+            if debug {
+                eprintln!(
+                    "ev kind={} fn={} tgid={} tid={} addr={:#x} size={} site={:#x} ts={}",
+                    ev.kind, ev.alloc_fn, ev.tgid, ev.tid, ev.addr, ev.size, ev.call_site, ev.ts_ns
+                );
+            }
+            let hint = self.feed(&ev);
+            let kind = EventKind::from_u16(ev.kind);
+            if kind.is_some_and(has_call_site) {
+                let generation = self.model.process(ev.tgid).map_or(0, |p| p.generation);
+                self.symbols.observe(ev.tgid, generation, ev.call_site);
+            }
+            match hint {
+                Hint::NewProcess(pid) => {
+                    let comm = read_comm(pid);
+                    if !comm.is_empty() {
+                        self.feed(&comm_event(pid, &comm));
+                    }
+                }
+                Hint::Forked(parent, child) => {
+                    let generation = self.model.process(parent).map_or(0, |p| p.generation);
+                    self.symbols.inherit(parent, generation, child);
+                }
+                Hint::Exited(_) | Hint::None => {}
+            }
+            if kind == Some(EventKind::Exec) && !self.trace_all {
+                execs.push(ev.tgid);
+            }
+        }
+        // After the batch: reading new processes' maps comes first (they may exit any moment);
+        // resolving an exec'd program's allocator takes milliseconds.
+        for pid in execs {
+            attach_new_allocator(&mut self.probes, &mut self.exes, pid);
+        }
+        if let Some(r) = &mut self.recorder {
+            r.send_batch();
+        }
+    }
+}
+
+/// A child that exec'd a program with its own allocator (jemalloc, say) gets it probed too.
+fn attach_new_allocator(probes: &mut Probes, seen: &mut HashSet<PathBuf>, pid: u32) {
+    // At exec only the executable and the dynamic linker are mapped: resolve from the ELF.
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return;
+    };
+    if !seen.insert(exe.clone()) {
+        return;
+    }
+    if let Ok(object) = target::allocator_of_program(&exe)
+        && let Err(e) = probes.attach_allocator(&object)
+    {
+        eprintln!(
+            "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
+            object.display()
+        );
+    }
+}
+
+/// Every pid in /proc but ours.
+pub fn running_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&p| p != me)
+        .collect()
+}
+
+/// `/proc/PID/comm`, or empty.
+pub fn read_comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}

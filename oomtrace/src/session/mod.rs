@@ -1,0 +1,297 @@
+//! A tracing session: preflight, load and attach, start or attach to the target, then one loop
+//! ([`ingest`]) that drains the ring buffer into the model until the target is done or a
+//! signal arrives; with `record`, the same events are teed into a recording.
+
+mod ingest;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use oomtrace_common::{EventKind, MemEvent, STATUS_EXITED, STATUS_SIGNALED};
+use tokio::io::unix::AsyncFd;
+
+use self::ingest::Session;
+use crate::launch::{self, ChildStatus};
+use crate::model::Model;
+use crate::probe::placement::PlacementMode;
+use crate::probe::{ProbeConfig, Probes, preflight, target};
+use crate::record::Counters;
+use crate::record::recorder::Recorder;
+use crate::report::{Losses, Report, StackSource, resolve};
+use crate::source::live::RingReader;
+use crate::symbols::Symbolizer;
+
+/// What to trace.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Start this command (argv[0] first) and follow its children.
+    Run(Vec<OsString>),
+    /// Attach to a running process and the children it forks.
+    Pid(u32),
+    /// Every process using the system libc.
+    All,
+}
+
+/// Session options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// What to trace.
+    pub target: Target,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Probe placement policy.
+    pub placement: PlacementMode,
+    /// Ring buffer size in bytes.
+    pub ring_bytes: u32,
+    /// Tee the event stream into this recording.
+    pub record: Option<PathBuf>,
+}
+
+/// Why the session stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The command (and its children) or the attached process exited.
+    TargetExited,
+    /// `--duration` elapsed.
+    Duration,
+    /// SIGINT/SIGTERM.
+    Signal(i32),
+}
+
+/// What a finished session hands to the report writers.
+pub struct Outcome {
+    /// The report.
+    pub report: Report,
+    /// Why tracing stopped.
+    pub stop: StopReason,
+    /// The command's own status (`run` only).
+    pub child: Option<ChildStatus>,
+    /// Size of the recording written, if any.
+    pub recorded_bytes: Option<u64>,
+    /// The attached probes: dropping them detaches, which takes the kernel ~2 s, so callers
+    /// write the report first and drop this last.
+    pub probes: Probes,
+}
+
+struct KernelStacks<'a>(&'a Probes);
+
+impl StackSource for KernelStacks<'_> {
+    fn walk(&self, stack_id: u32) -> Option<Vec<u64>> {
+        self.0.stack(stack_id)
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, the clock `bpf_ktime_get_ns` reads: event timestamps are on it.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A user-side event (comm, exit status) that goes through the same path as kernel events.
+fn synthetic(kind: EventKind, pid: u32) -> MemEvent {
+    MemEvent {
+        kind: kind as u16,
+        alloc_fn: oomtrace_common::AllocFn::Syscall as u16,
+        tgid: pid,
+        tid: pid,
+        stack_id: -1,
+        ts_ns: monotonic_ns(),
+        addr: 0,
+        size: 0,
+        old_addr: 0,
+        call_site: 0,
+        aux: 0,
+    }
+}
+
+/// A `Comm` event for `pid`.
+fn comm_event(pid: u32, comm: &str) -> MemEvent {
+    let mut ev = synthetic(EventKind::Comm, pid);
+    ev.pack_comm(comm.as_bytes());
+    ev
+}
+
+/// A `Status` event for `pid`; `None` = ended, how is unknown.
+fn status_event(pid: u32, status: Option<ChildStatus>) -> MemEvent {
+    let mut ev = synthetic(EventKind::Status, pid);
+    ev.aux = match status {
+        Some(ChildStatus::Exited(code)) => STATUS_EXITED | u64::from(code as u32),
+        Some(ChildStatus::Signaled(sig)) => STATUS_SIGNALED | u64::from(sig as u32),
+        None => 0,
+    };
+    ev
+}
+
+/// Runs a whole session.
+pub async fn trace(opts: Options) -> Result<Outcome> {
+    preflight::check()?;
+    let (allocator, exe) = match &opts.target {
+        Target::Run(argv) => {
+            let exe = target::resolve_command(&argv[0])?;
+            (target::allocator_of_program(&exe)?, Some(exe))
+        }
+        Target::Pid(pid) if *pid == std::process::id() => {
+            anyhow::bail!(
+                "pid {pid} is oomtrace itself, which never traces itself: give another pid"
+            )
+        }
+        Target::Pid(pid) => (target::allocator_of_pid(*pid)?, None),
+        Target::All => (target::system_libc()?, None),
+    };
+    let recorder = match &opts.record {
+        Some(path) => Some(Recorder::create(
+            path,
+            &format!("oomtrace {:?}", opts.target),
+        )?),
+        None => None,
+    };
+    let trace_all = matches!(opts.target, Target::All);
+    let mut probes = Probes::load(ProbeConfig {
+        trace_all,
+        follow_forks: true,
+        placement: opts.placement,
+        ring_bytes: opts.ring_bytes,
+    })?;
+    probes.attach_tracepoints()?;
+    probes.attach_allocator(&allocator)?;
+    let reader = RingReader::new(probes.take_ring()?);
+    // SAFETY: RingReader owns the ring map's fd, which stays open and unchanged for its lifetime.
+    let ring = unsafe { AsyncFd::register(reader) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let mut session = Session {
+        probes,
+        ring,
+        model: Model::new(),
+        symbols: Symbolizer::new(),
+        recorder,
+        trace_all,
+        exes: HashSet::new(),
+    };
+
+    let started = Instant::now();
+    let start_ns = monotonic_ns();
+    let mut child_rx = None;
+    let mut root = None;
+    match &opts.target {
+        Target::Run(argv) => {
+            let exe = exe.expect("resolved above");
+            let held = launch::spawn_held(&exe, argv)?;
+            let pid = held.pid;
+            session.probes.trace_pid(pid)?;
+            held.release(&exe)?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(launch::wait(pid));
+            });
+            child_rx = Some(rx);
+            root = Some(pid);
+        }
+        Target::Pid(pid) => {
+            session.probes.trace_pid(*pid)?;
+            let comm = ingest::read_comm(*pid);
+            eprintln!(
+                "oomtrace: attached to pid {pid} ({comm}), probing {}; Ctrl-C to stop and report",
+                allocator.display()
+            );
+            session.feed(&comm_event(*pid, &comm));
+            session.symbols.read_maps(*pid, 0);
+            root = Some(*pid);
+        }
+        Target::All => {
+            // Processes already running: their maps now, before any of them can exit unread.
+            for pid in ingest::running_pids() {
+                session.symbols.read_maps(pid, 0);
+            }
+            eprintln!(
+                "oomtrace: tracing every process that uses {}; Ctrl-C to stop and report",
+                allocator.display()
+            );
+        }
+    }
+
+    let (stop, child) = session.run_loop(&opts, root, child_rx, started).await?;
+    session.drain();
+    if let (Some(pid), Some(status)) = (root, child) {
+        // waitpid's word is exact for our own child.
+        session.feed(&status_event(pid, Some(status)));
+    }
+    let drops = session.probes.drops().unwrap_or_default();
+    let losses = Losses {
+        lost_events: drops.lost_events + session.ring.get_ref().malformed,
+        stack_collisions: drops.stack_collisions,
+    };
+    let duration_ns = started.elapsed().as_nanos() as u64;
+    let resolved = resolve(
+        &session.model,
+        &KernelStacks(&session.probes),
+        &mut session.symbols,
+    );
+    let report = Report::from_resolved(&session.model, &resolved, duration_ns as f64 / 1e9, losses);
+    let recorded_bytes = match session.recorder.take() {
+        Some(recorder) => {
+            let stacks = recorded_stacks(&session.model, &session.probes);
+            let counters = Counters {
+                lost_events: losses.lost_events,
+                unknown_frees: report.unknown_frees,
+                stack_collisions: losses.stack_collisions,
+                other: Vec::new(),
+            };
+            Some(recorder.finish(stacks, resolved, counters, start_ns, duration_ns)?)
+        }
+        None => None,
+    };
+    Ok(Outcome {
+        report,
+        stop,
+        child,
+        recorded_bytes,
+        probes: session.probes,
+    })
+}
+
+/// The kernel's frames of every stack the model refers to.
+fn recorded_stacks(model: &Model, probes: &Probes) -> Vec<(i32, Vec<u64>)> {
+    let mut ids: Vec<i32> = model
+        .processes()
+        .flat_map(|p| p.stacks.iter().map(|s| s.key.stack_id))
+        .filter(|&id| id >= 0)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .filter_map(|id| Some((id, probes.stack(id as u32)?)))
+        .collect()
+}
+
+/// The probe table oomtrace would use, for `oomtrace probes`.
+pub fn describe_probes(
+    pid: Option<u32>,
+    binary: Option<PathBuf>,
+    mode: PlacementMode,
+) -> Result<String> {
+    let object = match (pid, binary) {
+        (Some(pid), _) => target::allocator_of_pid(pid)?,
+        (None, Some(bin)) => {
+            target::allocator_of_program(&target::resolve_command(bin.as_os_str())?)?
+        }
+        (None, None) => target::system_libc()?,
+    };
+    let mut out = format!("allocator object: {}\n", object.display());
+    for p in crate::probe::planned_probes(&object, mode).context("cannot plan the probes")? {
+        let how = if p.emulated {
+            "emulated"
+        } else {
+            "single-stepped"
+        };
+        out.push_str(&format!("{:<28} +{:<4} {how}\n", p.function, p.offset));
+    }
+    Ok(out)
+}

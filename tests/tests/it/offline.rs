@@ -1,0 +1,283 @@
+//! Recordings read back offline: identical reports, pprof read by real pprof, damaged files,
+//! diff and time travel (issue 6).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn record(name: &str, args: &[&str]) -> (PathBuf, Value) {
+    let file = work_dir().join(format!("{name}.oomtrace"));
+    let out = output(
+        oomtrace()
+            .arg("record")
+            .arg("-o")
+            .arg(&file)
+            .args(["--format", "json", "--"])
+            .args(args),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        file,
+        serde_json::from_slice(&out.stdout).expect("live report is JSON"),
+    )
+}
+
+fn report(file: &Path, extra: &[&str]) -> std::process::Output {
+    output(oomtrace().arg("report").arg(file).args(extra))
+}
+
+fn gt() -> String {
+    groundtruth_fp().to_string_lossy().into_owned()
+}
+
+#[test]
+fn offline_report_equals_the_live_one() {
+    if !require_bpf() {
+        return;
+    }
+    for scenario in ["kinds", "fork"] {
+        let (file, live) = record(&format!("identical-{scenario}"), &[&gt(), scenario]);
+        let out = report(&file, &["--format", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let offline: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            offline, live,
+            "{scenario}: the report from the recording must equal the live report"
+        );
+    }
+}
+
+#[test]
+fn pprof_export_is_read_by_go_tool_pprof() {
+    if !require_bpf() {
+        return;
+    }
+    let go = ["go", "/usr/lib/go/bin/go"].into_iter().find(|g| {
+        Command::new(g)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(go) = go else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "go (Debian golang-go) is needed under CI: cargo xtask setup installs it"
+        );
+        eprintln!("skipping: no go toolchain for `go tool pprof`");
+        return;
+    };
+    let (file, _) = record("pprof", &[&gt(), "kinds"]);
+    let prof = work_dir().join("kinds.pb.gz");
+    assert!(
+        report(&file, &["--format", "pprof", "-o", prof.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let top = output(
+        Command::new(go)
+            .args([
+                "tool",
+                "pprof",
+                "-top",
+                "-sample_index=inuse_space",
+                "-symbolize=none",
+                "-nodefraction=0",
+                "-unit=B",
+            ])
+            .arg(&prof)
+            .env("HOME", work_dir()),
+    );
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    // The flat column, in bytes, of every function that leaks in the workload.
+    let expected = [
+        ("leak_large", "2097152B"),
+        ("map_pages", "12288B"),
+        ("leak_malloc", "10000B"),
+        ("free_half", "6400B"),
+        ("leak_calloc", "5000B"),
+        ("leak_realloc", "4000B"),
+        ("leak_posix_memalign", "1536B"),
+        ("leak_memalign", "600B"),
+        ("leak_aligned_alloc", "512B"),
+        ("leak_reallocarray", "300B"),
+        ("leak_pvalloc", "200B"),
+        ("leak_valloc", "100B"),
+    ];
+    for (func, flat) in expected {
+        let line = text
+            .lines()
+            .find(|l| l.trim_end().ends_with(func))
+            .unwrap_or_else(|| panic!("{func} not in:\n{text}"));
+        assert_eq!(line.split_whitespace().next(), Some(flat), "{func}: {line}");
+    }
+}
+
+#[test]
+fn damaged_recordings_give_a_clear_error_or_the_readable_prefix() {
+    if !require_bpf() {
+        return;
+    }
+    let (file, live) = record("damage", &[&gt(), "kinds"]);
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = work_dir().join("damaged.oomtrace");
+    let mut offsets: Vec<usize> = (0..24).collect();
+    offsets.extend((24..bytes.len()).step_by(bytes.len() / 40 + 1));
+    for &at in &offsets {
+        std::fs::write(&cut, &bytes[..at]).unwrap();
+        check_damaged(&cut, &live, &format!("cut at {at}"));
+    }
+    for i in 0..40 {
+        let mut flipped = bytes.clone();
+        let pos = (i * 7919) % bytes.len();
+        flipped[pos] ^= 1 << (i % 8);
+        std::fs::write(&cut, &flipped).unwrap();
+        check_damaged(&cut, &live, &format!("bit flip at {pos}"));
+    }
+}
+
+fn check_damaged(file: &Path, live: &Value, what: &str) {
+    let out = report(file, &["--format", "json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    match out.status.code() {
+        Some(0) => {
+            // A readable prefix: a valid report with no more events than the whole run.
+            let r: Value =
+                serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let allocs = |v: &Value| {
+                v["processes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["allocs"].as_u64().unwrap())
+                    .sum::<u64>()
+            };
+            assert!(allocs(&r) <= allocs(live), "{what}");
+            if allocs(&r) < allocs(live) {
+                assert!(
+                    err.contains("warning"),
+                    "{what}: a shortened recording must say so: {err}"
+                );
+            }
+        }
+        Some(1) => {
+            assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line: {err}");
+            assert!(
+                err.contains("byte") || err.contains("empty"),
+                "{what}: the error names the offset: {err}"
+            );
+        }
+        other => panic!("{what}: exit {other:?}: {err}"),
+    }
+}
+
+#[test]
+fn diff_puts_the_doubled_leak_first() {
+    if !require_bpf() {
+        return;
+    }
+    let (a, _) = record("diff-a", &[&gt(), "scaled", "50"]);
+    let (b, _) = record("diff-b", &[&gt(), "scaled", "100"]);
+    let out = output(
+        oomtrace()
+            .args(["diff", "--format", "json"])
+            .arg(&a)
+            .arg(&b),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &d["stacks"][0];
+    assert_eq!(first["frames"][0]["function"], "scaled_leak", "{d}");
+    assert_eq!(first["before_bytes"], 50_000);
+    assert_eq!(first["after_bytes"], 100_000);
+    assert_eq!(first["delta_bytes"], 50_000);
+    let text = output(oomtrace().arg("diff").arg(&a).arg(&b));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("scaled_leak"));
+}
+
+#[test]
+fn report_at_a_time_folded_and_flamegraph() {
+    if !require_bpf() {
+        return;
+    }
+    let demo = build_c("demo", "demo", &["-O2", "-g", "-fno-omit-frame-pointer"]);
+    let (file, live) = record("demo", &[demo.to_str().unwrap()]);
+    let duration = live["duration_s"].as_f64().unwrap();
+    let at_half = report(
+        &file,
+        &[
+            "--format",
+            "json",
+            "--at",
+            &format!("{:.3}", duration / 2.0),
+        ],
+    );
+    assert!(at_half.status.success());
+    let half: Value = serde_json::from_slice(&at_half.stdout).unwrap();
+    let now = figures(&half, "remember_session", None);
+    assert!(
+        now.allocs > 0 && now.allocs < 2000,
+        "halfway through, some but not all sessions: {now:?}"
+    );
+    assert_eq!(
+        now.outstanding_bytes,
+        now.allocs * 4096,
+        "each session holds 4096 bytes"
+    );
+    // Folded: root-first, the call site last, outstanding bytes.
+    let folded = String::from_utf8(report(&file, &["--format", "folded"]).stdout).unwrap();
+    let line = folded
+        .lines()
+        .find(|l| l.contains(";remember_session "))
+        .unwrap_or_else(|| panic!("{folded}"));
+    assert!(line.ends_with(" 8192000"), "{line}");
+    assert!(
+        line.contains("main;handle_request;remember_session"),
+        "{line}"
+    );
+    let svg = work_dir().join("demo.svg");
+    assert!(
+        report(
+            &file,
+            &["--format", "csv", "--flamegraph", svg.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("remember_session"));
+}
+
+#[test]
+fn missing_and_empty_recordings_are_one_line_errors() {
+    let out = report(Path::new("/nonexistent.oomtrace"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("oomtrace: error: cannot read recording")
+    );
+    let empty = work_dir().join("empty.oomtrace");
+    std::fs::write(&empty, b"").unwrap();
+    let out = report(&empty, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
