@@ -44,6 +44,12 @@ pub enum EventKind {
     /// User side only: how the process ended, as `waitpid` reported it: `aux` is
     /// [`STATUS_EXITED`] | code or [`STATUS_SIGNALED`] | signal.
     Status = 14,
+    /// The OOM killer chose a victim (any process on the machine): `tgid` is the victim, `tid`
+    /// the process whose allocation triggered it; `addr`, `size`, `old_addr`, `call_site` are
+    /// total_vm, anon, file and shmem RSS in KiB; `aux` is uid | (oom_score_adj as u16) << 32.
+    Oom = 15,
+    /// Follows [`EventKind::Oom`]: the victim's comm, packed as for `Exec`.
+    OomComm = 16,
 }
 
 /// [`EventKind::Status`] flag: the low 32 bits of `aux` are an exit code.
@@ -69,6 +75,8 @@ impl EventKind {
             12 => Self::Signal,
             13 => Self::Comm,
             14 => Self::Status,
+            15 => Self::Oom,
+            16 => Self::OomComm,
             _ => return None,
         })
     }

@@ -1,7 +1,9 @@
 //! Process lifecycle: fork (followed children join the traced set before they first run),
 //! exec (a new image), exit (the last thread), and how it ended (exit code or fatal signal).
 
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    EbpfContext, helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext,
+};
 use oomtrace_common::{ConfigKey, DropReason, EventKind, MemEvent};
 
 use crate::syscalls::tp;
@@ -140,5 +142,39 @@ pub fn signal_deliver(ctx: TracePointContext) -> u32 {
             emit(&ev);
         }
     }
+    0
+}
+
+/// Every OOM kill on the machine, traced or not: the victim's size as the killer saw it.
+#[tracepoint]
+pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+    let (tgid, _) = ids();
+    let victim: i32 = tp(&ctx, 8);
+    let mut ev = event(EventKind::Oom, victim as u32, tgid);
+    ev.addr = tp(&ctx, 16);
+    ev.size = tp(&ctx, 24);
+    ev.old_addr = tp(&ctx, 32);
+    ev.call_site = tp(&ctx, 40);
+    let uid: u32 = tp(&ctx, 48);
+    let adj: i16 = tp(&ctx, 64);
+    ev.aux = u64::from(uid) | (u64::from(adj as u16) << 32);
+    emit_with(&ev, true);
+    // The comm is a __data_loc string: offset in the low 16 bits of the u32 at 12.
+    let loc: u32 = tp(&ctx, 12);
+    let mut comm = event(EventKind::OomComm, victim as u32, tgid);
+    let mut raw = [0u8; 16];
+    // SAFETY: the record is kernel memory; the helper bounds the read and stops at NUL.
+    unsafe {
+        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        let _ = aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src, &mut raw);
+    }
+    let (lo, hi) = raw.split_at(8);
+    let mut l = [0u8; 8];
+    let mut h = [0u8; 8];
+    l.copy_from_slice(lo);
+    h.copy_from_slice(hi);
+    comm.addr = u64::from_le_bytes(l);
+    comm.size = u64::from_le_bytes(h);
+    emit_with(&comm, true);
     0
 }

@@ -40,6 +40,19 @@ pub enum Command {
     Report(ReportArgs),
     /// Per-stack change between two recordings (or two times in one: FILE@SECONDS).
     Diff(DiffArgs),
+    /// Print every OOM kill on the machine as it happens.
+    OomWatch(OomWatchArgs),
+}
+
+/// Options of `oomtrace oom-watch`.
+#[derive(Debug, Args)]
+pub struct OomWatchArgs {
+    /// `text`: one line per kill; `json`: one JSON object per line.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Exit after this many kills.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
 }
 
 /// Options of `oomtrace record`.
@@ -183,6 +196,21 @@ pub struct RunArgs {
     /// Tracing options.
     #[command(flatten)]
     pub tracing: TracingArgs,
+    /// Run CMD in a fresh memory cgroup with this limit (64M, 2G, 512MiB; binary units).
+    #[arg(long, value_name = "SIZE", value_parser = crate::oom::sizes::parse_size_arg)]
+    pub memory_max: Option<u64>,
+    /// Write memory_log.csv, summary.json, oom_events.json, report.json, kernel_log.txt here.
+    #[arg(long, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// RSS sampling interval (for memory_log.csv and the peak).
+    #[arg(long, value_name = "D", default_value = "200ms", value_parser = parse_duration)]
+    pub sample_interval: Duration,
+    /// Fail (exit 3) if the peak (outstanding heap, or RSS if larger) exceeds SIZE.
+    #[arg(long, value_name = "SIZE", value_parser = crate::oom::sizes::parse_size_arg)]
+    pub budget: Option<u64>,
+    /// Warn when the peak reaches this share of the budget.
+    #[arg(long, value_name = "PCT", default_value = "80%", value_parser = crate::oom::sizes::parse_percent, requires = "budget")]
+    pub warn_at: f64,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,

@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod launch;
 pub mod model;
 pub mod offline;
+pub mod oom;
 pub mod probe;
 pub mod record;
 pub mod report;

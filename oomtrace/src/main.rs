@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use oomtrace::cli::{Cli, Command, Format, OutputArgs};
+use oomtrace::oom::finish::RunEnd;
 use oomtrace::probe::preflight::PreflightError;
 use oomtrace::probe::target::TargetError;
 use oomtrace::report::text;
+use oomtrace::session::monitor::MonitorOptions;
 use oomtrace::session::{self, Options, StopReason, Target};
 
 /// Exit codes besides the traced command's own.
@@ -52,6 +54,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut run_end: Option<RunEnd> = None;
     let (opts, output) = match cli.command {
         Some(Command::Probes(args)) => {
             print!(
@@ -77,6 +80,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stdout.write_all(body.as_bytes())?;
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Command::OomWatch(args)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(oomtrace::oom::watch::watch(
+                args.format == Format::Json,
+                args.count,
+            ))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Some(Command::Report(args)) => {
             oomtrace::offline::report(&args)?;
             return Ok(ExitCode::SUCCESS);
@@ -100,6 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 placement: args.tracing.placement.into(),
                 ring_bytes: args.tracing.ring_buffer_kib * 1024,
                 record: Some(args.recording.clone()),
+                monitor: None,
             };
             let output = OutputArgs {
                 format: args.format,
@@ -108,16 +122,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             (opts, output)
         }
-        Some(Command::Run(args)) => (
-            Options {
-                target: Target::Run(args.command),
-                duration: None,
-                placement: args.tracing.placement.into(),
-                ring_bytes: args.tracing.ring_buffer_kib * 1024,
-                record: None,
-            },
-            args.output,
-        ),
+        Some(Command::Run(args)) => {
+            let monitored =
+                args.memory_max.is_some() || args.artifacts.is_some() || args.budget.is_some();
+            run_end = Some(RunEnd {
+                artifacts: args.artifacts.clone(),
+                budget: args.budget,
+                warn_at: args.warn_at,
+                memory_max: args.memory_max,
+            });
+            (
+                Options {
+                    target: Target::Run(args.command),
+                    duration: None,
+                    placement: args.tracing.placement.into(),
+                    ring_bytes: args.tracing.ring_buffer_kib * 1024,
+                    record: None,
+                    monitor: monitored.then(|| MonitorOptions {
+                        memory_max: args.memory_max,
+                        artifacts: args.artifacts,
+                        sample_interval: args.sample_interval,
+                    }),
+                },
+                args.output,
+            )
+        }
         None => {
             let a = cli.attach;
             let target = match (a.pid, a.all) {
@@ -136,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     placement: a.tracing.placement.into(),
                     ring_bytes: a.tracing.ring_buffer_kib * 1024,
                     record: None,
+                    monitor: None,
                 },
                 a.output,
             )
@@ -152,13 +182,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "oomtrace: recording written ({bytes} bytes); read it with `oomtrace report FILE`"
         );
     }
-    let code = match (outcome.child, outcome.stop) {
-        (Some(status), _) => ExitCode::from(status.exit_code() as u8),
+    let mut code = match (outcome.child, outcome.stop) {
+        (Some(status), _) => status.exit_code(),
         // `run` interrupted before the command ended.
-        (None, StopReason::Signal(sig)) if is_run => ExitCode::from((128 + sig) as u8),
+        (None, StopReason::Signal(sig)) if is_run => 128 + sig,
         // Ctrl-C is how an attach session normally ends: the report is the result.
-        (None, _) => ExitCode::SUCCESS,
+        (None, _) => 0,
     };
+    if let (Some(end), Some(m)) = (&run_end, &outcome.monitored) {
+        code = oomtrace::oom::finish::finish_run(end, m, &outcome, code)?;
+    }
+    let code = ExitCode::from(code.clamp(0, 255) as u8);
     // Detach only after the report is out: the kernel takes a while to unregister uprobes.
     drop(outcome.probes);
     written.map(|()| code)

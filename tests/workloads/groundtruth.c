@@ -1,5 +1,5 @@
 /* Ground-truth workload: allocates known bytes from known noinline functions.
- * Usage: groundtruth <scenario>, scenario one of: kinds threads fork attach scaled N.
+ * Usage: groundtruth <scenario>, scenario one of: kinds threads fork attach scaled N grow.
  * Every pointer is stored in a volatile sink so the compiler cannot elide malloc/free pairs.
  * The figures the tests assert are written next to each function. */
 #define _GNU_SOURCE
@@ -119,6 +119,17 @@ static void attach(void) {
 /* scaled N: N x 1000 bytes in scaled_leak (diff tests run it with N and 2N). */
 NOINLINE void scaled_leak(int n) { for (int i = 0; i < n; i++) keep(malloc(1000)); }
 
+/* grow: 1 MiB per 2 ms, touched, never freed, until the OOM killer ends it (or 4 GiB). */
+NOINLINE void grow_forever(void) {
+    for (int i = 0; i < 4096; i++) {
+        char *p = malloc(1 << 20);
+        if (!p) break;
+        memset(p, i, 1 << 20);
+        keep(p);
+        usleep(2000);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *s = argc > 1 ? argv[1] : "kinds";
     if (!strcmp(s, "kinds")) kinds();
@@ -126,6 +137,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(s, "fork")) forks();
     else if (!strcmp(s, "attach")) attach();
     else if (!strcmp(s, "scaled")) scaled_leak(argc > 2 ? atoi(argv[2]) : 10);
+    else if (!strcmp(s, "grow")) grow_forever();
     else { fprintf(stderr, "unknown scenario %s\n", s); return 2; }
     return 0;
 }

@@ -3,6 +3,7 @@
 
 pub mod growth;
 pub mod hist;
+pub mod oom;
 pub mod process;
 pub mod ranges;
 pub mod series;
@@ -30,6 +31,8 @@ pub enum Hint {
     Forked(u32, u32),
     /// The first event of a process oomtrace did not know yet.
     NewProcess(u32),
+    /// The OOM killer chose this process (traced or not).
+    Oom(u32),
 }
 
 /// Counters that are not per process.
@@ -41,6 +44,8 @@ pub struct Counters {
     pub processes_dropped: u64,
     /// Records that did not decode (wrong length or kind).
     pub malformed_events: u64,
+    /// OOM events dropped because of the cap.
+    pub ooms_dropped: u64,
 }
 
 /// All traced processes.
@@ -53,6 +58,11 @@ pub struct Model {
     tracked_blocks: usize,
     /// Events applied.
     pub events: u64,
+    /// OOM kills seen, oldest first.
+    pub ooms: Vec<oom::OomEvent>,
+    /// Outstanding bytes over all processes now, and the most there ever were.
+    outstanding: u64,
+    peak_outstanding: u64,
 }
 
 impl Model {
@@ -69,6 +79,25 @@ impl Model {
         };
         self.events += 1;
         let pid = ev.tgid;
+        match kind {
+            EventKind::Oom => {
+                if self.ooms.len() < oom::MAX_OOM_EVENTS {
+                    self.ooms.push(oom::OomEvent::new(ev, self.procs.get(&pid)));
+                } else {
+                    self.counters.ooms_dropped += 1;
+                }
+                return Hint::Oom(pid);
+            }
+            EventKind::OomComm => {
+                let comm = ev.packed_comm();
+                let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+                if let Some(o) = self.ooms.iter_mut().rev().find(|o| o.pid == pid) {
+                    o.comm = String::from_utf8_lossy(&comm[..len]).into_owned();
+                }
+                return Hint::None;
+            }
+            _ => {}
+        }
         if kind == EventKind::Fork {
             let child = ev.aux as u32;
             self.insert(Process::new(child, Some(pid)));
@@ -79,8 +108,17 @@ impl Model {
         let new = !self.procs.contains_key(&pid);
         let proc = self.process_mut(pid);
         let before = proc.live_blocks();
+        let (held, was_live) = (proc.totals.outstanding_bytes, proc.exit.is_none());
         proc.apply(ev, track);
         let after = proc.live_blocks();
+        let (now_held, is_live) = (proc.totals.outstanding_bytes, proc.exit.is_none());
+        // An exited process's table is frozen for the report, but its memory is gone.
+        self.outstanding = match (was_live, is_live) {
+            (true, true) => (self.outstanding + now_held).saturating_sub(held),
+            (true, false) => self.outstanding.saturating_sub(held),
+            (false, _) => self.outstanding,
+        };
+        self.peak_outstanding = self.peak_outstanding.max(self.outstanding);
         self.tracked_blocks = (self.tracked_blocks + after).saturating_sub(before);
         if !track && matches!(kind, EventKind::Alloc | EventKind::Realloc) && ev.addr != 0 {
             self.counters.blocks_untracked += 1;
@@ -138,6 +176,23 @@ impl Model {
             .filter(|p| p.exit.is_none())
             .map(|p| p.pid)
             .collect()
+    }
+
+    /// Outstanding bytes over all live processes now.
+    pub fn outstanding(&self) -> u64 {
+        self.outstanding
+    }
+
+    /// The most bytes ever outstanding at once over all processes (exact: every event counts).
+    pub fn peak_outstanding(&self) -> u64 {
+        self.peak_outstanding
+    }
+
+    /// Notes the memory cgroup of the latest OOM victim `pid`.
+    pub fn set_oom_cgroup(&mut self, pid: u32, cgroup: String) {
+        if let Some(o) = self.ooms.iter_mut().rev().find(|o| o.pid == pid) {
+            o.cgroup = Some(cgroup);
+        }
     }
 
     /// Frees of never-seen blocks, over all processes.

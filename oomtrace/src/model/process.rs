@@ -284,7 +284,7 @@ impl Process {
                     ExitStatus::default()
                 });
             }
-            EventKind::Fork => {}
+            EventKind::Fork | EventKind::Oom | EventKind::OomComm => {}
         }
     }
 

@@ -25,6 +25,8 @@
 pub mod artifacts;
 pub mod budget;
 pub mod cgroup;
+pub mod finish;
 pub mod kmsg;
 pub mod sampler;
 pub mod sizes;
+pub mod watch;

@@ -112,6 +112,7 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sched", "sched_process_exec", "process_exec"),
     ("sched", "sched_process_exit", "process_exit"),
     ("signal", "signal_deliver", "signal_deliver"),
+    ("oom", "mark_victim", "oom_mark_victim"),
 ];
 
 /// What to trace.
@@ -203,8 +204,17 @@ impl Probes {
 
     /// Attaches the memory-syscall and process-lifecycle tracepoints.
     pub fn attach_tracepoints(&mut self) -> Result<()> {
+        self.attach_some_tracepoints(TRACEPOINTS)
+    }
+
+    /// Attaches only the OOM killer's tracepoint (`oomtrace oom-watch`).
+    pub fn attach_oom_only(&mut self) -> Result<()> {
+        self.attach_some_tracepoints(&[("oom", "mark_victim", "oom_mark_victim")])
+    }
+
+    fn attach_some_tracepoints(&mut self, which: &[(&str, &str, &str)]) -> Result<()> {
         let mut loaded = std::collections::HashSet::new();
-        for &(category, name, program) in TRACEPOINTS {
+        for &(category, name, program) in which {
             let tp: &mut TracePoint = self
                 .ebpf
                 .program_mut(program)

@@ -114,6 +114,7 @@ enum Aux {
 fn extras(kind: u16) -> (bool, Aux) {
     match EventKind::from_u16(kind) {
         Some(EventKind::Realloc) => (true, Aux::None),
+        Some(EventKind::Oom) => (true, Aux::Plain),
         Some(EventKind::Mremap) => (true, Aux::Plain),
         Some(EventKind::Brk) => (false, Aux::VsAddr),
         Some(EventKind::Fork | EventKind::ExitGroup | EventKind::Signal | EventKind::Status) => {

@@ -25,6 +25,8 @@ pub const KEY_START_NS: &str = "start_ns";
 
 enum Msg {
     Events(Vec<MemEvent>),
+    /// The memory cgroup of an OOM victim (not carried by events: a path).
+    OomCgroup(u32, String),
     Finish(Box<Finish>),
 }
 
@@ -79,6 +81,14 @@ impl Recorder {
         if let Some(tx) = &self.tx {
             // A writer that died (disk full) has reported its error; later events are dropped.
             let _ = tx.send(Msg::Events(batch));
+        }
+    }
+
+    /// Records the memory cgroup of OOM victim `pid`.
+    pub fn oom_cgroup(&mut self, pid: u32, cgroup: &str) {
+        self.send_batch();
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::OomCgroup(pid, cgroup.to_owned()));
         }
     }
 
@@ -139,6 +149,16 @@ fn write_loop(
                 for ev in &events {
                     w.push_event(ev)?;
                 }
+            }
+            Msg::OomCgroup(pid, cgroup) => {
+                let json = serde_json::json!({ "pid": pid, "cgroup": cgroup })
+                    .to_string()
+                    .into_bytes();
+                w.write_oom(&super::Oom {
+                    ts_ns: 0,
+                    tgid: pid,
+                    json,
+                })?;
             }
             Msg::Finish(f) => return finish(w, *f),
         }

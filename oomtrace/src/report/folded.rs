@@ -151,6 +151,7 @@ pub(super) mod tests {
                 })
                 .collect(),
             stacks,
+            oom_events: Vec::new(),
         }
     }
 

@@ -10,7 +10,8 @@ pub mod text;
 
 use serde::Serialize;
 
-use crate::model::{Counts, Model, Process, StackStats};
+use crate::model::oom::OomEvent;
+use crate::model::{Counts, Model, Process, StackKey, StackStats};
 use crate::symbols::Frame;
 
 /// Where deeper stack frames come from (the kernel's stack map live, a recording offline).
@@ -32,6 +33,8 @@ pub trait SymbolSource {
 pub struct ResolvedStack {
     /// Process id.
     pub pid: u32,
+    /// The model's key of the stack.
+    pub key: StackKey,
     /// The stack's statistics.
     pub counts: Counts,
     /// `frames[0]` is the call site.
@@ -49,6 +52,7 @@ pub fn resolve(
         for s in &p.stacks {
             out.push(ResolvedStack {
                 pid: p.pid,
+                key: s.key,
                 counts: s.counts,
                 frames: stack_frames(p, s, stacks, symbols),
             });
@@ -83,6 +87,35 @@ pub struct Report {
     pub processes: Vec<ProcessReport>,
     /// Per stack, by outstanding bytes.
     pub stacks: Vec<StackReport>,
+    /// Every OOM kill seen while tracing, traced victims or not.
+    pub oom_events: Vec<OomReport>,
+}
+
+/// One OOM kill in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct OomReport {
+    /// The victim.
+    pub pid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its memory cgroup, when it could be read before it died.
+    pub cgroup: Option<String>,
+    /// Virtual size.
+    pub total_vm_bytes: u64,
+    /// Anonymous RSS.
+    pub anon_rss_bytes: u64,
+    /// File-backed RSS.
+    pub file_rss_bytes: u64,
+    /// Shared-memory RSS.
+    pub shmem_rss_bytes: u64,
+    /// Its `oom_score_adj`.
+    pub oom_score_adj: i16,
+    /// Seconds after tracing started.
+    pub time_s: f64,
+    /// The victim's largest stacks at the kill, when oomtrace traced it.
+    pub top_stacks: Vec<StackReport>,
 }
 
 /// One process in the report.
@@ -126,17 +159,19 @@ impl Report {
         model: &Model,
         stacks: &dyn StackSource,
         symbols: &mut dyn SymbolSource,
+        start_ns: u64,
         duration_s: f64,
         losses: Losses,
     ) -> Self {
         let resolved = resolve(model, stacks, symbols);
-        Self::from_resolved(model, &resolved, duration_s, losses)
+        Self::from_resolved(model, &resolved, start_ns, duration_s, losses)
     }
 
     /// Builds the report from already resolved stacks.
     pub fn from_resolved(
         model: &Model,
         resolved: &[ResolvedStack],
+        start_ns: u64,
         duration_s: f64,
         losses: Losses,
     ) -> Self {
@@ -190,6 +225,11 @@ impl Report {
             stack_collisions: losses.stack_collisions,
             processes,
             stacks: out,
+            oom_events: model
+                .ooms
+                .iter()
+                .map(|o| oom_report(o, resolved, start_ns))
+                .collect(),
         }
     }
 
@@ -231,6 +271,44 @@ impl StackReport {
         self.allocated_bytes += other.allocated_bytes;
         self.allocs += other.allocs;
         self.failed_allocs += other.failed_allocs;
+    }
+}
+
+/// A stack as it stood at some moment (`counts` then), with its resolved frames.
+pub fn stack_at(pid: u32, key: &StackKey, c: &Counts, resolved: &[ResolvedStack]) -> StackReport {
+    StackReport {
+        pid,
+        outstanding_bytes: c.outstanding_bytes,
+        outstanding_allocs: c.outstanding_allocs,
+        allocated_bytes: c.allocated_bytes,
+        allocs: c.allocs,
+        failed_allocs: c.failed_allocs,
+        frames: resolved
+            .iter()
+            .find(|r| r.pid == pid && r.key == *key)
+            .map(|r| r.frames.clone())
+            .unwrap_or_default(),
+    }
+}
+
+fn oom_report(o: &OomEvent, resolved: &[ResolvedStack], start_ns: u64) -> OomReport {
+    let top_stacks = o
+        .top_stacks
+        .iter()
+        .map(|(key, c)| stack_at(o.pid, key, c, resolved))
+        .collect();
+    OomReport {
+        pid: o.pid,
+        comm: o.comm.clone(),
+        uid: o.uid,
+        cgroup: o.cgroup.clone(),
+        total_vm_bytes: o.total_vm_bytes,
+        anon_rss_bytes: o.anon_rss_bytes,
+        file_rss_bytes: o.file_rss_bytes,
+        shmem_rss_bytes: o.shmem_rss_bytes,
+        oom_score_adj: o.oom_score_adj,
+        time_s: o.ts_ns.saturating_sub(start_ns) as f64 / 1e9,
+        top_stacks,
     }
 }
 

@@ -26,6 +26,7 @@ pub struct Session {
     pub model: Model,
     pub symbols: Symbolizer,
     pub recorder: Option<Recorder>,
+    pub monitor: Option<super::monitor::Monitor>,
     pub trace_all: bool,
     /// Executables whose allocator was already resolved.
     pub exes: HashSet<PathBuf>,
@@ -62,7 +63,12 @@ impl Session {
                     guard.clear_ready();
                     self.drain();
                 }
-                _ = tick.tick() => self.drain(),
+                _ = tick.tick() => {
+                    self.drain();
+                    if let Some(m) = &mut self.monitor {
+                        m.tick(&self.model)?;
+                    }
+                }
                 _ = sigint.recv() => return Ok((StopReason::Signal(libc::SIGINT), child)),
                 _ = sigterm.recv() => {
                     if let (Target::Run(_), Some(pid)) = (&opts.target, root) && child.is_none() {
@@ -143,6 +149,15 @@ impl Session {
                 Hint::Forked(parent, child) => {
                     let generation = self.model.process(parent).map_or(0, |p| p.generation);
                     self.symbols.inherit(parent, generation, child);
+                }
+                Hint::Oom(pid) => {
+                    // The victim dies in moments: its cgroup now, or never.
+                    if let Some(cgroup) = crate::oom::cgroup::cgroup_of_pid(pid) {
+                        self.model.set_oom_cgroup(pid, cgroup.clone());
+                        if let Some(r) = &mut self.recorder {
+                            r.oom_cgroup(pid, &cgroup);
+                        }
+                    }
                 }
                 Hint::Exited(_) | Hint::None => {}
             }

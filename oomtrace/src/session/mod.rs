@@ -3,6 +3,7 @@
 //! signal arrives; with `record`, the same events are teed into a recording.
 
 mod ingest;
+pub mod monitor;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -48,6 +49,24 @@ pub struct Options {
     pub ring_bytes: u32,
     /// Tee the event stream into this recording.
     pub record: Option<PathBuf>,
+    /// Memory cap, artifacts, sampling (`run` only).
+    pub monitor: Option<monitor::MonitorOptions>,
+}
+
+/// What the monitor of a `run` saw.
+pub struct Monitored {
+    /// Peak RSS of the process tree.
+    pub peak_rss_bytes: u64,
+    /// Peak outstanding heap.
+    pub peak_heap_bytes: u64,
+    /// Samples taken.
+    pub samples: u64,
+    /// OOM kills in CMD's cgroup (counted by the kernel), if capped.
+    pub cgroup_oom_kills: Option<u64>,
+    /// The stacks that held most at the heap peak.
+    pub peak_stacks: Vec<crate::report::StackReport>,
+    /// The kernel's OOM lines.
+    pub kernel_lines: Vec<String>,
 }
 
 /// Why the session stopped.
@@ -71,6 +90,8 @@ pub struct Outcome {
     pub child: Option<ChildStatus>,
     /// Size of the recording written, if any.
     pub recorded_bytes: Option<u64>,
+    /// What the monitor saw (`run` with a cap, artifacts or a budget).
+    pub monitored: Option<Monitored>,
     /// The attached probes: dropping them detaches, which takes the kernel ~2 s, so callers
     /// write the report first and drop this last.
     pub probes: Probes,
@@ -153,6 +174,11 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
         )?),
         None => None,
     };
+    let monitor = opts
+        .monitor
+        .as_ref()
+        .map(monitor::Monitor::new)
+        .transpose()?;
     let trace_all = matches!(opts.target, Target::All);
     let mut probes = Probes::load(ProbeConfig {
         trace_all,
@@ -172,6 +198,7 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
         model: Model::new(),
         symbols: Symbolizer::new(),
         recorder,
+        monitor,
         trace_all,
         exes: HashSet::new(),
     };
@@ -186,6 +213,10 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
             let held = launch::spawn_held(&exe, argv)?;
             let pid = held.pid;
             session.probes.trace_pid(pid)?;
+            if let Some(m) = &mut session.monitor {
+                // Joins the cgroup before exec: everything CMD runs is capped.
+                m.watch(pid)?;
+            }
             held.release(&exe)?;
             let (tx, rx) = tokio::sync::oneshot::channel();
             std::thread::spawn(move || {
@@ -234,7 +265,36 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
         &KernelStacks(&session.probes),
         &mut session.symbols,
     );
-    let report = Report::from_resolved(&session.model, &resolved, duration_ns as f64 / 1e9, losses);
+    let report = Report::from_resolved(
+        &session.model,
+        &resolved,
+        start_ns,
+        duration_ns as f64 / 1e9,
+        losses,
+    );
+    let monitored = match session.monitor.take() {
+        Some(mut m) => {
+            m.sample(&session.model)?;
+            m.finish(&session.model);
+            let cgroup_oom_kills = m.oom_kills();
+            m.remove_cgroup()?;
+            let peak_stacks = m
+                .peaks
+                .stacks
+                .iter()
+                .map(|(pid, key, counts)| crate::report::stack_at(*pid, key, counts, &resolved))
+                .collect();
+            Some(Monitored {
+                peak_rss_bytes: m.peaks.rss_bytes,
+                peak_heap_bytes: m.peaks.heap_bytes,
+                samples: m.peaks.samples,
+                cgroup_oom_kills,
+                peak_stacks,
+                kernel_lines: std::mem::take(&mut m.kernel_lines),
+            })
+        }
+        None => None,
+    };
     let recorded_bytes = match session.recorder.take() {
         Some(recorder) => {
             let stacks = recorded_stacks(&session.model, &session.probes);
@@ -253,6 +313,7 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
         stop,
         child,
         recorded_bytes,
+        monitored,
         probes: session.probes,
     })
 }

@@ -24,6 +24,8 @@ pub struct Replay {
     pub losses: Losses,
     /// Seconds covered by the replay.
     pub duration_s: f64,
+    /// Monotonic time the recording started.
+    pub start_ns: u64,
 }
 
 impl Replay {
@@ -33,6 +35,7 @@ impl Replay {
             &self.model,
             &self.stacks,
             &mut self.symbols,
+            self.start_ns,
             self.duration_s,
             self.losses,
         )
@@ -85,6 +88,14 @@ pub fn replay(rec: Recording, at: Option<f64>) -> Replay {
         }
         model.apply(ev);
     }
+    for oom in &rec.ooms {
+        let cgroup = serde_json::from_slice::<serde_json::Value>(&oom.json)
+            .ok()
+            .and_then(|v| v["cgroup"].as_str().map(str::to_owned));
+        if let Some(cgroup) = cgroup {
+            model.set_oom_cgroup(oom.tgid, cgroup);
+        }
+    }
     let mut symbols = RecordedSymbols::default();
     let text = |id: u32| {
         rec.strings
@@ -112,5 +123,6 @@ pub fn replay(rec: Recording, at: Option<f64>) -> Replay {
         symbols,
         losses,
         duration_s: at.map_or(recorded_s, |a| a.min(recorded_s)),
+        start_ns,
     }
 }

@@ -6,5 +6,6 @@ mod gpu;
 mod groundtruth;
 mod modes;
 mod offline;
+mod oom;
 mod placement;
 mod util;

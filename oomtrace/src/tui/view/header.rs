@@ -150,7 +150,8 @@ fn trend_line(snap: &Snapshot) -> Line<'static> {
         ),
         Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
     )];
-    if let Some(limit) = h.limit_bytes {
+    // No time to OOM for a target that has ended.
+    if let (Some(limit), None) = (h.limit_bytes, &snap.target.exited) {
         let used = h.rss_bytes.unwrap_or(h.heap_bytes);
         let (text, soon) = if used >= limit {
             ("at the memory limit".to_string(), true)

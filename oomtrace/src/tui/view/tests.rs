@@ -323,6 +323,7 @@ fn exited_target_keeps_its_state_under_a_banner() {
     assert!(banner.contains("press q to quit"), "{banner}");
     let (x, y) = find(&buf, "exited (status 0)");
     assert_eq!(buf[(x, y)].bg, Color::Red);
+    assert!(!text(&buf).contains("OOM in"), "no time to OOM once ended");
     line_with(&buf, "remember_session");
 }
 
@@ -394,4 +395,74 @@ fn tiny_terminal_does_not_panic() {
         press(&mut app, &snap, KeyCode::Enter);
         screen(&app, &snap, w, h);
     }
+}
+
+#[test]
+fn long_table_builds_the_window_around_the_selection() {
+    let mut snap = fixtures::busy();
+    for k in 10..300 {
+        snap.stacks.push(fixtures::stack(
+            k,
+            &[(&format!("filler_{k}"), "f.c:1")],
+            1000 - k,
+            crate::tui::snapshot::unknown_growth(),
+        ));
+    }
+    let mut app = App {
+        page: super::page_rows(ratatui::layout::Rect::new(0, 0, 80, 24), &snap),
+        ..App::new()
+    };
+    press(&mut app, &snap, KeyCode::End);
+    let buf = screen(&app, &snap, 80, 24);
+    let (x, y) = find(&buf, "filler_299");
+    assert!(
+        buf[(x, y)]
+            .modifier
+            .contains(ratatui::style::Modifier::REVERSED)
+    );
+    assert!(!text(&buf).contains("remember_session"));
+    line_with(&buf, "sort: outstanding · 294 stacks");
+    // A page up keeps the selection on screen, and the table fills the screen.
+    press(&mut app, &snap, KeyCode::PageUp);
+    let buf = screen(&app, &snap, 80, 24);
+    let y_sel = (0..24u16)
+        .find(|&y| {
+            buf[(0, y)]
+                .modifier
+                .contains(ratatui::style::Modifier::REVERSED)
+        })
+        .map(usize::from);
+    assert!(y_sel.is_some(), "selection not shown:\n{}", text(&buf));
+    assert!(lines(&buf)[22].contains("filler_"), "{}", text(&buf));
+}
+
+#[test]
+fn tab_bar_counts_what_the_filter_leaves() {
+    let snap = fixtures::busy();
+    let app = App {
+        filter: "c".to_string(),
+        ..App::new()
+    };
+    let buf = screen(&app, &snap, 120, 30);
+    line_with(&buf, "filter \"c\" · sort: outstanding · 3 of 4 stacks");
+    // Narrow: the least important parts go first, the filter stays.
+    let buf = screen(&app, &snap, 80, 24);
+    let bar = line_with(&buf, "1 Stacks");
+    assert!(bar.contains("filter \"c\""), "{bar}");
+    assert!(!bar.contains("of 4 stacks"), "{bar}");
+}
+
+#[test]
+fn window_follows_the_selection_and_fills_the_view() {
+    use super::window;
+    assert_eq!(window(0, None, 0, 10), (0, 0));
+    assert_eq!(window(5, Some(4), 0, 10), (0, 5));
+    assert_eq!(window(100, Some(50), 0, 10), (41, 51));
+    assert_eq!(window(100, Some(45), 41, 10), (41, 51));
+    assert_eq!(window(100, Some(3), 41, 10), (3, 13));
+    assert_eq!(
+        window(100, Some(99), 95, 10),
+        (90, 100),
+        "no blank rows at the end"
+    );
 }
