@@ -50,6 +50,12 @@ pub enum EventKind {
     Oom = 15,
     /// Follows [`EventKind::Oom`]: the victim's comm, packed as for `Exec`.
     OomComm = 16,
+    /// User side only: the sampling tick (every second by default): the model samples every
+    /// stack's outstanding bytes into its time series.
+    Tick = 17,
+    /// User side only, before a `Tick`: a process's `addr` = RSS bytes, `size` = threads,
+    /// `old_addr` = open file descriptors, read from `/proc`.
+    ProcSample = 18,
 }
 
 /// [`EventKind::Status`] flag: the low 32 bits of `aux` are an exit code.
@@ -77,6 +83,8 @@ impl EventKind {
             14 => Self::Status,
             15 => Self::Oom,
             16 => Self::OomComm,
+            17 => Self::Tick,
+            18 => Self::ProcSample,
             _ => return None,
         })
     }

@@ -254,6 +254,9 @@ pub struct TracingArgs {
     /// longer bursts; events that do not fit are counted as lost.
     #[arg(long, value_name = "KIB", default_value_t = 16384, value_parser = parse_ring_kib)]
     pub ring_buffer_kib: u32,
+    /// Period of the time series behind growth detection (e.g. 1s, 500ms).
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
+    pub tick: Duration,
 }
 
 /// Ring sizes must be a power-of-two number of pages.

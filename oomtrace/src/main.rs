@@ -114,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ring_bytes: args.tracing.ring_buffer_kib * 1024,
                 record: Some(args.recording.clone()),
                 monitor: None,
+                tick: args.tracing.tick,
             };
             let output = OutputArgs {
                 format: args.format,
@@ -138,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     placement: args.tracing.placement.into(),
                     ring_bytes: args.tracing.ring_buffer_kib * 1024,
                     record: None,
+                    tick: args.tracing.tick,
                     monitor: monitored.then(|| MonitorOptions {
                         memory_max: args.memory_max,
                         artifacts: args.artifacts,
@@ -166,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ring_bytes: a.tracing.ring_buffer_kib * 1024,
                     record: None,
                     monitor: None,
+                    tick: a.tracing.tick,
                 },
                 a.output,
             )

@@ -59,6 +59,15 @@ impl Bounded {
         Bounded { hist, high, max: 0 }
     }
 
+    /// Records `n` occurrences of one value, clamped to `[0, high]`.
+    fn record_n(&mut self, v: u64, n: u64) {
+        let v = v.min(self.high);
+        if let Some(h) = &mut self.hist {
+            h.saturating_record_n(v, n);
+        }
+        self.max = self.max.max(v);
+    }
+
     /// Records one value, clamped to `[0, high]`.
     fn record(&mut self, v: u64) {
         let v = v.min(self.high);
@@ -395,5 +404,99 @@ mod tests {
         );
         println!("SizeHist heap {s} B, LifetimeHist heap {l} B");
         assert_eq!((s, l), (44_032, 21_504));
+    }
+}
+
+/// Distinct sizes kept exactly per stack before switching to a [`SizeHist`].
+const EXACT_SIZES: usize = 16;
+
+/// Allocation sizes of one stack: exact while it has few distinct sizes (the usual case: a call
+/// site allocates one or a few sizes), a histogram past that. Small until it needs more.
+#[derive(Clone, Debug, Default)]
+pub struct SizeDist {
+    exact: Vec<(u64, u64)>,
+    hist: Option<Box<SizeHist>>,
+}
+
+impl SizeDist {
+    /// Records one allocation of `bytes`.
+    pub fn record(&mut self, bytes: u64) {
+        if let Some(h) = &mut self.hist {
+            h.record(bytes);
+            return;
+        }
+        if let Some(e) = self.exact.iter_mut().find(|(size, _)| *size == bytes) {
+            e.1 += 1;
+            return;
+        }
+        if self.exact.len() < EXACT_SIZES {
+            self.exact.push((bytes, 1));
+            return;
+        }
+        let mut h = SizeHist::new();
+        for (size, n) in self.exact.drain(..) {
+            h.0.record_n(size, n);
+        }
+        h.record(bytes);
+        self.hist = Some(Box::new(h));
+    }
+
+    /// Percentiles, exact while few sizes were seen; `None` before any allocation.
+    pub fn summary(&self) -> Option<SizeSummary> {
+        if let Some(h) = &self.hist {
+            return Some(h.summary());
+        }
+        let mut sizes = self.exact.clone();
+        if sizes.is_empty() {
+            return None;
+        }
+        sizes.sort_unstable();
+        let total: u64 = sizes.iter().map(|&(_, n)| n).sum();
+        let at = |q: f64| {
+            let rank = ((q * total as f64).ceil() as u64).max(1);
+            let mut seen = 0;
+            sizes
+                .iter()
+                .find(|&&(_, n)| {
+                    seen += n;
+                    seen >= rank
+                })
+                .map_or(0, |&(size, _)| size)
+        };
+        Some(SizeSummary {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: sizes.last().map_or(0, |&(size, _)| size),
+        })
+    }
+}
+
+#[cfg(test)]
+mod size_dist_tests {
+    use super::*;
+
+    #[test]
+    fn exact_percentiles_for_few_sizes() {
+        let mut d = SizeDist::default();
+        for _ in 0..90 {
+            d.record(64);
+        }
+        for _ in 0..10 {
+            d.record(1000);
+        }
+        let s = d.summary().unwrap();
+        assert_eq!((s.p50, s.p90, s.p99, s.max), (64, 64, 1000, 1000));
+    }
+
+    #[test]
+    fn many_sizes_fall_back_to_the_histogram() {
+        let mut d = SizeDist::default();
+        for i in 1..=1000u64 {
+            d.record(i * 8);
+        }
+        let s = d.summary().unwrap();
+        assert_eq!(s.max, 8000);
+        assert!((3900..=4100).contains(&s.p50), "{s:?}");
     }
 }

@@ -7,6 +7,7 @@ pub mod oom;
 pub mod process;
 pub mod ranges;
 pub mod series;
+pub mod timeline;
 
 use std::collections::HashMap;
 
@@ -60,6 +61,8 @@ pub struct Model {
     pub events: u64,
     /// OOM kills seen, oldest first.
     pub ooms: Vec<oom::OomEvent>,
+    /// Time series for growth detection.
+    pub timeline: timeline::Timeline,
     /// Outstanding bytes over all processes now, and the most there ever were.
     outstanding: u64,
     peak_outstanding: u64,
@@ -87,6 +90,18 @@ impl Model {
                     self.counters.ooms_dropped += 1;
                 }
                 return Hint::Oom(pid);
+            }
+            EventKind::Tick => {
+                let procs = self.order.iter().filter_map(|pid| self.procs.get(pid));
+                self.timeline.tick(procs, ev.ts_ns);
+                return Hint::None;
+            }
+            EventKind::ProcSample => {
+                if self.procs.contains_key(&pid) {
+                    self.timeline
+                        .proc_sample(pid, ev.ts_ns, ev.addr, ev.size, ev.old_addr);
+                }
+                return Hint::None;
             }
             EventKind::OomComm => {
                 let comm = ev.packed_comm();

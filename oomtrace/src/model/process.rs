@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use oomtrace_common::{EventKind, MemEvent};
 
+use super::hist::{LifetimeHist, SizeDist};
 use super::ranges::Ranges;
 
 /// Stacks kept per process; later distinct stacks are folded into one overflow stack.
@@ -56,18 +57,26 @@ pub struct StackKey {
 }
 
 /// A stack's key and statistics.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct StackStats {
     /// Which stack.
     pub key: StackKey,
     /// Its statistics.
     pub counts: Counts,
+    /// Sizes requested.
+    pub sizes: SizeDist,
+    /// Lifetimes (allocation to free) of its freed heap blocks, once it had a free.
+    pub lifetimes: Option<Box<LifetimeHist>>,
 }
+
+/// Stacks per process that keep a lifetime histogram (~21 KiB each).
+pub const MAX_LIFETIME_HISTS: usize = 2048;
 
 #[derive(Clone, Copy, Debug)]
 struct Block {
     size: u64,
     stack: u32,
+    ts_ns: u64,
 }
 
 /// How a process ended.
@@ -111,6 +120,7 @@ pub struct Process {
     brk: Option<u64>,
     last_exit_code: Option<i32>,
     last_signal: Option<i32>,
+    lifetime_hists: usize,
 }
 
 impl Process {
@@ -133,6 +143,7 @@ impl Process {
             brk: None,
             last_exit_code: None,
             last_signal: None,
+            lifetime_hists: 0,
         }
     }
 
@@ -163,6 +174,8 @@ impl Process {
             self.stacks.push(StackStats {
                 key,
                 counts: Counts::default(),
+                sizes: SizeDist::default(),
+                lifetimes: None,
             });
             (self.stacks.len() - 1) as u32
         })
@@ -171,10 +184,19 @@ impl Process {
     fn add_block(&mut self, ev: &MemEvent, addr: u64, size: u64) {
         let stack = self.stack(ev);
         // An address handed out twice means we missed its free (lost event): release it first.
-        if let Some(old) = self.blocks.insert(addr, Block { size, stack }) {
+        if let Some(old) = self.blocks.insert(
+            addr,
+            Block {
+                size,
+                stack,
+                ts_ns: ev.ts_ns,
+            },
+        ) {
             self.release_block(old);
         }
-        self.stacks[stack as usize].counts.alloc(size);
+        let st = &mut self.stacks[stack as usize];
+        st.counts.alloc(size);
+        st.sizes.record(size);
         self.totals.alloc(size);
     }
 
@@ -183,10 +205,24 @@ impl Process {
         self.totals.release(b.size, true);
     }
 
-    fn free(&mut self, addr: u64) -> bool {
+    /// A block freed at `ts_ns`: released, and its lifetime recorded.
+    fn free_block(&mut self, b: Block, ts_ns: u64) {
+        self.release_block(b);
+        let room = self.lifetime_hists < MAX_LIFETIME_HISTS;
+        let st = &mut self.stacks[b.stack as usize];
+        if st.lifetimes.is_none() && room {
+            st.lifetimes = Some(Box::default());
+            self.lifetime_hists += 1;
+        }
+        if let Some(h) = &mut st.lifetimes {
+            h.record(ts_ns.saturating_sub(b.ts_ns) / 1_000_000);
+        }
+    }
+
+    fn free(&mut self, addr: u64, ts_ns: u64) -> bool {
         match self.blocks.remove(&addr) {
             Some(b) => {
-                self.release_block(b);
+                self.free_block(b, ts_ns);
                 true
             }
             None => {
@@ -208,7 +244,9 @@ impl Process {
         self.next_range_alloc += 1;
         self.ranges.insert(start, len, id);
         self.range_allocs.insert(id, stack);
-        self.stacks[stack as usize].counts.alloc(len);
+        let st = &mut self.stacks[stack as usize];
+        st.counts.alloc(len);
+        st.sizes.record(len);
         self.totals.alloc(len);
     }
 
@@ -237,7 +275,7 @@ impl Process {
             EventKind::Alloc if track_blocks => self.add_block(ev, ev.addr, ev.size),
             EventKind::Alloc => self.count_untracked(ev),
             EventKind::Free => {
-                self.free(ev.addr);
+                self.free(ev.addr, ev.ts_ns);
             }
             EventKind::Realloc => self.realloc(ev, track_blocks),
             EventKind::Mmap if ev.addr == 0 => self.fail(ev),
@@ -284,7 +322,11 @@ impl Process {
                     ExitStatus::default()
                 });
             }
-            EventKind::Fork | EventKind::Oom | EventKind::OomComm => {}
+            EventKind::Fork
+            | EventKind::Oom
+            | EventKind::OomComm
+            | EventKind::Tick
+            | EventKind::ProcSample => {}
         }
     }
 
@@ -312,11 +354,11 @@ impl Process {
             (0, _) => self.count_untracked(ev),
             // glibc's realloc(p, 0) frees p and returns NULL.
             (old, 0) if ev.size == 0 => {
-                self.free(old);
+                self.free(old, ev.ts_ns);
             }
             (_, 0) => self.fail(ev),
             (old, new) => {
-                self.free(old);
+                self.free(old, ev.ts_ns);
                 if track_blocks {
                     self.add_block(ev, new, ev.size);
                 } else {

@@ -115,6 +115,7 @@ fn extras(kind: u16) -> (bool, Aux) {
     match EventKind::from_u16(kind) {
         Some(EventKind::Realloc) => (true, Aux::None),
         Some(EventKind::Oom) => (true, Aux::Plain),
+        Some(EventKind::ProcSample) => (true, Aux::None),
         Some(EventKind::Mremap) => (true, Aux::Plain),
         Some(EventKind::Brk) => (false, Aux::VsAddr),
         Some(EventKind::Fork | EventKind::ExitGroup | EventKind::Signal | EventKind::Status) => {

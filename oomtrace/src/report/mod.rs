@@ -10,7 +10,10 @@ pub mod text;
 
 use serde::Serialize;
 
+use crate::model::growth::{Growth, GrowthConfig};
+use crate::model::hist::{LifetimeSummary, SizeSummary};
 use crate::model::oom::OomEvent;
+use crate::model::timeline::ProcGrowth;
 use crate::model::{Counts, Model, Process, StackKey, StackStats};
 use crate::symbols::Frame;
 
@@ -35,6 +38,12 @@ pub struct ResolvedStack {
     pub pid: u32,
     /// The model's key of the stack.
     pub key: StackKey,
+    /// Its growth verdict.
+    pub growth: Growth,
+    /// Its allocation sizes.
+    pub sizes: Option<SizeSummary>,
+    /// Lifetimes of its freed blocks.
+    pub lifetime_ms: Option<LifetimeSummary>,
     /// The stack's statistics.
     pub counts: Counts,
     /// `frames[0]` is the call site.
@@ -48,11 +57,15 @@ pub fn resolve(
     symbols: &mut dyn SymbolSource,
 ) -> Vec<ResolvedStack> {
     let mut out = Vec::new();
+    let cfg = GrowthConfig::default();
     for p in model.processes() {
         for s in &p.stacks {
             out.push(ResolvedStack {
                 pid: p.pid,
                 key: s.key,
+                growth: model.timeline.stack_growth(p.pid, &s.key, &cfg),
+                sizes: s.sizes.summary(),
+                lifetime_ms: s.lifetimes.as_ref().map(|h| h.summary()),
                 counts: s.counts,
                 frames: stack_frames(p, s, stacks, symbols),
             });
@@ -132,6 +145,8 @@ pub struct ProcessReport {
     /// Its statistics.
     #[serde(flatten)]
     pub counts: Counts,
+    /// Growth of its heap, RSS, threads and descriptors.
+    pub growth: ProcGrowth,
 }
 
 /// One stack in the report.
@@ -149,6 +164,12 @@ pub struct StackReport {
     pub allocs: u64,
     /// Failed allocations.
     pub failed_allocs: u64,
+    /// Growth of its outstanding bytes over time.
+    pub growth: Growth,
+    /// Percentiles of its allocation sizes (null before any).
+    pub sizes: Option<SizeSummary>,
+    /// Lifetimes of its freed blocks, ms (null when none was freed).
+    pub lifetime_ms: Option<LifetimeSummary>,
     /// `frames[0]` is the allocation call site; the outermost caller is last.
     pub frames: Vec<Frame>,
 }
@@ -175,7 +196,10 @@ impl Report {
         duration_s: f64,
         losses: Losses,
     ) -> Self {
-        let mut processes: Vec<ProcessReport> = model.processes().map(process_report).collect();
+        let mut processes: Vec<ProcessReport> = model
+            .processes()
+            .map(|p| process_report(model, p))
+            .collect();
         processes.sort_by(|a, b| {
             b.counts
                 .outstanding_bytes
@@ -200,6 +224,9 @@ impl Report {
                 allocated_bytes: c.allocated_bytes,
                 allocs: c.allocs,
                 failed_allocs: c.failed_allocs,
+                growth: r.growth.clone(),
+                sizes: r.sizes,
+                lifetime_ms: r.lifetime_ms,
                 frames: r.frames.clone(),
             };
             match seen.get(&id) {
@@ -266,6 +293,19 @@ impl FrameIdentity {
 
 impl StackReport {
     fn merge(&mut self, other: &StackReport) {
+        use crate::model::growth::GrowthClass::Growing;
+        // Two call sites of one line that both grow: their rates add up.
+        if self.growth.class == Growing && other.growth.class == Growing {
+            self.growth.bytes_per_s += other.growth.bytes_per_s;
+            self.growth.confidence = self.growth.confidence.min(other.growth.confidence);
+        } else if other.outstanding_bytes > self.outstanding_bytes {
+            self.growth = other.growth.clone();
+            self.sizes = other.sizes.or(self.sizes);
+            self.lifetime_ms = other.lifetime_ms.or(self.lifetime_ms);
+        } else {
+            self.sizes = self.sizes.or(other.sizes);
+            self.lifetime_ms = self.lifetime_ms.or(other.lifetime_ms);
+        }
         self.outstanding_bytes += other.outstanding_bytes;
         self.outstanding_allocs += other.outstanding_allocs;
         self.allocated_bytes += other.allocated_bytes;
@@ -276,6 +316,7 @@ impl StackReport {
 
 /// A stack as it stood at some moment (`counts` then), with its resolved frames.
 pub fn stack_at(pid: u32, key: &StackKey, c: &Counts, resolved: &[ResolvedStack]) -> StackReport {
+    let r = resolved.iter().find(|r| r.pid == pid && r.key == *key);
     StackReport {
         pid,
         outstanding_bytes: c.outstanding_bytes,
@@ -283,12 +324,18 @@ pub fn stack_at(pid: u32, key: &StackKey, c: &Counts, resolved: &[ResolvedStack]
         allocated_bytes: c.allocated_bytes,
         allocs: c.allocs,
         failed_allocs: c.failed_allocs,
-        frames: resolved
-            .iter()
-            .find(|r| r.pid == pid && r.key == *key)
-            .map(|r| r.frames.clone())
-            .unwrap_or_default(),
+        growth: r.map_or_else(unknown_growth, |r| r.growth.clone()),
+        sizes: r.and_then(|r| r.sizes),
+        lifetime_ms: r.and_then(|r| r.lifetime_ms),
+        frames: r.map(|r| r.frames.clone()).unwrap_or_default(),
     }
+}
+
+fn unknown_growth() -> Growth {
+    crate::model::growth::classify(
+        &crate::model::series::Series::new(),
+        &GrowthConfig::default(),
+    )
 }
 
 fn oom_report(o: &OomEvent, resolved: &[ResolvedStack], start_ns: u64) -> OomReport {
@@ -312,13 +359,16 @@ fn oom_report(o: &OomEvent, resolved: &[ResolvedStack], start_ns: u64) -> OomRep
     }
 }
 
-fn process_report(p: &Process) -> ProcessReport {
+fn process_report(model: &Model, p: &Process) -> ProcessReport {
     ProcessReport {
         pid: p.pid,
         comm: p.comm.clone(),
         exit_code: p.exit.and_then(|e| e.code),
         signal: p.exit.and_then(|e| e.signal),
         counts: p.totals,
+        growth: model
+            .timeline
+            .process_growth(p.pid, &GrowthConfig::default()),
     }
 }
 

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Report, human_bytes};
+use crate::model::growth::GrowthClass;
 use crate::symbols::Frame;
 
 /// Renders `report` with the `top` largest stacks.
@@ -75,12 +76,27 @@ pub fn render(report: &Report, top: usize) -> String {
         if st.failed_allocs > 0 {
             let _ = write!(s, "; {} failed", st.failed_allocs);
         }
+        let _ = write!(s, "; {}", growth_word(&st.growth));
+        if let Some(z) = st.sizes {
+            let _ = write!(s, "; size p50 {}", human_bytes(z.p50));
+        }
         let _ = writeln!(s, "]");
         for f in &st.frames {
             let _ = writeln!(s, "       {}", frame_line(f));
         }
     }
     s
+}
+
+fn growth_word(g: &crate::model::growth::Growth) -> String {
+    match g.class {
+        GrowthClass::Growing => {
+            format!("▲ growing {}/s", human_bytes(g.bytes_per_s.max(0.0) as u64))
+        }
+        GrowthClass::Bounded => "■ bounded".to_owned(),
+        GrowthClass::Shrinking => "▼ shrinking".to_owned(),
+        GrowthClass::Unknown => "· growth unknown".to_owned(),
+    }
 }
 
 fn frame_line(f: &Frame) -> String {

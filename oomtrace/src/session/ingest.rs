@@ -53,6 +53,7 @@ impl Session {
         // The kernel side wakes us only past a fill threshold (or for a new process); the tick
         // bounds latency otherwise.
         let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut sample = tokio::time::interval(opts.tick);
         let deadline = opts.duration.map(|d| started + d);
         let mut child: Option<ChildStatus> = None;
         let mut last_alive_check = Instant::now();
@@ -68,6 +69,10 @@ impl Session {
                     if let Some(m) = &mut self.monitor {
                         m.tick(&self.model)?;
                     }
+                }
+                _ = sample.tick() => {
+                    self.drain();
+                    self.sample();
                 }
                 _ = sigint.recv() => return Ok((StopReason::Signal(libc::SIGINT), child)),
                 _ = sigterm.recv() => {
@@ -108,6 +113,21 @@ impl Session {
                 _ => {}
             }
         }
+    }
+
+    /// The sampling tick: each live process's RSS, threads and descriptors, then `Tick`, all as
+    /// events (so a recording replays to the same time series).
+    pub fn sample(&mut self) {
+        for pid in self.model.live_pids() {
+            if let Some(s) = crate::oom::sampler::sample_pid(pid) {
+                let mut ev = super::synthetic(EventKind::ProcSample, pid);
+                ev.addr = s.rss_bytes;
+                ev.size = s.threads;
+                ev.old_addr = s.fds;
+                self.feed(&ev);
+            }
+        }
+        self.feed(&super::synthetic(EventKind::Tick, 0));
     }
 
     /// Processes whose exit we will never see (fork event seen, process already gone).

@@ -51,6 +51,8 @@ pub struct Options {
     pub record: Option<PathBuf>,
     /// Memory cap, artifacts, sampling (`run` only).
     pub monitor: Option<monitor::MonitorOptions>,
+    /// Time-series sampling period (growth detection).
+    pub tick: Duration,
 }
 
 /// What the monitor of a `run` saw.
@@ -250,6 +252,7 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
 
     let (stop, child) = session.run_loop(&opts, root, child_rx, started).await?;
     session.drain();
+    session.sample();
     if let (Some(pid), Some(status)) = (root, child) {
         // waitpid's word is exact for our own child.
         session.feed(&status_event(pid, Some(status)));

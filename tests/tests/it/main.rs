@@ -4,6 +4,7 @@
 mod errors;
 mod gpu;
 mod groundtruth;
+mod growth;
 mod modes;
 mod offline;
 mod oom;

@@ -1,0 +1,125 @@
+//! Time series for growth detection: every stack's outstanding bytes and every process's heap,
+//! RSS, threads and descriptors, sampled at each `Tick` event, in bounded memory.
+//!
+//! Sampling happens inside the event stream (the session injects `Tick` and `ProcSample`
+//! events), so a recording replays to exactly the same series and verdicts.
+
+use std::collections::HashMap;
+
+use super::growth::{Growth, GrowthConfig, classify};
+use super::series::Series;
+use super::{Process, StackKey};
+
+/// Stacks with a series; later ones get none (their growth is `unknown`), counted.
+/// Each series holds at most ~16 KiB (see `Series::heap_bytes`): 8192 × 16 KiB = 128 MiB worst case.
+pub const MAX_STACK_SERIES: usize = 8192;
+
+/// A process's series.
+#[derive(Debug, Default)]
+pub struct ProcSeries {
+    /// Outstanding heap bytes.
+    pub heap: Series,
+    /// Resident set size, bytes.
+    pub rss: Series,
+    /// Thread count.
+    pub threads: Series,
+    /// Open file descriptors.
+    pub fds: Series,
+}
+
+/// Growth verdicts of a process's series (report key `growth` of a process).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProcGrowth {
+    /// Of its outstanding heap.
+    pub heap: Growth,
+    /// Of its RSS.
+    pub rss: Growth,
+    /// Of its thread count (a thread leak).
+    pub threads: Growth,
+    /// Of its open descriptors (an fd leak).
+    pub fds: Growth,
+}
+
+/// All series.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    origin_ns: Option<u64>,
+    stacks: HashMap<(u32, StackKey), Series>,
+    procs: HashMap<u32, ProcSeries>,
+    /// Stacks that got no series because of [`MAX_STACK_SERIES`].
+    pub stacks_without_series: u64,
+    /// Ticks seen.
+    pub ticks: u64,
+}
+
+impl Timeline {
+    fn t(&mut self, ts_ns: u64) -> f64 {
+        let origin = *self.origin_ns.get_or_insert(ts_ns);
+        ts_ns.saturating_sub(origin) as f64 / 1e9
+    }
+
+    /// A tick: samples every live process's heap and every stack that holds (or held) memory.
+    pub fn tick<'a>(&mut self, procs: impl Iterator<Item = &'a Process>, ts_ns: u64) {
+        let t = self.t(ts_ns);
+        self.ticks += 1;
+        for p in procs.filter(|p| p.exit.is_none()) {
+            self.procs
+                .entry(p.pid)
+                .or_default()
+                .heap
+                .push(t, p.totals.outstanding_bytes as f64);
+            for s in &p.stacks {
+                let key = (p.pid, s.key);
+                let value = s.counts.outstanding_bytes as f64;
+                if let Some(series) = self.stacks.get_mut(&key) {
+                    series.push(t, value);
+                } else if value == 0.0 {
+                    // Churn that never holds anything needs no series.
+                } else if self.stacks.len() >= MAX_STACK_SERIES {
+                    self.stacks_without_series += 1;
+                } else {
+                    let mut series = Series::new();
+                    series.push(t, value);
+                    self.stacks.insert(key, series);
+                }
+            }
+        }
+    }
+
+    /// A process sample read from /proc.
+    pub fn proc_sample(&mut self, pid: u32, ts_ns: u64, rss: u64, threads: u64, fds: u64) {
+        let t = self.t(ts_ns);
+        let s = self.procs.entry(pid).or_default();
+        s.rss.push(t, rss as f64);
+        s.threads.push(t, threads as f64);
+        s.fds.push(t, fds as f64);
+    }
+
+    /// The series of one stack.
+    pub fn stack(&self, pid: u32, key: &StackKey) -> Option<&Series> {
+        self.stacks.get(&(pid, *key))
+    }
+
+    /// The series of one process.
+    pub fn process(&self, pid: u32) -> Option<&ProcSeries> {
+        self.procs.get(&pid)
+    }
+
+    /// Growth of one stack (`unknown` without a series).
+    pub fn stack_growth(&self, pid: u32, key: &StackKey, cfg: &GrowthConfig) -> Growth {
+        self.stack(pid, key)
+            .map_or_else(|| classify(&Series::new(), cfg), |s| classify(s, cfg))
+    }
+
+    /// Growth of one process's heap, RSS, threads and descriptors.
+    pub fn process_growth(&self, pid: u32, cfg: &GrowthConfig) -> ProcGrowth {
+        let empty = ProcSeries::default();
+        let s = self.procs.get(&pid).unwrap_or(&empty);
+        ProcGrowth {
+            heap: classify(&s.heap, cfg),
+            rss: classify(&s.rss, cfg),
+            threads: classify(&s.threads, cfg),
+            fds: classify(&s.fds, cfg),
+        }
+    }
+}
