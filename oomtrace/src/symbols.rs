@@ -52,6 +52,8 @@ pub struct Symbolizer {
     last_hit: Option<(u32, u32, u64, u64)>,
     /// Processes whose maps could not be read (gone): not retried.
     gone: std::collections::HashSet<u32>,
+    /// Images whose maps were read at or after their first allocator call.
+    settled: std::collections::HashSet<(u32, u32)>,
 }
 
 impl Default for Symbolizer {
@@ -70,6 +72,22 @@ impl Symbolizer {
             cache: HashMap::new(),
             last_hit: None,
             gone: Default::default(),
+            settled: Default::default(),
+        }
+    }
+
+    /// At an image's first allocator call its libraries are mapped (malloc lives in one): read
+    /// its maps again, once, so frames in them symbolize (an early read, at the loader's first
+    /// mmap, may predate them).
+    pub fn settle(&mut self, pid: u32, generation: u32) {
+        if self.gone.contains(&pid) || !self.settled.insert((pid, generation)) {
+            return;
+        }
+        if self.settled.len() > MAX_IMAGES {
+            self.settled.clear();
+        }
+        if !self.read_maps(pid, generation) && !self.has_maps(pid, generation) {
+            self.gone.insert(pid);
         }
     }
 

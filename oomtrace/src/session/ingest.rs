@@ -157,6 +157,9 @@ impl Session {
             let kind = EventKind::from_u16(ev.kind);
             if kind.is_some_and(has_call_site) {
                 let generation = self.model.process(ev.tgid).map_or(0, |p| p.generation);
+                if matches!(kind, Some(EventKind::Alloc | EventKind::Realloc)) {
+                    self.symbols.settle(ev.tgid, generation);
+                }
                 self.symbols.observe(ev.tgid, generation, ev.call_site);
             }
             match hint {
