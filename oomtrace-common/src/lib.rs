@@ -58,6 +58,10 @@ pub enum EventKind {
     ProcSample = 18,
 }
 
+/// `size` of a [`EventKind::Brk`] made inside an allocator call: it moves the break (which the
+/// user side must follow) but is no allocation of its own.
+pub const BRK_NESTED: u64 = 1;
+
 /// [`EventKind::Status`] flag: the low 32 bits of `aux` are an exit code.
 pub const STATUS_EXITED: u64 = 1 << 32;
 /// [`EventKind::Status`] flag: the low 32 bits of `aux` are a signal number.

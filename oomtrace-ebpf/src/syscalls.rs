@@ -19,6 +19,8 @@ const PEND_MMAP: u64 = 1;
 const PEND_MREMAP: u64 = 2;
 const PEND_BRK: u64 = 3;
 const MAP_ANONYMOUS: u64 = 0x20;
+/// `size` of a `Brk` event made inside an allocator call (see `oomtrace_common::BRK_NESTED`).
+const BRK_NESTED: u64 = oomtrace_common::BRK_NESTED;
 /// Offsets of `sp` and `bp` in x86-64 `struct pt_regs` (an ABI-stable layout).
 const PT_REGS_SP: usize = 19 * 8;
 const PT_REGS_BP: usize = 4 * 8;
@@ -133,7 +135,27 @@ pub fn mremap_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn brk_enter(ctx: TracePointContext) -> u32 {
-    syscall_enter(PEND_BRK, 0, 0, tp(&ctx, 16));
+    let (tgid, tid) = ids();
+    if !traced(tgid) {
+        return 0;
+    }
+    if depth(tid) == 0 {
+        syscall_enter(PEND_BRK, 0, 0, tp(&ctx, 16));
+    } else {
+        // malloc moving the break: not an allocation of its own, but the user side must know
+        // where the break is, or a later trim from free() would look like growth.
+        let p = Pending {
+            ts_ns: 0,
+            size: BRK_NESTED,
+            old_addr: 0,
+            call_site: 0,
+            aux: tp(&ctx, 16),
+            stack_id: -1,
+            alloc_fn: AllocFn::Syscall as u16,
+            _pad: 0,
+        };
+        let _ = PENDING.insert(pend_key(tid, PEND_BRK), p, 0);
+    }
     0
 }
 

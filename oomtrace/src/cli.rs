@@ -233,9 +233,12 @@ pub struct ProbesArgs {
 /// Where and how the report is written.
 #[derive(Debug, Args, Clone)]
 pub struct OutputArgs {
-    /// Report format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Report format (without it, on a terminal, the live TUI opens).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// TUI refresh period.
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
+    pub refresh: Duration,
     /// Write the report to FILE instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,

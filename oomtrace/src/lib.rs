@@ -17,3 +17,4 @@ pub mod report;
 pub mod session;
 pub mod source;
 pub mod symbols;
+pub mod tui;

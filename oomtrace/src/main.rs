@@ -1,6 +1,6 @@
 //! `oomtrace`: parse the command line, run the session, write the report, exit with the right code.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -117,7 +117,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tick: args.tracing.tick,
             };
             let output = OutputArgs {
-                format: args.format,
+                format: Some(args.format),
+                refresh: std::time::Duration::from_secs(1),
                 output: None,
                 top: args.top,
             };
@@ -178,7 +179,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(session::trace(opts)).map_err(classify)?;
+    let tui = output.format.is_none() && output.output.is_none() && std::io::stdout().is_terminal();
+    let outcome = if tui {
+        drop(runtime);
+        match run_tui(opts, output.refresh)? {
+            Some(outcome) => outcome,
+            // Quit in the TUI before anything was traced.
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    } else {
+        runtime
+            .block_on(session::trace(opts, None))
+            .map_err(classify)?
+    };
     let written = write_report(&outcome.report, &output);
     if let Some(bytes) = outcome.recorded_bytes {
         eprintln!(
@@ -196,9 +209,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         code = oomtrace::oom::finish::finish_run(end, m, &outcome, code)?;
     }
     let code = ExitCode::from(code.clamp(0, 255) as u8);
-    // Detach only after the report is out: the kernel takes a while to unregister uprobes.
-    drop(outcome.probes);
+    // Detach only after the report is out, and without waiting for the kernel to finish it.
+    outcome.probes.detach_in_background();
     written.map(|()| code)
+}
+
+/// Runs the session with the live TUI: the session on its own thread (its own runtime), the
+/// TUI on this one, so drawing never holds up ingestion. The TUI opens once the session has
+/// attached, so set-up errors print as plain lines.
+fn run_tui(
+    opts: Options,
+    refresh: std::time::Duration,
+) -> anyhow::Result<Option<session::Outcome>> {
+    use std::sync::Arc;
+    let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(oomtrace::tui::Snapshot::default()));
+    let (quit_tx, quit_rx) = tokio::sync::oneshot::channel();
+    let link = session::UiLink {
+        tx,
+        quit: quit_rx,
+        refresh,
+    };
+    let tracing = std::thread::Builder::new()
+        .name("oomtrace-ingest".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(session::trace(opts, Some(link)))
+        })?;
+    let join = |t: std::thread::JoinHandle<anyhow::Result<session::Outcome>>| {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("the tracing thread panicked"))?
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // The first snapshot means "attached"; a closed channel means the session ended (an error).
+    if runtime.block_on(rx.changed()).is_err() {
+        return join(tracing).map(Some);
+    }
+    let ended = runtime.block_on(oomtrace::tui::run_until_quit(rx, refresh));
+    let _ = quit_tx.send(());
+    let outcome = join(tracing)?;
+    ended?;
+    Ok(Some(outcome))
 }
 
 /// Keeps typed errors reachable for the exit code.
@@ -211,7 +265,7 @@ fn classify(err: anyhow::Error) -> anyhow::Error {
 }
 
 fn write_report(report: &oomtrace::report::Report, out: &OutputArgs) -> anyhow::Result<()> {
-    let body = match out.format {
+    let body = match out.format.unwrap_or(Format::Text) {
         Format::Json => report.to_json() + "\n",
         Format::Text => text::render(report, out.top),
     };

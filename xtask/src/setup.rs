@@ -8,8 +8,16 @@ use crate::status;
 
 /// Debian packages the build and tests use: a C compiler and static libc for the ground-truth
 /// workloads, util-linux's setpriv for the unprivileged test, binutils' objdump for the
-/// placement cross-check, golang-go for `go tool pprof` reading our pprof exports.
-const APT_PACKAGES: &[&str] = &["gcc", "libc6-dev", "util-linux", "binutils", "golang-go"];
+/// placement cross-check, golang-go for `go tool pprof` reading our pprof exports, tmux to
+/// drive the TUI in a real terminal.
+const APT_PACKAGES: &[&str] = &[
+    "gcc",
+    "libc6-dev",
+    "util-linux",
+    "binutils",
+    "golang-go",
+    "tmux",
+];
 const BPF_LINKER_VERSION: &str = "0.10.4";
 
 /// Runs every set-up step.

@@ -370,6 +370,13 @@ impl Process {
 
     fn brk(&mut self, ev: &MemEvent) {
         let new = ev.addr;
+        if ev.size == oomtrace_common::BRK_NESTED {
+            // The allocator moved the break: follow it, count nothing.
+            if new != 0 {
+                self.brk = Some(new);
+            }
+            return;
+        }
         let Some(cur) = self.brk else {
             self.brk = Some(new);
             return;

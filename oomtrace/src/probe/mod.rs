@@ -156,20 +156,8 @@ pub struct Probes {
     placement: PlacementMode,
     /// (device, inode) of each probed object: one file can have several paths (/lib → /usr/lib).
     attached_objects: Vec<(u64, u64)>,
+    /// Owned here rather than by the programs, so that they go with the `Probes`.
     uprobe_links: Vec<UProbeLink>,
-}
-
-impl Drop for Probes {
-    fn drop(&mut self) {
-        // Each uprobe detach waits for an RCU grace period (~70-120 ms here); detaching them
-        // one by one took 3 s for 35 links. Concurrent detaches share grace periods.
-        let links = std::mem::take(&mut self.uprobe_links);
-        std::thread::scope(|s| {
-            for link in links {
-                s.spawn(move || drop(link));
-            }
-        });
-    }
 }
 
 impl Probes {
@@ -290,6 +278,54 @@ impl Probes {
         let id = up.attach(file_offset, object, UProbeScope::AllProcesses)?;
         self.uprobe_links.push(up.take_link(id)?);
         Ok(())
+    }
+
+    /// Detaches everything without making the caller wait for it: the programs are quiesced
+    /// (nothing is traced any more), then a forked child, holding the last references, closes
+    /// them. The kernel serializes uprobe and tracepoint unregistration (a grace period each:
+    /// ~2.5 s for all of ours here), which the user's shell need not wait for.
+    pub fn detach_in_background(mut self) {
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        if let Ok(map) = self.map_mut("CONFIG")
+            && let Ok(mut config) = Array::<_, u64>::try_from(map)
+        {
+            let _ = config.set(ConfigKey::TraceAll as u32, 0, 0);
+        }
+        if let Ok(map) = self.map_mut("TRACED")
+            && let Ok(mut traced) = HashMap::<_, u32, u8>::try_from(map)
+        {
+            let pids: Vec<u32> = traced.keys().filter_map(Result::ok).collect();
+            for pid in pids {
+                let _ = traced.remove(&pid);
+            }
+        }
+        // The child must hold the last references: it waits for EOF on this pipe, i.e. for us
+        // to have exited, then releases them. Our write end closes at our exit.
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0 {
+            // SAFETY: the child only calls async-signal-safe functions (close, read, close_range,
+            // _exit) and allocates nothing.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: as above; the child never returns into Rust code.
+                unsafe {
+                    libc::close(fds[1]);
+                    for fd in 0..3 {
+                        libc::close(fd);
+                    }
+                    let mut b = 0u8;
+                    while libc::read(fds[0], (&raw mut b).cast(), 1) > 0 {}
+                    libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+                    libc::_exit(0);
+                }
+            }
+            // SAFETY: our copy of the read end; the write end stays open until we exit.
+            unsafe { libc::close(fds[0]) };
+        }
+        // Our copies are not the last: closing them is immediate. (If fork failed, this is the
+        // slow, synchronous detach.)
+        drop(self);
     }
 
     /// Starts tracing process `pid`.

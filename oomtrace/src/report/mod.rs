@@ -372,7 +372,8 @@ fn process_report(model: &Model, p: &Process) -> ProcessReport {
     }
 }
 
-fn stack_frames(
+/// The frames of one model stack: the call site, then the walk's code frames.
+pub fn stack_frames(
     p: &Process,
     s: &StackStats,
     stacks: &dyn StackSource,

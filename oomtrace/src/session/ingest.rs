@@ -19,8 +19,15 @@ use crate::record::recorder::Recorder;
 use crate::source::live::RingReader;
 use crate::symbols::Symbolizer;
 
+/// The TUI's link and the view state behind it.
+pub struct Ui {
+    pub link: super::UiLink,
+    pub view: super::view::ViewState,
+}
+
 /// Everything the loop owns.
 pub struct Session {
+    pub ui: Option<Ui>,
     pub probes: Probes,
     pub ring: AsyncFd<RingReader>,
     pub model: Model,
@@ -54,6 +61,16 @@ impl Session {
         // bounds latency otherwise.
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut sample = tokio::time::interval(opts.tick);
+        let refresh_every = self
+            .ui
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |u| u.link.refresh);
+        let mut refresh = tokio::time::interval(refresh_every);
+        // Out of `self`, so the select's branches borrow disjoint things.
+        let mut quit = self
+            .ui
+            .as_mut()
+            .map(|u| std::mem::replace(&mut u.link.quit, tokio::sync::oneshot::channel().1));
         let deadline = opts.duration.map(|d| started + d);
         let mut child: Option<ChildStatus> = None;
         let mut last_alive_check = Instant::now();
@@ -73,6 +90,10 @@ impl Session {
                 _ = sample.tick() => {
                     self.drain();
                     self.sample();
+                }
+                _ = refresh.tick(), if self.ui.is_some() => self.publish(started, None),
+                _ = async { quit.as_mut().expect("guarded").await }, if quit.is_some() => {
+                    return Ok((StopReason::Quit, child));
                 }
                 _ = sigint.recv() => return Ok((StopReason::Signal(libc::SIGINT), child)),
                 _ = sigterm.recv() => {
@@ -96,6 +117,21 @@ impl Session {
                     // The root's exit event precedes waitpid's return; children may outlive it.
                     self.drain();
                     if self.model.live_pids().is_empty() {
+                        if self.ui.is_some() {
+                            // Keep the final state on screen until the user quits.
+                            let banner = child.map(|c| match c {
+                                ChildStatus::Exited(code) => format!("exited (status {code})"),
+                                ChildStatus::Signaled(sig) => format!("killed by signal {sig}"),
+                            });
+                            self.sample();
+                            self.publish(started, banner);
+                            let quit = quit.as_mut().expect("a UI has a quit channel");
+                            tokio::select! {
+                                _ = quit => {}
+                                _ = sigint.recv() => {}
+                                _ = sigterm.recv() => {}
+                            }
+                        }
                         return Ok((StopReason::TargetExited, child));
                     }
                     if last_alive_check.elapsed() > Duration::from_millis(200) {
@@ -113,6 +149,21 @@ impl Session {
                 _ => {}
             }
         }
+    }
+
+    /// Sends the TUI a fresh snapshot.
+    fn publish(&mut self, started: Instant, exited: Option<String>) {
+        let Some(ui) = &mut self.ui else { return };
+        let lost = self.probes.drops().map(|d| d.lost_events).unwrap_or(0);
+        let snap = ui.view.snapshot(
+            &self.model,
+            &super::KernelStacks(&self.probes),
+            &mut self.symbols,
+            lost,
+            started.elapsed().as_secs_f64(),
+            exited,
+        );
+        let _ = ui.link.tx.send(std::sync::Arc::new(snap));
     }
 
     /// The sampling tick: each live process's RSS, threads and descriptors, then `Tick`, all as

@@ -4,6 +4,7 @@
 
 mod ingest;
 pub mod monitor;
+pub mod view;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -71,9 +72,21 @@ pub struct Monitored {
     pub kernel_lines: Vec<String>,
 }
 
+/// The live TUI's side of a session: where snapshots go, and how the user says stop.
+pub struct UiLink {
+    /// Latest snapshot for the TUI.
+    pub tx: tokio::sync::watch::Sender<std::sync::Arc<crate::tui::Snapshot>>,
+    /// Fires when the user quits.
+    pub quit: tokio::sync::oneshot::Receiver<()>,
+    /// How often to publish.
+    pub refresh: Duration,
+}
+
 /// Why the session stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
+    /// The user quit the TUI.
+    Quit,
     /// The command (and its children) or the attached process exited.
     TargetExited,
     /// `--duration` elapsed.
@@ -153,8 +166,8 @@ fn status_event(pid: u32, status: Option<ChildStatus>) -> MemEvent {
     ev
 }
 
-/// Runs a whole session.
-pub async fn trace(opts: Options) -> Result<Outcome> {
+/// Runs a whole session (with the TUI fed through `ui`, if given).
+pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     preflight::check()?;
     let (allocator, exe) = match &opts.target {
         Target::Run(argv) => {
@@ -194,7 +207,22 @@ pub async fn trace(opts: Options) -> Result<Outcome> {
     // SAFETY: RingReader owns the ring map's fd, which stays open and unchanged for its lifetime.
     let ring = unsafe { AsyncFd::register(reader) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let label = match &opts.target {
+        Target::Run(argv) => argv
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        Target::Pid(pid) => format!("pid {pid} ({})", ingest::read_comm(*pid)),
+        Target::All => "all processes".to_owned(),
+    };
+    let memory_max = opts.monitor.as_ref().and_then(|m| m.memory_max);
+    let ui = ui.map(|link| ingest::Ui {
+        link,
+        view: view::ViewState::new(label, trace_all, monotonic_ns(), memory_max),
+    });
     let mut session = Session {
+        ui,
         probes,
         ring,
         model: Model::new(),

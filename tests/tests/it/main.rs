@@ -9,4 +9,5 @@ mod modes;
 mod offline;
 mod oom;
 mod placement;
+mod tui;
 mod util;

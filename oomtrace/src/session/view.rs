@@ -1,0 +1,322 @@
+//! The model seen by the TUI: a plain [`Snapshot`] built once per refresh. The TUI never sees
+//! the model, and the model never draws.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use crate::model::growth::{GrowthClass, GrowthConfig};
+use crate::model::{Model, StackKey};
+use crate::report::{StackSource, SymbolSource, stack_frames};
+use crate::symbols::Frame;
+use crate::tui::{
+    FrameRow, GpuClientRow, GpuDeviceRow, GpuPane, Header, OomRow, ProcessRow, Snapshot, StackRow,
+    Target,
+};
+
+/// Stacks sent to the view per refresh (the largest and the growing ones).
+const VIEW_STACKS: usize = 500;
+/// Header history kept (one point per refresh).
+const HISTORY: usize = 600;
+/// GPU snapshots are taken this often (they walk every /proc/*/fdinfo).
+const GPU_EVERY_S: f64 = 5.0;
+
+/// What the view remembers between refreshes (rates are differences).
+pub struct ViewState {
+    label: String,
+    all_mode: bool,
+    start_ns: u64,
+    limit: Option<u64>,
+    history: VecDeque<(f64, u64, u64)>,
+    prev_allocs: HashMap<(u32, StackKey), u64>,
+    prev: Option<(Instant, u64, u64)>,
+    gpu: GpuPane,
+    gpu_at: Option<Instant>,
+}
+
+impl ViewState {
+    /// A view of target `label`; `limit` is the memory cap, if any (else total RAM).
+    pub fn new(label: String, all_mode: bool, start_ns: u64, limit: Option<u64>) -> Self {
+        Self {
+            label,
+            all_mode,
+            start_ns,
+            limit: limit.or_else(mem_total),
+            history: VecDeque::new(),
+            prev_allocs: HashMap::new(),
+            prev: None,
+            gpu: GpuPane::default(),
+            gpu_at: None,
+        }
+    }
+
+    /// Builds the snapshot the TUI draws.
+    pub fn snapshot(
+        &mut self,
+        model: &Model,
+        stacks: &dyn StackSource,
+        symbols: &mut dyn SymbolSource,
+        lost_events: u64,
+        uptime_s: f64,
+        exited: Option<String>,
+    ) -> Snapshot {
+        let now = Instant::now();
+        let cpu = own_cpu_ticks();
+        let (dt, events_per_s, cpu_pct) = match self.prev {
+            Some((t, events, ticks)) => {
+                let dt = now.duration_since(t).as_secs_f64().max(1e-3);
+                let ev = model.events.saturating_sub(events) as f64 / dt;
+                (
+                    dt,
+                    ev,
+                    cpu.saturating_sub(ticks) as f64 / clock_ticks() / dt * 100.0,
+                )
+            }
+            None => (0.0, 0.0, 0.0),
+        };
+        self.prev = Some((now, model.events, cpu));
+        let cfg = GrowthConfig::default();
+        let live = model.processes().filter(|p| p.exit.is_none());
+        let rss: u64 = live
+            .filter_map(|p| model.timeline.process(p.pid)?.rss.last())
+            .map(|(_, v)| v as u64)
+            .sum();
+        let heap = model.outstanding();
+        self.history.push_back((uptime_s, rss, heap));
+        if self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+        let header = Header {
+            rss_bytes: (rss > 0).then_some(rss),
+            heap_bytes: heap,
+            history: self.history.iter().copied().collect(),
+            events_per_s,
+            lost_events,
+            tracer_cpu_pct: cpu_pct,
+            tracer_rss_bytes: own_rss(),
+            limit_bytes: self.limit,
+            notices: Vec::new(),
+        };
+        let stack_rows = self.stack_rows(model, stacks, symbols, &cfg, dt);
+        let processes = model
+            .processes()
+            .map(|p| ProcessRow {
+                pid: p.pid,
+                comm: p.comm.clone(),
+                outstanding_bytes: p.totals.outstanding_bytes,
+                outstanding_allocs: p.totals.outstanding_allocs,
+                growth: model.timeline.process_growth(p.pid, &cfg).heap,
+                exited: p.exit.map(|e| match (e.code, e.signal) {
+                    (_, Some(sig)) => format!("killed by signal {sig}"),
+                    (Some(code), None) => format!("exited ({code})"),
+                    (None, None) => "exited".to_owned(),
+                }),
+            })
+            .collect();
+        let ooms = model
+            .ooms
+            .iter()
+            .map(|o| OomRow {
+                time_s: o.ts_ns.saturating_sub(self.start_ns) as f64 / 1e9,
+                pid: o.pid,
+                comm: o.comm.clone(),
+                anon_rss_bytes: o.anon_rss_bytes,
+                cgroup: o.cgroup.clone(),
+                top_function: o
+                    .top_stacks
+                    .first()
+                    .and_then(|(k, _)| symbols.frame(o.pid, k.generation, k.call_site).function),
+            })
+            .collect();
+        self.refresh_gpu(now);
+        Snapshot {
+            target: Target {
+                label: self.label.clone(),
+                uptime_s,
+                exited,
+            },
+            header,
+            stacks: stack_rows,
+            processes,
+            ooms,
+            gpu: self.gpu.clone(),
+            all_mode: self.all_mode,
+        }
+    }
+
+    fn stack_rows(
+        &mut self,
+        model: &Model,
+        stacks: &dyn StackSource,
+        symbols: &mut dyn SymbolSource,
+        cfg: &GrowthConfig,
+        dt: f64,
+    ) -> Vec<StackRow> {
+        let mut candidates: Vec<(
+            &crate::model::Process,
+            &crate::model::StackStats,
+            crate::model::growth::Growth,
+        )> = model
+            .processes()
+            .flat_map(|p| p.stacks.iter().map(move |s| (p, s)))
+            .filter(|(_, s)| s.counts.outstanding_bytes > 0)
+            .map(|(p, s)| (p, s, model.timeline.stack_growth(p.pid, &s.key, cfg)))
+            .collect();
+        candidates.sort_by(|a, b| {
+            let grows = |g: &crate::model::growth::Growth| g.class == GrowthClass::Growing;
+            grows(&b.2).cmp(&grows(&a.2)).then(
+                b.1.counts
+                    .outstanding_bytes
+                    .cmp(&a.1.counts.outstanding_bytes),
+            )
+        });
+        candidates.truncate(VIEW_STACKS);
+        let mut rows = Vec::with_capacity(candidates.len());
+        for (p, s, growth) in candidates {
+            let frames: Vec<FrameRow> = stack_frames(p, s, stacks, symbols)
+                .iter()
+                .map(frame_row)
+                .collect();
+            let head = frames.first().cloned().unwrap_or_default();
+            let prev = self
+                .prev_allocs
+                .insert((p.pid, s.key), s.counts.allocs)
+                .unwrap_or(s.counts.allocs);
+            let alloc_rate = if dt > 0.0 {
+                s.counts.allocs.saturating_sub(prev) as f64 / dt
+            } else {
+                0.0
+            };
+            let history = model
+                .timeline
+                .stack(p.pid, &s.key)
+                .map(|series| series.points().map(|(t, v)| (t, v as u64)).collect())
+                .unwrap_or_default();
+            rows.push(StackRow {
+                key: row_key(p.pid, &s.key),
+                pid: p.pid,
+                function: head.function.clone(),
+                location: head.location.clone(),
+                module: head.module.clone(),
+                outstanding_bytes: s.counts.outstanding_bytes,
+                outstanding_allocs: s.counts.outstanding_allocs,
+                growth,
+                alloc_rate,
+                sizes: s.sizes.summary(),
+                lifetime: s.lifetimes.as_ref().map(|h| h.summary()),
+                frames,
+                history,
+            });
+        }
+        rows
+    }
+
+    fn refresh_gpu(&mut self, now: Instant) {
+        if self
+            .gpu_at
+            .is_some_and(|t| now.duration_since(t).as_secs_f64() < GPU_EVERY_S)
+        {
+            return;
+        }
+        self.gpu_at = Some(now);
+        self.gpu = match crate::gpu::snapshot(&crate::gpu::Roots::default()) {
+            Ok(snap) if !snap.devices.is_empty() || !snap.clients.is_empty() => GpuPane::Devices {
+                devices: snap
+                    .devices
+                    .iter()
+                    .map(|d| GpuDeviceRow {
+                        card: d.card.clone(),
+                        driver: d.driver.clone(),
+                        pdev: d.pdev.clone(),
+                        vram_used: d.vram_used,
+                        vram_total: d.vram_total,
+                        gtt_used: d.gtt_used,
+                        gtt_total: d.gtt_total,
+                        unattributed_vram: d.unattributed_vram,
+                        unattributed_gtt: d.unattributed_gtt,
+                    })
+                    .collect(),
+                clients: snap
+                    .clients
+                    .iter()
+                    .map(|c| GpuClientRow {
+                        device: c.pdev.clone().unwrap_or_default(),
+                        driver: c.driver.clone(),
+                        pids: c.pids.clone(),
+                        comms: c.comms.clone(),
+                        resident: c
+                            .regions
+                            .iter()
+                            .filter_map(|(r, m)| Some((r.clone(), m.resident?)))
+                            .collect(),
+                    })
+                    .collect(),
+            },
+            Ok(_) => GpuPane::Absent("GPU: no DRM devices or clients found on this machine".into()),
+            Err(e) => GpuPane::Absent(format!("GPU: cannot read driver memory ({e})")),
+        };
+    }
+}
+
+/// A stable key for a view row.
+fn row_key(pid: u32, key: &StackKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (pid, key).hash(&mut h);
+    h.finish()
+}
+
+fn frame_row(f: &Frame) -> FrameRow {
+    FrameRow {
+        function: f
+            .function
+            .clone()
+            .unwrap_or_else(|| format!("{:#x}", f.addr)),
+        location: match (&f.file, f.line) {
+            (Some(file), Some(line)) => Some(format!(
+                "{}:{line}",
+                file.rsplit('/').next().unwrap_or(file)
+            )),
+            _ => None,
+        },
+        module: f.module.clone(),
+    }
+}
+
+fn mem_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+fn own_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the comm (which may hold spaces): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+fn own_rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64
+}

@@ -1,0 +1,111 @@
+//! The live TUI in a real terminal (issue 5): tmux runs `oomtrace --pid N` against a workload
+//! that leaks from a known function; the function shows as growing; `q` gives the shell back.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+struct Tmux(String);
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.0]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "t"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the screen until `pred` holds; returns it and the time it took.
+    fn wait_for(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> (String, Duration) {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if pred(&screen) {
+                return (screen, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < limit,
+                "timed out; the screen was:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
+    }
+}
+
+#[test]
+fn live_view_marks_the_leak_as_growing_and_q_quits() {
+    if !require_bpf() {
+        return;
+    }
+    let exe = build_c(
+        "shapes",
+        "shapes",
+        &["-O2", "-g", "-fno-omit-frame-pointer"],
+    );
+    let mut workload = Command::new(&exe)
+        .arg("60")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmux = Tmux(format!("oomtrace-test-{}", std::process::id()));
+    let line = format!(
+        "{} --pid {} --tick 500ms; echo SHELL-BACK-$?; sleep 60",
+        bin().display(),
+        workload.id()
+    );
+    let st = tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "160",
+            "-y",
+            "45",
+            &line,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tmux could not start");
+    // The classifier needs ~10 samples: 5 s at 500 ms.
+    let (screen, _) = tmux.wait_for(Duration::from_secs(40), |s| {
+        s.lines()
+            .any(|l| l.contains("steady_leak") && l.contains("▲ growing"))
+    });
+    assert!(screen.contains("oomtrace"), "{screen}");
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("batch_buffer") && l.contains("bounded")),
+        "a batch buffer is not a leak:\n{screen}"
+    );
+    tmux.cmd()
+        .args(["send-keys", "-t", "t", "q"])
+        .status()
+        .unwrap();
+    let (screen, took) = tmux.wait_for(Duration::from_secs(10), |s| s.contains("SHELL-BACK-"));
+    assert!(
+        took < Duration::from_millis(2500),
+        "q took {took:?} to give the shell back"
+    );
+    assert!(screen.contains("SHELL-BACK-0"), "{screen}");
+    let _ = workload.kill();
+    let _ = workload.wait();
+}
