@@ -354,7 +354,7 @@ mod tests {
             run.command,
             vec![OsString::from("ls"), OsString::from("-l")]
         );
-        assert_eq!(run.output.format, Format::Json);
+        assert_eq!(run.output.format, Some(Format::Json));
     }
 
     #[test]

@@ -141,7 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ring_bytes: args.tracing.ring_buffer_kib * 1024,
                     record: None,
                     tick: args.tracing.tick,
-                    monitor: monitored.then(|| MonitorOptions {
+                    monitor: monitored.then_some(MonitorOptions {
                         memory_max: args.memory_max,
                         artifacts: args.artifacts,
                         sample_interval: args.sample_interval,

@@ -68,7 +68,8 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
-fn cargo() -> Command {
+/// `cargo` in the workspace root.
+pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root());
     cmd

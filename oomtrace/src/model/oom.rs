@@ -52,7 +52,7 @@ impl OomEvent {
                     .collect()
             })
             .unwrap_or_default();
-        top_stacks.sort_by(|a, b| b.1.outstanding_bytes.cmp(&a.1.outstanding_bytes));
+        top_stacks.sort_by_key(|s| std::cmp::Reverse(s.1.outstanding_bytes));
         top_stacks.truncate(TOP_STACKS);
         Self {
             ts_ns: ev.ts_ns,

@@ -128,6 +128,9 @@ pub(super) mod tests {
             allocated_bytes: bytes.saturating_mul(2),
             allocs: blocks.saturating_mul(2),
             failed_allocs: 0,
+            growth: crate::tui::snapshot::unknown_growth(),
+            sizes: None,
+            lifetime_ms: None,
             frames,
         }
     }
@@ -148,6 +151,12 @@ pub(super) mod tests {
                     exit_code: None,
                     signal: None,
                     counts: Counts::default(),
+                    growth: crate::model::timeline::ProcGrowth {
+                        heap: crate::tui::snapshot::unknown_growth(),
+                        rss: crate::tui::snapshot::unknown_growth(),
+                        threads: crate::tui::snapshot::unknown_growth(),
+                        fds: crate::tui::snapshot::unknown_growth(),
+                    },
                 })
                 .collect(),
             stacks,

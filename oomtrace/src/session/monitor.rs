@@ -189,7 +189,7 @@ fn top_stacks(model: &Model) -> Vec<(u32, StackKey, Counts)> {
                 .map(move |s| (p.pid, s.key, s.counts))
         })
         .collect();
-    all.sort_by(|a, b| b.2.outstanding_bytes.cmp(&a.2.outstanding_bytes));
+    all.sort_by_key(|s| std::cmp::Reverse(s.2.outstanding_bytes));
     all.truncate(PEAK_STACKS);
     all
 }
