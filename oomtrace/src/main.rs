@@ -140,7 +140,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     placement: args.tracing.placement.into(),
                     ring_bytes: args.tracing.ring_buffer_kib * 1024,
                     record: None,
-                    tick: args.tracing.tick,
+                    // A monitored run samples its growth as often as its memory.
+                    tick: if monitored {
+                        args.tracing.tick.min(args.sample_interval)
+                    } else {
+                        args.tracing.tick
+                    },
                     monitor: monitored.then_some(MonitorOptions {
                         memory_max: args.memory_max,
                         artifacts: args.artifacts,
@@ -209,8 +214,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         code = oomtrace::oom::finish::finish_run(end, m, &outcome, code)?;
     }
     let code = ExitCode::from(code.clamp(0, 255) as u8);
-    // Detach only after the report is out, and without waiting for the kernel to finish it.
-    outcome.probes.detach_in_background();
+    // Detach only after the report is out. The kernel takes ~2.5 s to unregister our probes; an
+    // interactive user quitting the TUI gets the shell back at once (the probes, quiesced, go a
+    // moment later), while scripted runs wait, so nothing of oomtrace outlives its exit.
+    if tui {
+        outcome.probes.detach_in_background();
+    } else {
+        drop(outcome.probes);
+    }
     written.map(|()| code)
 }
 

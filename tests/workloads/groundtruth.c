@@ -119,14 +119,14 @@ static void attach(void) {
 /* scaled N: N x 1000 bytes in scaled_leak (diff tests run it with N and 2N). */
 NOINLINE void scaled_leak(int n) { for (int i = 0; i < n; i++) keep(malloc(1000)); }
 
-/* grow: 1 MiB per 2 ms, touched, never freed, until the OOM killer ends it (or 4 GiB). */
+/* grow: 1 MiB per 10 ms, touched, never freed, until the OOM killer ends it (or 4 GiB). */
 NOINLINE void grow_forever(void) {
     for (int i = 0; i < 4096; i++) {
         char *p = malloc(1 << 20);
         if (!p) break;
         memset(p, i, 1 << 20);
         keep(p);
-        usleep(2000);
+        usleep(10000);
     }
 }
 

@@ -200,6 +200,12 @@ pub fn run() -> Result<()> {
     );
     recording_size(&oomtrace, &exe, &dir, &mut md)?;
     classifier_memory(&mut md)?;
+    let _ = writeln!(
+        md,
+        "\n## Not measured yet\n\nThe bare probe floor (empty programs on the same probes), the multi-threaded loop, \
+         bpftrace and heaptrack side by side, redis-server under redis-benchmark, the user-side pipeline alone, and \
+         the `sample`/`growth` modes do not exist in this benchmark yet (issue 8): no figure is claimed for them."
+    );
     std::fs::write(root().join("BENCHMARKS.md"), md)?;
     for (title, ratio) in placement {
         eprintln!("bench: {title}: placement speed-up {ratio:.1}×");
@@ -224,7 +230,14 @@ fn recording_size(oomtrace: &Path, exe: &Path, dir: &Path, md: &mut String) -> R
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    // The workload prints to the same stdout: read the report back from the recording.
+    let back = Command::new(oomtrace)
+        .arg("report")
+        .arg(&file)
+        .args(["--format", "json"])
+        .output()?;
+    let report: serde_json::Value =
+        serde_json::from_slice(&back.stdout).context("oomtrace report printed no JSON")?;
     // Allocations and frees of every process: the events that make up almost all of the file.
     let events: u64 = report["processes"]
         .as_array()

@@ -283,7 +283,8 @@ impl Probes {
     /// Detaches everything without making the caller wait for it: the programs are quiesced
     /// (nothing is traced any more), then a forked child, holding the last references, closes
     /// them. The kernel serializes uprobe and tracepoint unregistration (a grace period each:
-    /// ~2.5 s for all of ours here), which the user's shell need not wait for.
+    /// ~2.5 s for all of ours here). Until then every process using the probed libc still takes
+    /// the (emulated, cheap) trap, so only the interactive TUI uses this.
     pub fn detach_in_background(mut self) {
         let _ = std::io::Write::flush(&mut std::io::stdout());
         if let Ok(map) = self.map_mut("CONFIG")

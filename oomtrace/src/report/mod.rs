@@ -129,6 +129,10 @@ pub struct OomReport {
     pub time_s: f64,
     /// The victim's largest stacks at the kill, when oomtrace traced it.
     pub top_stacks: Vec<StackReport>,
+    /// The victim's RSS over time up to the kill, `[seconds, bytes]` (traced victims).
+    pub rss_series: Vec<(f64, u64)>,
+    /// Each top stack's outstanding bytes over time up to the kill, in `top_stacks` order.
+    pub stack_series: Vec<Vec<(f64, u64)>>,
 }
 
 /// One process in the report.
@@ -255,7 +259,7 @@ impl Report {
             oom_events: model
                 .ooms
                 .iter()
-                .map(|o| oom_report(o, resolved, start_ns))
+                .map(|o| oom_report(o, resolved, &model.timeline, start_ns))
                 .collect(),
         }
     }
@@ -338,11 +342,28 @@ fn unknown_growth() -> Growth {
     )
 }
 
-fn oom_report(o: &OomEvent, resolved: &[ResolvedStack], start_ns: u64) -> OomReport {
+fn oom_report(
+    o: &OomEvent,
+    resolved: &[ResolvedStack],
+    timeline: &crate::model::timeline::Timeline,
+    start_ns: u64,
+) -> OomReport {
     let top_stacks = o
         .top_stacks
         .iter()
         .map(|(key, c)| stack_at(o.pid, key, c, resolved))
+        .collect();
+    let series = |s: &crate::model::series::Series| {
+        s.points().map(|(t, v)| (t, v as u64)).collect::<Vec<_>>()
+    };
+    let rss_series = timeline
+        .process(o.pid)
+        .map(|p| series(&p.rss))
+        .unwrap_or_default();
+    let stack_series = o
+        .top_stacks
+        .iter()
+        .map(|(key, _)| timeline.stack(o.pid, key).map(series).unwrap_or_default())
         .collect();
     OomReport {
         pid: o.pid,
@@ -356,6 +377,8 @@ fn oom_report(o: &OomEvent, resolved: &[ResolvedStack], start_ns: u64) -> OomRep
         oom_score_adj: o.oom_score_adj,
         time_s: o.ts_ns.saturating_sub(start_ns) as f64 / 1e9,
         top_stacks,
+        rss_series,
+        stack_series,
     }
 }
 

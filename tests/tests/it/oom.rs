@@ -71,6 +71,17 @@ fn capped_run_is_oom_killed_and_reported_with_its_growing_stack() {
         "{oom}"
     );
     assert!(oom["top_stacks"][0]["outstanding_bytes"].as_u64().unwrap() >= 48 << 20);
+    // The victim's history up to the kill: its RSS and its top stack's bytes, both rising.
+    let rising = |series: &Value| {
+        let pts = series.as_array().unwrap();
+        pts.len() >= 2 && pts.last().unwrap()[1].as_u64() > pts.first().unwrap()[1].as_u64()
+    };
+    assert!(rising(&oom["rss_series"]), "{}", oom["rss_series"]);
+    assert!(
+        rising(&oom["stack_series"][0]),
+        "{}",
+        oom["stack_series"][0]
+    );
     // Artifacts.
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
