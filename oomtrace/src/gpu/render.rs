@@ -12,17 +12,7 @@ use super::sysfs::GpuDevice;
 
 /// Formats a byte count as `512 B`, `1.5 KiB`, `2.0 MiB`, `3.2 GiB` or `1.0 TiB`.
 pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    crate::report::human_bytes_with(bytes, 1)
 }
 
 /// Formats an optional byte count, `-` when absent.
@@ -200,7 +190,7 @@ mod tests {
         assert_eq!(format_bytes(16 << 20), "16.0 MiB");
         assert_eq!(format_bytes(25_864_192_000), "24.1 GiB");
         assert_eq!(format_bytes(3 << 40), "3.0 TiB");
-        assert_eq!(format_bytes(u64::MAX), "16777216.0 TiB");
+        assert_eq!(format_bytes(u64::MAX), "16.0 EiB");
     }
 
     #[test]

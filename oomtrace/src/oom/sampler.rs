@@ -109,6 +109,21 @@ fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// A `Key:   N kB` field of a `/proc` file (`/proc/meminfo`, `/proc/PID/status`), in bytes.
+pub fn kib_field(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let prefix = format!("{key}:");
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

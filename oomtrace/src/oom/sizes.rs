@@ -182,17 +182,7 @@ fn unit_multiplier(unit: &str) -> Option<u128> {
 
 /// Formats bytes for messages: `4096 B`, `64.00 MiB`, `1.50 GiB` (binary units).
 pub fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.2} {}", UNITS[unit])
+    crate::report::human_bytes(bytes)
 }
 
 /// [`parse_size`] for clap's `value_parser`: the error as its one-line message.

@@ -194,7 +194,7 @@ pub fn render_text(d: &ReportDiff, top: usize) -> String {
             st.after_allocs,
         );
         for f in &st.frames {
-            let _ = writeln!(s, "       {}", frame_line(f));
+            let _ = writeln!(s, "       {}", super::text::frame_line(f));
         }
     }
     if changed.len() > shown {
@@ -237,22 +237,6 @@ fn label(comm: &str, frames: &[FrameKey]) -> String {
     } else {
         format!("{comm}: {}", frames.join(" <- "))
     }
-}
-
-fn frame_line(f: &Frame) -> String {
-    let mut line = f.function.clone().unwrap_or_else(|| "??".to_owned());
-    if let (Some(file), Some(l)) = (&f.file, f.line) {
-        let _ = write!(line, " ({}:{l})", short(file));
-    }
-    match &f.module {
-        Some(m) => {
-            let _ = write!(line, " [{m}]");
-        }
-        None => {
-            let _ = write!(line, " [{:#x}]", f.addr);
-        }
-    }
-    line
 }
 
 fn short(file: &str) -> &str {
@@ -373,7 +357,7 @@ mod tests {
         assert_eq!(d.stacks[0].delta_bytes, i64::MAX);
         assert_eq!(diff(&huge, &empty).stacks[0].delta_bytes, i64::MIN);
         let text = render_text(&diff(&huge, &empty), 1);
-        assert!(text.contains("-8388608.00 TiB"), "{text}");
+        assert!(text.contains("-8.00 EiB"), "{text}");
         assert!(render_text(&diff(&huge, &empty), 0).contains("… and 1 more."));
     }
 

@@ -424,9 +424,14 @@ pub fn stack_frames(
         .collect()
 }
 
-/// Human-readable byte count in B, KiB, MiB or GiB.
+/// Human-readable byte count in B, KiB, MiB or GiB, two decimals.
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    human_bytes_with(n, 2)
+}
+
+/// Human-readable byte count with `decimals` decimals (`512 B`, `1.5 KiB`, `2.00 MiB`).
+pub fn human_bytes_with(n: u64, decimals: usize) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if n < 1024 {
         return format!("{n} B");
     }
@@ -436,7 +441,7 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    format!("{v:.2} {}", UNITS[unit])
+    format!("{v:.decimals$} {}", UNITS[unit])
 }
 
 #[cfg(test)]

@@ -99,7 +99,8 @@ fn growth_word(g: &crate::model::growth::Growth) -> String {
     }
 }
 
-fn frame_line(f: &Frame) -> String {
+/// One frame as the text reports print it: `function (file:line) [module]`.
+pub fn frame_line(f: &Frame) -> String {
     let func = f.function.as_deref().unwrap_or("??");
     let mut line = func.to_string();
     if let (Some(file), Some(l)) = (&f.file, f.line) {

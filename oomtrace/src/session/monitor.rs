@@ -196,14 +196,5 @@ fn top_stacks(model: &Model) -> Vec<(u32, StackKey, Counts)> {
 
 /// `VmHWM` (peak RSS) of a process, in bytes.
 fn vm_hwm(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+    sampler::kib_field(&format!("/proc/{pid}/status"), "VmHWM")
 }

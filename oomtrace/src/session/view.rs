@@ -283,16 +283,7 @@ fn frame_row(f: &Frame) -> FrameRow {
 }
 
 fn mem_total() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+    crate::oom::sampler::kib_field("/proc/meminfo", "MemTotal")
 }
 
 fn own_cpu_ticks() -> u64 {

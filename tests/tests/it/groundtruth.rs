@@ -1,7 +1,6 @@
 //! Exact figures for workloads that allocate known bytes from known functions (issue 2).
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Command, Stdio};
+use std::io::Write as _;
 
 use serde_json::Value;
 
@@ -220,32 +219,10 @@ fn attach_counts_only_what_happens_after() {
     if !require_bpf() {
         return;
     }
-    let mut workload = Command::new(groundtruth_fp())
-        .arg("attach")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(workload.stdout.take().unwrap()).lines();
-    let ready = lines.next().unwrap().unwrap();
-    let pid: u32 = ready.strip_prefix("ready ").unwrap().parse().unwrap();
-    let mut tracer = oomtrace()
-        .args(["--pid", &pid.to_string(), "--format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err_lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
-    let attached = err_lines
-        .next()
-        .expect("oomtrace says when it is attached")
-        .unwrap();
-    assert!(
-        attached.contains(&format!("attached to pid {pid}")),
-        "{attached}"
-    );
+    let (mut workload, pid, mut stdin) = waiting_workload();
+    let tracer = start_tracer(&["--pid", &pid.to_string(), "--format", "json"]);
     // Now the 100 early blocks are freed (before attach: unknown) and 5 × 4000 leaked.
-    writeln!(workload.stdin.as_mut().unwrap(), "go").unwrap();
+    writeln!(stdin, "go").unwrap();
     assert!(workload.wait().unwrap().success());
     let out = tracer.wait_with_output().unwrap();
     assert!(

@@ -1,8 +1,9 @@
 //! Test harness: the oomtrace binary, ground-truth workloads built on demand, and report helpers.
 
 use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -210,4 +211,43 @@ pub fn assert_consistent(report: &Value) {
             "pid {pid}: process allocs != sum of stacks"
         );
     }
+}
+
+/// Starts the `attach` scenario; returns it, its pid and its stdin (a line lets it go on).
+pub fn waiting_workload() -> (std::process::Child, u32, ChildStdin) {
+    let mut w = Command::new(groundtruth_fp())
+        .arg("attach")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(w.stdout.take().unwrap()).lines();
+    let pid = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .strip_prefix("ready ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stdin = w.stdin.take().unwrap();
+    (w, pid, stdin)
+}
+
+/// Starts oomtrace and waits for its "attached"/"tracing" line on stderr.
+pub fn start_tracer(args: &[&str]) -> Child {
+    let mut t = oomtrace()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(t.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("attached to pid") || line.contains("tracing every process"),
+        "{line}"
+    );
+    t
 }
