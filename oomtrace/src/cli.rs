@@ -42,6 +42,21 @@ pub enum Command {
     Diff(DiffArgs),
     /// Print every OOM kill on the machine as it happens.
     OomWatch(OomWatchArgs),
+    /// Play a recording back in the live TUI, with time controls.
+    Replay(ReplayArgs),
+}
+
+/// Options of `oomtrace replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording.
+    pub file: PathBuf,
+    /// Playback speed, × recorded time (`[`/`]` change it while playing).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// TUI refresh period.
+    #[arg(long, value_name = "D", default_value = "500ms", value_parser = parse_duration)]
+    pub refresh: Duration,
 }
 
 /// Options of `oomtrace oom-watch`.

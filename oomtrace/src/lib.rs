@@ -13,6 +13,7 @@ pub mod offline;
 pub mod oom;
 pub mod probe;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod session;
 pub mod source;

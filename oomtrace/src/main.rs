@@ -90,6 +90,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ))?;
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Command::Replay(args)) => {
+            if !std::io::stdout().is_terminal() {
+                anyhow::bail!(
+                    "replay needs a terminal (for a report from a recording use `oomtrace report`)"
+                );
+            }
+            return Ok(
+                match oomtrace::replay::run(&args.file, args.speed, args.refresh)? {
+                    oomtrace::tui::Ended::Interrupted => ExitCode::from(130),
+                    _ => ExitCode::SUCCESS,
+                },
+            );
+        }
         Some(Command::Report(args)) => {
             oomtrace::offline::report(&args)?;
             return Ok(ExitCode::SUCCESS);

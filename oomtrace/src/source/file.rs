@@ -1,10 +1,12 @@
 //! Replaying a recording through the same model the live session feeds: the report from a file
-//! is built by the same code, from the same events, as the live one.
+//! is built by the same code, from the same events, as the live one. A [`Player`] applies the
+//! events up to a point in recorded time and can go on from there (`oomtrace replay`).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Result;
+use oomtrace_common::MemEvent;
 
 use crate::model::Model;
 use crate::record::recorder::{KEY_DURATION_NS, KEY_START_NS};
@@ -60,69 +62,143 @@ pub fn load(path: &Path, at: Option<f64>) -> Result<(Replay, Vec<Warning>)> {
     Ok((replay(recording, at), warnings))
 }
 
-/// Replays an already read recording.
+/// Replays an already read recording up to `at` seconds (or its end).
 pub fn replay(rec: Recording, at: Option<f64>) -> Replay {
-    let counters = rec.footer.as_ref().map_or(&rec.counters, |f| &f.counters);
-    let value = |key: &str| {
-        counters
-            .other
-            .iter()
-            .find(|(id, _)| rec.strings.get(*id) == Some(key))
-            .map(|&(_, v)| v)
-    };
-    let first_ts = rec.events.first().map_or(0, |e| e.ts_ns);
-    let start_ns = value(KEY_START_NS).unwrap_or(first_ts);
-    let recorded_s = match value(KEY_DURATION_NS) {
-        Some(ns) => ns as f64 / 1e9,
-        // A recording cut short has no footer: it covers up to its last event.
-        None => rec
-            .events
-            .last()
-            .map_or(0.0, |e| e.ts_ns.saturating_sub(start_ns) as f64 / 1e9),
-    };
-    let cutoff = at.map(|s| start_ns.saturating_add((s.max(0.0) * 1e9) as u64));
-    let mut model = Model::new();
-    for ev in &rec.events {
-        if cutoff.is_some_and(|c| ev.ts_ns > c) {
-            break;
-        }
-        model.apply(ev);
-    }
-    for oom in &rec.ooms {
-        let cgroup = serde_json::from_slice::<serde_json::Value>(&oom.json)
-            .ok()
-            .and_then(|v| v["cgroup"].as_str().map(str::to_owned));
-        if let Some(cgroup) = cgroup {
-            model.set_oom_cgroup(oom.tgid, cgroup);
-        }
-    }
-    let mut symbols = RecordedSymbols::default();
-    let text = |id: u32| {
-        rec.strings
-            .get(id)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    for (&(tgid, addr), s) in rec.symbols.iter() {
-        let frame = Frame {
-            addr,
-            function: text(s.function),
-            module: text(s.module),
-            file: text(s.file),
-            line: (s.line > 0).then_some(s.line),
+    let mut player = Player::new(rec);
+    player.advance_to(at.unwrap_or(f64::INFINITY));
+    player.into_replay()
+}
+
+/// Plays a recording forward in recorded time; rewinding rebuilds the model from the start.
+pub struct Player {
+    events: Vec<MemEvent>,
+    next: usize,
+    model: Model,
+    ooms: Vec<(u32, String)>,
+    stacks: RecordedStacks,
+    symbols: RecordedSymbols,
+    losses: Losses,
+    start_ns: u64,
+    /// Seconds the recording covers.
+    pub length_s: f64,
+    /// Recorded time reached, in seconds.
+    pub at_s: f64,
+}
+
+impl Player {
+    /// A player at the start of `rec`.
+    pub fn new(rec: Recording) -> Self {
+        let counters = rec.footer.as_ref().map_or(&rec.counters, |f| &f.counters);
+        let value = |key: &str| {
+            counters
+                .other
+                .iter()
+                .find(|(id, _)| rec.strings.get(*id) == Some(key))
+                .map(|&(_, v)| v)
         };
-        symbols.insert(tgid, frame);
+        let first_ts = rec.events.first().map_or(0, |e| e.ts_ns);
+        let start_ns = value(KEY_START_NS).unwrap_or(first_ts);
+        let length_s = match value(KEY_DURATION_NS) {
+            Some(ns) => ns as f64 / 1e9,
+            // A recording cut short has no footer: it covers up to its last event.
+            None => rec
+                .events
+                .last()
+                .map_or(0.0, |e| e.ts_ns.saturating_sub(start_ns) as f64 / 1e9),
+        };
+        let losses = Losses {
+            lost_events: counters.lost_events,
+            stack_collisions: counters.stack_collisions,
+        };
+        let ooms = rec
+            .ooms
+            .iter()
+            .filter_map(|oom| {
+                let v = serde_json::from_slice::<serde_json::Value>(&oom.json).ok()?;
+                Some((oom.tgid, v["cgroup"].as_str()?.to_owned()))
+            })
+            .collect();
+        let mut symbols = RecordedSymbols::default();
+        let text = |id: u32| {
+            rec.strings
+                .get(id)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        for (&(tgid, addr), s) in rec.symbols.iter() {
+            let frame = Frame {
+                addr,
+                function: text(s.function),
+                module: text(s.module),
+                file: text(s.file),
+                line: (s.line > 0).then_some(s.line),
+            };
+            symbols.insert(tgid, frame);
+        }
+        Self {
+            events: rec.events,
+            next: 0,
+            model: Model::new(),
+            ooms,
+            stacks: RecordedStacks(rec.stacks),
+            symbols,
+            losses,
+            start_ns,
+            length_s,
+            at_s: 0.0,
+        }
     }
-    let losses = Losses {
-        lost_events: counters.lost_events,
-        stack_collisions: counters.stack_collisions,
-    };
-    Replay {
-        model,
-        stacks: RecordedStacks(rec.stacks),
-        symbols,
-        losses,
-        duration_s: at.map_or(recorded_s, |a| a.min(recorded_s)),
-        start_ns,
+
+    /// Applies the events up to `t_s` seconds of recorded time (going back rewinds).
+    pub fn advance_to(&mut self, t_s: f64) {
+        let t_s = t_s.max(0.0);
+        if t_s < self.at_s {
+            self.model = Model::new();
+            self.next = 0;
+        }
+        let cutoff = if t_s.is_finite() {
+            self.start_ns.saturating_add((t_s * 1e9) as u64)
+        } else {
+            u64::MAX
+        };
+        while let Some(ev) = self.events.get(self.next) {
+            if ev.ts_ns > cutoff {
+                break;
+            }
+            self.model.apply(ev);
+            self.next += 1;
+        }
+        // OOM cgroups are not events: note each for victims seen so far.
+        for (pid, cgroup) in &self.ooms {
+            self.model.set_oom_cgroup(*pid, cgroup.clone());
+        }
+        self.at_s = t_s.min(self.length_s);
+    }
+
+    /// Whether every event has been applied.
+    pub fn finished(&self) -> bool {
+        self.next >= self.events.len()
+    }
+
+    /// The model, the sources the views need, and the recording's start.
+    pub fn parts(&mut self) -> (&Model, &RecordedStacks, &mut RecordedSymbols, u64) {
+        (&self.model, &self.stacks, &mut self.symbols, self.start_ns)
+    }
+
+    /// Losses counted while recording.
+    pub fn losses(&self) -> Losses {
+        self.losses
+    }
+
+    /// The state reached, as a [`Replay`].
+    pub fn into_replay(self) -> Replay {
+        Replay {
+            model: self.model,
+            stacks: self.stacks,
+            symbols: self.symbols,
+            losses: self.losses,
+            duration_s: self.at_s,
+            start_ns: self.start_ns,
+        }
     }
 }

@@ -34,4 +34,4 @@ pub use snapshot::{
     FrameRow, GpuClientRow, GpuDeviceRow, GpuPane, Header, OomRow, ProcessRow, Snapshot, StackRow,
     Target,
 };
-pub use term::{Ended, restore, run, run_until_quit};
+pub use term::{Ended, ReplayControl, restore, run, run_until_quit, run_with_controls};

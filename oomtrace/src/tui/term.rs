@@ -144,10 +144,50 @@ pub async fn run(updates: watch::Receiver<Arc<Snapshot>>, refresh: Duration) -> 
     run_until_quit(updates, refresh).await.map(|_| ())
 }
 
+/// Time controls of `oomtrace replay`, sent by keys the live view does not use.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReplayControl {
+    /// Stop or resume playing (space).
+    TogglePause,
+    /// Play twice as fast (`]` or `+`).
+    Faster,
+    /// Play half as fast (`[` or `-`).
+    Slower,
+    /// While paused, advance by one sampling tick (`.`).
+    Step,
+    /// Jump by this many seconds of recorded time (`>`/`<`: ±10 s; Home: to the start).
+    Seek(f64),
+}
+
+/// The replay key bindings.
+fn replay_control(event: &Event) -> Option<ReplayControl> {
+    use crossterm::event::KeyCode;
+    let Event::Key(key) = event else { return None };
+    Some(match key.code {
+        KeyCode::Char(' ') => ReplayControl::TogglePause,
+        KeyCode::Char(']' | '+') => ReplayControl::Faster,
+        KeyCode::Char('[' | '-') => ReplayControl::Slower,
+        KeyCode::Char('.') => ReplayControl::Step,
+        KeyCode::Char('>') => ReplayControl::Seek(10.0),
+        KeyCode::Char('<') => ReplayControl::Seek(-10.0),
+        _ => return None,
+    })
+}
+
 /// [`run`], telling why it ended (for the exit code: 130 after Ctrl-C, 143 after SIGTERM).
 pub async fn run_until_quit(
+    updates: watch::Receiver<Arc<Snapshot>>,
+    refresh: Duration,
+) -> anyhow::Result<Ended> {
+    run_with_controls(updates, refresh, None).await
+}
+
+/// [`run_until_quit`] for `oomtrace replay`: time-control keys go to `controls` instead of the
+/// view (space pauses the playback rather than freezing the screen).
+pub async fn run_with_controls(
     mut updates: watch::Receiver<Arc<Snapshot>>,
     refresh: Duration,
+    controls: Option<std::sync::mpsc::Sender<ReplayControl>>,
 ) -> anyhow::Result<Ended> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
@@ -171,10 +211,15 @@ pub async fn run_until_quit(
                 }
                 let size = guard.terminal.size().context("cannot read the terminal size")?;
                 app.page = view::page_rows(size.into(), app.shown(&latest));
-                let intent = match event {
-                    Event::Key(key) => app.handle_key(key, &latest),
-                    Event::Mouse(mouse) => app.handle_mouse(mouse, &latest),
-                    Event::Resize(..) => Intent::Redraw,
+                let control = if app.editing || app.help { None } else { replay_control(&event) };
+                let intent = match (&controls, control, &event) {
+                    (Some(tx), Some(c), _) => {
+                        let _ = tx.send(c);
+                        Intent::Redraw
+                    }
+                    (_, _, Event::Key(key)) => app.handle_key(*key, &latest),
+                    (_, _, Event::Mouse(mouse)) => app.handle_mouse(*mouse, &latest),
+                    (_, _, Event::Resize(..)) => Intent::Redraw,
                     _ => Intent::None,
                 };
                 match intent {

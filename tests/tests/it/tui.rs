@@ -109,3 +109,84 @@ fn live_view_marks_the_leak_as_growing_and_q_quits() {
     let _ = workload.kill();
     let _ = workload.wait();
 }
+
+#[test]
+fn replay_plays_a_recording_with_time_controls() {
+    if !require_bpf() {
+        return;
+    }
+    let demo = build_c("demo", "demo", &["-O2", "-g", "-fno-omit-frame-pointer"]);
+    let file = work_dir().join("replay-demo.oomtrace");
+    let rec = output(
+        oomtrace()
+            .arg("record")
+            .arg("-o")
+            .arg(&file)
+            .args(["--format", "json", "--"])
+            .arg(&demo),
+    );
+    assert!(
+        rec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rec.stderr)
+    );
+    let tmux = Tmux(format!("oomtrace-replay-{}", std::process::id()));
+    let line = format!(
+        "{} replay {} --speed 0.05; echo SHELL-BACK-$?; sleep 60",
+        bin().display(),
+        file.display()
+    );
+    assert!(
+        tmux.cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "160",
+                "-y",
+                "40",
+                &line
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // At 1/20 speed the ~0.7 s run plays for ~14 s: it is still playing and holds the leak.
+    let (screen, _) = tmux.wait_for(Duration::from_secs(15), |s| {
+        s.contains("playing") && s.contains("remember_session")
+    });
+    assert!(screen.contains("replay replay-demo.oomtrace"), "{screen}");
+    tmux.cmd()
+        .args(["send-keys", "-t", "t", " "])
+        .status()
+        .unwrap();
+    tmux.wait_for(Duration::from_secs(5), |s| s.contains("paused"));
+    // Seek back to the start: nothing allocated yet.
+    tmux.cmd()
+        .args(["send-keys", "-t", "t", "<"])
+        .status()
+        .unwrap();
+    let (screen, _) = tmux.wait_for(Duration::from_secs(5), |s| {
+        s.contains(" 0.0/") && s.contains("up 0ms")
+    });
+    assert!(
+        !screen.contains("remember_session"),
+        "at 0 s the leak has not happened yet:\n{screen}"
+    );
+    // Seek to the end: the whole leak.
+    tmux.cmd()
+        .args(["send-keys", "-t", "t", ">"])
+        .status()
+        .unwrap();
+    let (screen, _) = tmux.wait_for(Duration::from_secs(5), |s| {
+        s.contains("remember_session") && s.contains("7.81 MiB")
+    });
+    assert!(screen.contains("paused"), "{screen}");
+    tmux.cmd()
+        .args(["send-keys", "-t", "t", "q"])
+        .status()
+        .unwrap();
+    tmux.wait_for(Duration::from_secs(5), |s| s.contains("SHELL-BACK-0"));
+}
