@@ -139,5 +139,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(s, "scaled")) scaled_leak(argc > 2 ? atoi(argv[2]) : 10);
     else if (!strcmp(s, "grow")) grow_forever();
     else { fprintf(stderr, "unknown scenario %s\n", s); return 2; }
+    /* Linger 200 ms: oomtrace reads a process's memory map (for symbols) while it lives, and a
+     * process that exits within a millisecond of its first allocation can beat it on a loaded
+     * machine (a documented limitation). The figures are exact either way. */
+    usleep(200000);
     return 0;
 }
