@@ -7,7 +7,6 @@ use clap::Parser as _;
 use oomtrace::cli::{Cli, Command, Format, OutputArgs};
 use oomtrace::oom::finish::RunEnd;
 use oomtrace::probe::preflight::PreflightError;
-use oomtrace::probe::target::TargetError;
 use oomtrace::report::text;
 use oomtrace::session::monitor::MonitorOptions;
 use oomtrace::session::{self, Options, StopReason, Target};
@@ -206,9 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             None => return Ok(ExitCode::SUCCESS),
         }
     } else {
-        runtime
-            .block_on(session::trace(opts, None))
-            .map_err(classify)?
+        runtime.block_on(session::trace(opts, None))?
     };
     let written = write_report(&outcome.report, &output);
     if let Some(bytes) = outcome.recorded_bytes {
@@ -277,15 +274,6 @@ fn run_tui(
     let outcome = join(tracing)?;
     ended?;
     Ok(Some(outcome))
-}
-
-/// Keeps typed errors reachable for the exit code.
-fn classify(err: anyhow::Error) -> anyhow::Error {
-    if err.downcast_ref::<TargetError>().is_some() || err.downcast_ref::<PreflightError>().is_some()
-    {
-        return err;
-    }
-    err
 }
 
 fn write_report(report: &oomtrace::report::Report, out: &OutputArgs) -> anyhow::Result<()> {

@@ -170,13 +170,6 @@ impl Symbolizer {
             ..Frame::default()
         };
         let Some(m) = self.mapping(pid, generation, addr).cloned() else {
-            if std::env::var_os("OOMTRACE_DEBUG").is_some() {
-                eprintln!(
-                    "debug: no mapping for pid {pid} gen {generation} addr {addr:#x}; images {:?} gone {:?}",
-                    self.maps.keys().collect::<Vec<_>>(),
-                    self.gone
-                );
-            }
             return frame;
         };
         frame.module = m.path.file_name().map(|n| n.to_string_lossy().into_owned());

@@ -36,6 +36,11 @@ fn main() -> Result<()> {
             build()?;
             bench::run()
         }
+        "fuzz" => {
+            setup::run()?;
+            let secs = rest.first().and_then(|s| s.parse().ok()).unwrap_or(60u64);
+            fuzz(secs)
+        }
         _ => {
             eprintln!("usage: cargo xtask <setup|build|test|demo|bench>");
             eprintln!(
@@ -146,6 +151,50 @@ fn test(extra: &[String]) -> Result<()> {
             .arg("--test-threads=1")
             .args(extra)
             .env("OOMTRACE_BIN", oomtrace_bin()),
+    )
+}
+
+/// Fuzzes the recording reader for `secs` seconds (installs cargo-fuzz once).
+fn fuzz(secs: u64) -> Result<()> {
+    let have = Command::new("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("fuzz: installing cargo-fuzz (once)");
+        status(Command::new("cargo").args(["+stable", "install", "cargo-fuzz", "--locked"]))?;
+    }
+    // The fuzz crate is its own workspace: start from the main lock file so it builds with the
+    // same (pinned) versions.
+    let lock = root().join("fuzz/Cargo.lock");
+    if !lock.exists() {
+        std::fs::copy(root().join("Cargo.lock"), &lock)?;
+    }
+    // Seed the corpus with real recordings when the tests left some behind.
+    let corpus = root().join("fuzz/corpus/recording_reader");
+    std::fs::create_dir_all(&corpus)?;
+    if let Ok(dir) = std::fs::read_dir(root().join("target/test-workloads")) {
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "oomtrace") {
+                let _ = std::fs::copy(&path, corpus.join(entry.file_name()));
+            }
+        }
+    }
+    status(
+        Command::new("cargo")
+            .current_dir(root())
+            .args([
+                "+nightly",
+                "fuzz",
+                "run",
+                "recording_reader",
+                "--",
+                &format!("-max_total_time={secs}"),
+                "-rss_limit_mb=2048",
+            ])
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER"),
     )
 }
 

@@ -195,6 +195,7 @@ impl Session {
 
     /// Applies every queued event to the model.
     pub fn drain(&mut self) {
+        // A developer's aid: every decoded event on stderr.
         let debug = std::env::var_os("OOMTRACE_DEBUG_EVENTS").is_some();
         let mut execs = Vec::new();
         while let Some(ev) = self.ring.get_mut().next_event() {
