@@ -15,6 +15,16 @@ impl Tmux {
         c
     }
 
+    /// Types `key` into the session.
+    fn send(&self, key: &str) {
+        let st = self
+            .cmd()
+            .args(["send-keys", "-t", "t", key])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tmux send-keys {key:?} failed");
+    }
+
     fn screen(&self) -> String {
         let out = self
             .cmd()
@@ -96,10 +106,7 @@ fn live_view_marks_the_leak_as_growing_and_q_quits() {
             .any(|l| l.contains("batch_buffer") && l.contains("bounded")),
         "a batch buffer is not a leak:\n{screen}"
     );
-    tmux.cmd()
-        .args(["send-keys", "-t", "t", "q"])
-        .status()
-        .unwrap();
+    tmux.send("q");
     let (screen, took) = tmux.wait_for(Duration::from_secs(10), |s| s.contains("SHELL-BACK-"));
     assert!(
         took < Duration::from_millis(2500),
@@ -158,16 +165,10 @@ fn replay_plays_a_recording_with_time_controls() {
         s.contains("playing") && s.contains("remember_session")
     });
     assert!(screen.contains("replay replay-demo.oomtrace"), "{screen}");
-    tmux.cmd()
-        .args(["send-keys", "-t", "t", " "])
-        .status()
-        .unwrap();
+    tmux.send(" ");
     tmux.wait_for(Duration::from_secs(5), |s| s.contains("paused"));
     // Seek back to the start: nothing allocated yet.
-    tmux.cmd()
-        .args(["send-keys", "-t", "t", "<"])
-        .status()
-        .unwrap();
+    tmux.send("<");
     let (screen, _) = tmux.wait_for(Duration::from_secs(5), |s| {
         s.contains(" 0.0/") && s.contains("up 0ms")
     });
@@ -176,17 +177,11 @@ fn replay_plays_a_recording_with_time_controls() {
         "at 0 s the leak has not happened yet:\n{screen}"
     );
     // Seek to the end: the whole leak.
-    tmux.cmd()
-        .args(["send-keys", "-t", "t", ">"])
-        .status()
-        .unwrap();
+    tmux.send(">");
     let (screen, _) = tmux.wait_for(Duration::from_secs(5), |s| {
         s.contains("remember_session") && s.contains("7.81 MiB")
     });
     assert!(screen.contains("paused"), "{screen}");
-    tmux.cmd()
-        .args(["send-keys", "-t", "t", "q"])
-        .status()
-        .unwrap();
+    tmux.send("q");
     tmux.wait_for(Duration::from_secs(5), |s| s.contains("SHELL-BACK-0"));
 }
