@@ -11,6 +11,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::cgroup::cgroup_of_pid;
+use crate::model::oom::OomEvent;
 use crate::probe::placement::PlacementMode;
 use crate::probe::{ProbeConfig, Probes, preflight};
 use crate::report::human_bytes;
@@ -44,22 +45,24 @@ pub struct Kill {
 }
 
 impl Kill {
+    /// From an `Oom` event, decoded by the model's own `OomEvent` (one decoder for both).
     fn new(ev: &MemEvent) -> Self {
+        let o = OomEvent::new(ev, None);
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         Self {
             time,
-            pid: ev.tgid,
-            comm: String::new(),
-            uid: ev.aux as u32,
-            cgroup: cgroup_of_pid(ev.tgid),
-            total_vm_bytes: ev.addr.saturating_mul(1024),
-            anon_rss_bytes: ev.size.saturating_mul(1024),
-            file_rss_bytes: ev.old_addr.saturating_mul(1024),
-            shmem_rss_bytes: ev.call_site.saturating_mul(1024),
-            oom_score_adj: (ev.aux >> 32) as u16 as i16,
-            trigger_pid: ev.tid,
+            pid: o.pid,
+            comm: o.comm,
+            uid: o.uid,
+            cgroup: cgroup_of_pid(o.pid),
+            total_vm_bytes: o.total_vm_bytes,
+            anon_rss_bytes: o.anon_rss_bytes,
+            file_rss_bytes: o.file_rss_bytes,
+            shmem_rss_bytes: o.shmem_rss_bytes,
+            oom_score_adj: o.oom_score_adj,
+            trigger_pid: o.trigger_pid,
         }
     }
 
