@@ -56,6 +56,16 @@ pub enum EventKind {
     /// User side only, before a `Tick`: a process's `addr` = RSS bytes, `size` = threads,
     /// `old_addr` = open file descriptors, read from `/proc`.
     ProcSample = 18,
+    /// `--kernel`: a kernel allocation made in the context of a traced process. `addr` is the
+    /// page frame number (pages) or the object's address (slab, vmalloc), `size` the bytes,
+    /// `alloc_fn` a [`KernelSource`], `stack_id` an id in the kernel-stack map.
+    KAlloc = 19,
+    /// `--kernel`: the kernel freed what a [`EventKind::KAlloc`] with the same `alloc_fn` and
+    /// `addr` allocated (`tgid` is whoever freed it, not necessarily the allocator).
+    KFree = 20,
+    /// `--mode growth`: a user page fault in a traced process at `addr` (`size` = page bytes),
+    /// with the faulting stack; the user side pairs it with unmaps to attribute RSS growth.
+    Fault = 21,
 }
 
 /// `size` of a [`EventKind::Brk`] made inside an allocator call: it moves the break (which the
@@ -89,6 +99,9 @@ impl EventKind {
             16 => Self::OomComm,
             17 => Self::Tick,
             18 => Self::ProcSample,
+            19 => Self::KAlloc,
+            20 => Self::KFree,
+            21 => Self::Fault,
             _ => return None,
         })
     }
@@ -118,6 +131,18 @@ pub enum AllocFn {
     Pvalloc = 8,
     /// A syscall (mmap, mremap, brk): not an allocator function.
     Syscall = 9,
+}
+
+/// Which kernel allocator a [`EventKind::KAlloc`]/[`EventKind::KFree`] came from.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelSource {
+    /// The page allocator (`kmem:mm_page_alloc`/`mm_page_free`), `addr` = pfn.
+    Page = 0,
+    /// The slab allocator (`kmem:kmalloc`/`kfree`, `kmem_cache_alloc`/`kmem_cache_free`).
+    Slab = 1,
+    /// `vmalloc` areas.
+    Vmalloc = 2,
 }
 
 /// Number of [`AllocFn`] variants that are allocator functions (pending-state keys use them).
@@ -183,10 +208,23 @@ pub enum ConfigKey {
     SelfTgid = 1,
     /// Non-zero: add forked children of traced processes to the traced set.
     FollowForks = 2,
+    /// The tracing mode: [`MODE_EXACT`], [`MODE_SAMPLE`] or [`MODE_GROWTH`].
+    Mode = 3,
+    /// `--mode sample`: the mean bytes between samples.
+    SampleRate = 4,
+    /// Non-zero: `--kernel` tracing of kernel allocations is on.
+    Kernel = 5,
 }
 
 /// Number of config words.
-pub const CONFIG_WORDS: u32 = 3;
+pub const CONFIG_WORDS: u32 = 6;
+
+/// [`ConfigKey::Mode`]: every allocator call is traced.
+pub const MODE_EXACT: u64 = 0;
+/// [`ConfigKey::Mode`]: byte-based Poisson sampling of allocations.
+pub const MODE_SAMPLE: u64 = 1;
+/// [`ConfigKey::Mode`]: no allocator probes; syscalls and page faults attribute RSS growth.
+pub const MODE_GROWTH: u64 = 2;
 
 impl MemEvent {
     /// Packs a comm (at most 16 bytes) into `addr` and `size`, as `Exec`/`Exit`/`Comm` carry it.

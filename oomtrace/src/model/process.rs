@@ -326,7 +326,10 @@ impl Process {
             | EventKind::Oom
             | EventKind::OomComm
             | EventKind::Tick
-            | EventKind::ProcSample => {}
+            | EventKind::ProcSample
+            | EventKind::KAlloc
+            | EventKind::KFree
+            | EventKind::Fault => {}
         }
     }
 
