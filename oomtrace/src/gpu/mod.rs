@@ -25,6 +25,7 @@
 
 mod fdinfo;
 mod kfd;
+mod nvml;
 mod procfs;
 mod render;
 mod snapshot;
@@ -47,6 +48,7 @@ pub use self::{
         parse_dmabuf_fdinfo, parse_fdinfo,
     },
     kfd::KfdVram,
+    nvml::{NvidiaDevice, NvidiaProcess, NvidiaSource, Nvml},
     procfs::{MeminfoGpu, parse_meminfo},
     render::format_bytes,
     snapshot::{Dmabuf, DrmClient, GpuSnapshot, MAX_ENTRIES, SCHEMA},
@@ -77,5 +79,48 @@ impl Default for Roots {
 /// Absent sources come back as `None`/empty, and problems met along the way
 /// as [`GpuSnapshot::warnings`], which the caller should print.
 pub fn snapshot(roots: &Roots) -> anyhow::Result<GpuSnapshot> {
-    snapshot::collect(roots)
+    snapshot::collect(roots, &Nvml::for_roots(roots))
+}
+
+/// Takes snapshots again and again, keeping NVML loaded between them.
+pub struct Sampler {
+    roots: Roots,
+    nvml: Nvml,
+}
+
+impl Sampler {
+    /// A sampler of the trees `roots` points at (NVML only when they are this machine's).
+    pub fn new(roots: Roots) -> Self {
+        let nvml = Nvml::for_roots(&roots);
+        Self { roots, nvml }
+    }
+
+    /// The roots from `OOMTRACE_GPU_PROC_ROOT` / `OOMTRACE_GPU_SYS_ROOT`, `/proc` and `/sys`
+    /// by default (the variables point a traced run at a saved or fixture tree).
+    pub fn from_env() -> Self {
+        let mut roots = Roots::default();
+        if let Some(p) = std::env::var_os("OOMTRACE_GPU_PROC_ROOT") {
+            roots.proc_root = p.into();
+        }
+        if let Some(s) = std::env::var_os("OOMTRACE_GPU_SYS_ROOT") {
+            roots.sys_root = s.into();
+        }
+        Self::new(roots)
+    }
+
+    /// One snapshot.
+    pub fn sample(&self) -> anyhow::Result<GpuSnapshot> {
+        snapshot::collect(&self.roots, &self.nvml)
+    }
+}
+
+impl Nvml {
+    /// NVML for the live machine; absent with a notice when `roots` point at another tree.
+    fn for_roots(roots: &Roots) -> Self {
+        if *roots == Roots::default() {
+            Self::open()
+        } else {
+            Self::absent("NVIDIA: not read: the snapshot is of a saved /proc or /sys tree")
+        }
+    }
 }

@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 
 use super::fdinfo::RegionMemory;
+use super::nvml::NvidiaSource;
 use super::snapshot::{Dmabuf, DrmClient, GpuSnapshot};
 use super::sysfs::GpuDevice;
 
@@ -54,7 +55,44 @@ impl GpuSnapshot {
             opt_bytes(m.gpu_active),
             opt_bytes(m.gpu_reclaim)
         );
+        render_nvidia(&mut out, &self.nvidia);
         out
+    }
+}
+
+fn render_nvidia(out: &mut String, nv: &NvidiaSource) {
+    if !nv.available {
+        let why = nv.notice.as_deref().unwrap_or("NVIDIA: NVML not loaded");
+        let _ = writeln!(out, "{why}");
+        return;
+    }
+    let version = nv.driver_version.as_deref().unwrap_or("?");
+    let _ = writeln!(out, "NVIDIA (NVML, driver {version})");
+    if nv.devices.is_empty() {
+        out.push_str("  no NVIDIA GPUs\n");
+    }
+    for d in &nv.devices {
+        let _ = writeln!(
+            out,
+            "  gpu {}  {}  {}  used {} of {}",
+            d.index,
+            d.name.as_deref().unwrap_or("?"),
+            d.pci_bus_id.as_deref().unwrap_or("?"),
+            opt_bytes(d.memory_used),
+            opt_bytes(d.memory_total)
+        );
+        for p in &d.processes {
+            let _ = writeln!(
+                out,
+                "    pid {} ({})  {}",
+                p.pid,
+                p.context,
+                opt_bytes(p.used_bytes)
+            );
+        }
+    }
+    if let Some(n) = &nv.notice {
+        let _ = writeln!(out, "  {n}");
     }
 }
 
@@ -202,10 +240,15 @@ mod tests {
             dmabufs: None,
             kfd: None,
             meminfo: Default::default(),
+            nvidia: super::super::NvidiaSource {
+                notice: Some("NVIDIA: libnvidia-ml.so.1 not found".into()),
+                ..Default::default()
+            },
             warnings: vec![],
         };
         let expected = "no DRM devices found\n\nno DRM clients found\n\ndma-bufs: not available\n\n\
-                        KFD: not present\nmeminfo: GPUActive -, GPUReclaim -\n";
+                        KFD: not present\nmeminfo: GPUActive -, GPUReclaim -\n\
+                        NVIDIA: libnvidia-ml.so.1 not found\n";
         assert_eq!(snap.render_text(), expected);
     }
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::Roots;
 use super::fdinfo::{DmabufFdinfo, DrmFdinfo, RegionMemory, parse_dmabuf_fdinfo, parse_fdinfo};
 use super::kfd::{KfdVram, read_kfd};
+use super::nvml::{NvidiaSource, Nvml};
 use super::procfs::{self, MAX_FDINFO_BYTES, MeminfoGpu, Read};
 use super::sysfs::{GpuDevice, read_devices};
 use super::warning::{Warning, Warnings};
@@ -41,6 +42,8 @@ pub struct GpuSnapshot {
     pub kfd: Option<Vec<KfdVram>>,
     /// The GPU lines of `<proc_root>/meminfo`.
     pub meminfo: MeminfoGpu,
+    /// NVIDIA GPUs through NVML; `available: false` with a notice when it cannot be loaded.
+    pub nvidia: NvidiaSource,
     /// What was skipped while reading, with the file concerned.
     pub warnings: Vec<Warning>,
 }
@@ -108,7 +111,7 @@ struct ProcScan {
 }
 
 /// Takes a snapshot; fails only when a root exists but is not a directory.
-pub(crate) fn collect(roots: &Roots) -> anyhow::Result<GpuSnapshot> {
+pub(crate) fn collect(roots: &Roots, nvml: &Nvml) -> anyhow::Result<GpuSnapshot> {
     for root in [&roots.proc_root, &roots.sys_root] {
         if root.exists() && !root.is_dir() {
             bail!("{} is not a directory", root.display());
@@ -138,6 +141,7 @@ pub(crate) fn collect(roots: &Roots) -> anyhow::Result<GpuSnapshot> {
         dmabufs,
         kfd,
         meminfo,
+        nvidia: nvml.read(),
         warnings: warnings.finish(),
     })
 }
@@ -445,6 +449,6 @@ mod tests {
             proc_root: "/proc/self/comm".into(),
             sys_root: "/nonexistent".into(),
         };
-        assert!(collect(&roots).is_err());
+        assert!(collect(&roots, &Nvml::absent("test")).is_err());
     }
 }

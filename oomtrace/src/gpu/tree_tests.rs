@@ -42,8 +42,22 @@ fn take(scenario: &str) -> (Value, Vec<String>, String) {
     let mut value = snap.to_json();
     let top = value.as_object_mut().expect("an object");
     top.remove("warnings").expect("a warnings key");
-    (value, warnings, snap.render_text())
+    // A fixture tree is not this machine: NVML is never asked, and says so.
+    let nvidia = top.remove("nvidia").expect("an nvidia key");
+    assert_eq!(nvidia["available"], false);
+    assert_eq!(nvidia["devices"], json!([]));
+    let notice = NVIDIA_ON_SAVED_TREE;
+    assert_eq!(nvidia["notice"], notice);
+    let text = snap.render_text();
+    let text = text
+        .strip_suffix(&format!("{notice}\n"))
+        .expect("the text ends with the NVIDIA notice")
+        .to_owned();
+    (value, warnings, text)
 }
+
+const NVIDIA_ON_SAVED_TREE: &str =
+    "NVIDIA: not read: the snapshot is of a saved /proc or /sys tree";
 
 /// Asserts equality printing both sides as pretty JSON.
 fn assert_json(got: &Value, expected: &Value) {
@@ -220,7 +234,12 @@ fn missing_roots_are_absent_not_errors() {
     let snap = snapshot(&roots).expect("absent sources are not an error");
     let expected = json!({
         "schema": "oomtrace.gpu/1", "devices": [], "clients": [], "dmabufs": null, "kfd": null,
-        "meminfo": { "gpu_active": null, "gpu_reclaim": null }, "warnings": [],
+        "meminfo": { "gpu_active": null, "gpu_reclaim": null },
+        "nvidia": {
+            "available": false, "notice": NVIDIA_ON_SAVED_TREE, "driver_version": null,
+            "devices": [],
+        },
+        "warnings": [],
     });
     assert_json(&snap.to_json(), &expected);
 }
@@ -234,7 +253,7 @@ fn json_keys_match_the_contract() {
     top.sort();
     assert_eq!(
         top,
-        ["clients", "devices", "dmabufs", "kfd", "meminfo", "schema"]
+        ["clients", "devices", "dmabufs", "kfd", "meminfo", "schema"] // `nvidia` and `warnings` are taken out (and checked) by `take`.
     );
     let mut device = keys(&got["devices"][0]);
     device.sort();

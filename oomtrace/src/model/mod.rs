@@ -1,6 +1,7 @@
 //! The model: every traced process's tables, fed one event at a time. It never draws and never
 //! touches BPF; views and reports read it.
 
+pub mod gpu;
 pub mod growth;
 pub mod hist;
 pub mod oom;
@@ -63,6 +64,8 @@ pub struct Model {
     pub ooms: Vec<oom::OomEvent>,
     /// Time series for growth detection.
     pub timeline: timeline::Timeline,
+    /// GPU memory samples and their series.
+    pub gpu: gpu::GpuTimeline,
     /// Outstanding bytes over all processes now, and the most there ever were.
     outstanding: u64,
     peak_outstanding: u64,
@@ -72,6 +75,13 @@ impl Model {
     /// An empty model.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Applies one GPU snapshot (the `oomtrace.gpu/1` JSON) taken at `ts_ns`.
+    pub fn gpu_sample(&mut self, ts_ns: u64, snapshot: serde_json::Value) {
+        let procs = &self.procs;
+        self.gpu
+            .observe(ts_ns, snapshot, |pid| procs.contains_key(&pid));
     }
 
     /// Applies one event.

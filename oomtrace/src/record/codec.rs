@@ -39,6 +39,8 @@ pub enum ChunkType {
     Counters = 8,
     /// The last chunk of a finished recording.
     Footer = 9,
+    /// A GPU memory snapshot (the `oomtrace.gpu/1` JSON), or "unchanged".
+    Gpu = 10,
 }
 
 impl ChunkType {
@@ -54,6 +56,7 @@ impl ChunkType {
             7 => Self::Oom,
             8 => Self::Counters,
             9 => Self::Footer,
+            10 => Self::Gpu,
             _ => return None,
         })
     }

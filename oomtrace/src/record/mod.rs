@@ -54,7 +54,7 @@ pub use error::RecordError;
 pub use format::{Chunk, ChunkReader, ChunkWriter, Header, MAGIC, MAX_CHUNK_LEN, VERSION};
 pub use intern::{StackInterner, StringInterner, StringTable, SymbolTable};
 pub use payloads::{
-    Counters, Footer, Mapping, Oom, PERM_EXEC, PERM_READ, PERM_SHARED, PERM_WRITE, ProcMaps,
+    Counters, Footer, Gpu, Mapping, Oom, PERM_EXEC, PERM_READ, PERM_SHARED, PERM_WRITE, ProcMaps,
     Sample, Stack, Stacks, Strings, Symbol, Symbols,
 };
 pub use reader::{Recording, RecordingReader, Warning};

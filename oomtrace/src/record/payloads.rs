@@ -358,6 +358,30 @@ impl Oom {
 }
 payload!(Oom, Oom);
 
+/// A GPU memory snapshot taken at the sampling tick.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gpu {
+    /// When it was taken (the events' clock).
+    pub ts_ns: u64,
+    /// The `oomtrace.gpu/1` JSON bytes; empty means "the same as the previous snapshot".
+    pub json: Vec<u8>,
+}
+
+impl Gpu {
+    fn write(&self, buf: &mut BytesMut) {
+        put_varint(buf, self.ts_ns);
+        put_bytes(buf, &self.json);
+    }
+
+    pub(crate) fn read(cur: &mut Cursor<'_>) -> Result<Self, RecordError> {
+        Ok(Self {
+            ts_ns: cur.varint("the GPU snapshot's timestamp")?,
+            json: cur.bytes("the GPU snapshot's JSON")?.to_vec(),
+        })
+    }
+}
+payload!(Gpu, Gpu);
+
 /// What the tracer lost or could not attribute, cumulative since the recording started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {

@@ -20,7 +20,7 @@ use super::codec::{ChunkType, SiteTable, read_events};
 use super::error::RecordError;
 use super::format::{Chunk, ChunkReader, Header};
 use super::intern::{StringTable, SymbolTable};
-use super::payloads::{Counters, Footer, Oom, ProcMaps, Sample, Stacks, Strings, Symbols};
+use super::payloads::{Counters, Footer, Gpu, Oom, ProcMaps, Sample, Stacks, Strings, Symbols};
 use super::wire::Cursor;
 
 /// Everything a recording holds, decoded.
@@ -42,6 +42,8 @@ pub struct Recording {
     pub samples: Vec<Sample>,
     /// OOM events, in file order.
     pub ooms: Vec<Oom>,
+    /// GPU snapshots, in file order (an empty `json` repeats the previous one).
+    pub gpu: Vec<Gpu>,
     /// The last counters written (the footer's, if there is one).
     pub counters: Counters,
     /// The footer, if the recorder finished properly.
@@ -64,6 +66,7 @@ impl Recording {
             maps: Vec::new(),
             samples: Vec::new(),
             ooms: Vec::new(),
+            gpu: Vec::new(),
             counters: Counters::default(),
             footer: None,
             chunks: 0,
@@ -248,6 +251,11 @@ impl Loader {
                 let oom = Oom::read(&mut cur)?;
                 cur.finish()?;
                 self.rec.ooms.push(oom);
+            }
+            ChunkType::Gpu => {
+                let gpu = Gpu::read(&mut cur)?;
+                cur.finish()?;
+                self.rec.gpu.push(gpu);
             }
             ChunkType::Counters => {
                 let counters = Counters::read(&mut cur)?;

@@ -25,6 +25,7 @@ pub const KEY_START_NS: &str = "start_ns";
 
 enum Msg {
     Events(Vec<MemEvent>),
+    Gpu(u64, Vec<u8>),
     /// The memory cgroup of an OOM victim (not carried by events: a path).
     OomCgroup(u32, String),
     Finish(Box<Finish>),
@@ -43,6 +44,7 @@ pub struct Recorder {
     path: PathBuf,
     batch: Vec<MemEvent>,
     tx: Option<SyncSender<Msg>>,
+    last_gpu: Option<Vec<u8>>,
     thread: Option<JoinHandle<Result<u64, RecordError>>>,
 }
 
@@ -60,6 +62,7 @@ impl Recorder {
             path: path.to_owned(),
             batch: Vec::with_capacity(BATCH),
             tx: Some(tx),
+            last_gpu: None,
             thread: Some(thread),
         })
     }
@@ -81,6 +84,21 @@ impl Recorder {
         if let Some(tx) = &self.tx {
             // A writer that died (disk full) has reported its error; later events are dropped.
             let _ = tx.send(Msg::Events(batch));
+        }
+    }
+
+    /// Records a GPU snapshot taken at `ts_ns` (only "unchanged" when it equals the last one).
+    pub fn gpu(&mut self, ts_ns: u64, snapshot: &serde_json::Value) {
+        let json = snapshot.to_string().into_bytes();
+        let json = if self.last_gpu.as_ref() == Some(&json) {
+            Vec::new()
+        } else {
+            self.last_gpu = Some(json.clone());
+            json
+        };
+        self.send_batch();
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Gpu(ts_ns, json));
         }
     }
 
@@ -150,6 +168,7 @@ fn write_loop(
                     w.push_event(ev)?;
                 }
             }
+            Msg::Gpu(ts_ns, json) => w.write_gpu(&super::Gpu { ts_ns, json })?,
             Msg::OomCgroup(pid, cgroup) => {
                 let json = serde_json::json!({ "pid": pid, "cgroup": cgroup })
                     .to_string()

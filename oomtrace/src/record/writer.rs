@@ -18,7 +18,7 @@ use super::codec::{ChunkType, EventEncoder};
 use super::error::RecordError;
 use super::format::{ChunkWriter, Header, MAX_CHUNK_LEN};
 use super::intern::{StackInterner, StringInterner};
-use super::payloads::{Counters, Footer, Oom, Payload, ProcMaps, Sample, Stacks, Symbols};
+use super::payloads::{Counters, Footer, Gpu, Oom, Payload, ProcMaps, Sample, Stacks, Symbols};
 
 /// Events per `Events` chunk unless told otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 4096;
@@ -129,6 +129,11 @@ impl<W: Write> RecordingWriter<W> {
     /// Writes a memory sample.
     pub fn write_sample(&mut self, sample: &Sample) -> Result<(), RecordError> {
         self.write_in_order(sample)
+    }
+
+    /// Writes a GPU snapshot.
+    pub fn write_gpu(&mut self, gpu: &Gpu) -> Result<(), RecordError> {
+        self.write_in_order(gpu)
     }
 
     /// Writes an OOM event.

@@ -4,6 +4,7 @@ pub mod csv;
 pub mod diff;
 pub mod flamegraph;
 pub mod folded;
+pub mod gpu;
 pub mod pprof;
 pub mod proto;
 pub mod text;
@@ -102,6 +103,8 @@ pub struct Report {
     pub stacks: Vec<StackReport>,
     /// Every OOM kill seen while tracing, traced victims or not.
     pub oom_events: Vec<OomReport>,
+    /// GPU and driver memory: the latest snapshot and its growth (null when never sampled).
+    pub gpu: Option<gpu::GpuReport>,
 }
 
 /// One OOM kill in the report.
@@ -261,6 +264,7 @@ impl Report {
                 .iter()
                 .map(|o| oom_report(o, resolved, &model.timeline, start_ns))
                 .collect(),
+            gpu: gpu::GpuReport::build(&model.gpu),
         }
     }
 

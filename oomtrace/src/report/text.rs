@@ -51,6 +51,9 @@ pub fn render(report: &Report, top: usize) -> String {
             exit
         );
     }
+    if let Some(gpu) = &report.gpu {
+        gpu.render(&mut s, growth_word);
+    }
     let shown: Vec<_> = report
         .stacks
         .iter()

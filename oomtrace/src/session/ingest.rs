@@ -37,6 +37,8 @@ pub struct Session {
     pub trace_all: bool,
     /// Executables whose allocator was already resolved.
     pub exes: HashSet<PathBuf>,
+    /// GPU memory, sampled at each tick.
+    pub gpu: crate::gpu::Sampler,
 }
 
 impl Session {
@@ -178,7 +180,22 @@ impl Session {
                 self.feed(&ev);
             }
         }
+        self.sample_gpu();
         self.feed(&super::synthetic(EventKind::Tick, 0));
+    }
+
+    /// One GPU snapshot into the model and the recording. A snapshot that cannot be taken at
+    /// all (a root that is not a directory) is skipped: the heap figures do not depend on it.
+    fn sample_gpu(&mut self) {
+        let Ok(snap) = self.gpu.sample() else {
+            return;
+        };
+        let value = snap.to_json();
+        let ts = super::monotonic_ns();
+        if let Some(r) = &mut self.recorder {
+            r.gpu(ts, &value);
+        }
+        self.model.gpu_sample(ts, value);
     }
 
     /// Processes whose exit we will never see (fork event seen, process already gone).

@@ -231,6 +231,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         monitor,
         trace_all,
         exes: HashSet::new(),
+        gpu: crate::gpu::Sampler::from_env(),
     };
 
     let started = Instant::now();

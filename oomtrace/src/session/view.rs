@@ -31,6 +31,7 @@ pub struct ViewState {
     prev: Option<(Instant, u64, u64)>,
     gpu: GpuPane,
     gpu_at: Option<Instant>,
+    gpu_sampler: Option<crate::gpu::Sampler>,
 }
 
 impl ViewState {
@@ -46,6 +47,7 @@ impl ViewState {
             prev: None,
             gpu: GpuPane::default(),
             gpu_at: None,
+            gpu_sampler: None,
         }
     }
 
@@ -218,43 +220,90 @@ impl ViewState {
             return;
         }
         self.gpu_at = Some(now);
-        self.gpu = match crate::gpu::snapshot(&crate::gpu::Roots::default()) {
-            Ok(snap) if !snap.devices.is_empty() || !snap.clients.is_empty() => GpuPane::Devices {
-                devices: snap
-                    .devices
-                    .iter()
-                    .map(|d| GpuDeviceRow {
-                        card: d.card.clone(),
-                        driver: d.driver.clone(),
-                        pdev: d.pdev.clone(),
-                        vram_used: d.vram_used,
-                        vram_total: d.vram_total,
-                        gtt_used: d.gtt_used,
-                        gtt_total: d.gtt_total,
-                        unattributed_vram: d.unattributed_vram,
-                        unattributed_gtt: d.unattributed_gtt,
-                    })
-                    .collect(),
-                clients: snap
-                    .clients
-                    .iter()
-                    .map(|c| GpuClientRow {
-                        device: c.pdev.clone().unwrap_or_default(),
-                        driver: c.driver.clone(),
-                        pids: c.pids.clone(),
-                        comms: c.comms.clone(),
-                        resident: c
-                            .regions
-                            .iter()
-                            .filter_map(|(r, m)| Some((r.clone(), m.resident?)))
-                            .collect(),
-                    })
-                    .collect(),
-            },
-            Ok(_) => GpuPane::Absent("GPU: no DRM devices or clients found on this machine".into()),
+        let sampler = self
+            .gpu_sampler
+            .get_or_insert_with(crate::gpu::Sampler::from_env);
+        self.gpu = match sampler.sample() {
+            Ok(snap)
+                if !snap.devices.is_empty()
+                    || !snap.clients.is_empty()
+                    || !snap.nvidia.devices.is_empty() =>
+            {
+                gpu_pane(&snap)
+            }
+            Ok(snap) => GpuPane::Absent(format!(
+                "GPU: no DRM devices or clients found on this machine; {}",
+                snap.nvidia.notice.as_deref().unwrap_or("no NVIDIA GPU")
+            )),
             Err(e) => GpuPane::Absent(format!("GPU: cannot read driver memory ({e})")),
         };
     }
+}
+
+/// The GPU pane's rows: DRM devices and clients, then NVIDIA GPUs and their processes.
+fn gpu_pane(snap: &crate::gpu::GpuSnapshot) -> GpuPane {
+    let mut pane = GpuPane::Devices {
+        devices: snap
+            .devices
+            .iter()
+            .map(|d| GpuDeviceRow {
+                card: d.card.clone(),
+                driver: d.driver.clone(),
+                pdev: d.pdev.clone(),
+                vram_used: d.vram_used,
+                vram_total: d.vram_total,
+                gtt_used: d.gtt_used,
+                gtt_total: d.gtt_total,
+                unattributed_vram: d.unattributed_vram,
+                unattributed_gtt: d.unattributed_gtt,
+            })
+            .collect(),
+        clients: snap
+            .clients
+            .iter()
+            .map(|c| GpuClientRow {
+                device: c.pdev.clone().unwrap_or_default(),
+                driver: c.driver.clone(),
+                pids: c.pids.clone(),
+                comms: c.comms.clone(),
+                resident: c
+                    .regions
+                    .iter()
+                    .filter_map(|(r, m)| Some((r.clone(), m.resident?)))
+                    .collect(),
+            })
+            .collect(),
+    };
+    if let GpuPane::Devices { devices, clients } = &mut pane {
+        for d in &snap.nvidia.devices {
+            let card = format!("nvidia{}", d.index);
+            devices.push(GpuDeviceRow {
+                card: card.clone(),
+                driver: Some("nvidia".into()),
+                pdev: d.pci_bus_id.clone(),
+                vram_used: d.memory_used,
+                vram_total: d.memory_total,
+                gtt_used: None,
+                gtt_total: None,
+                unattributed_vram: None,
+                unattributed_gtt: None,
+            });
+            for p in &d.processes {
+                clients.push(GpuClientRow {
+                    device: card.clone(),
+                    driver: "nvidia".into(),
+                    pids: vec![p.pid],
+                    comms: Vec::new(),
+                    resident: p
+                        .used_bytes
+                        .map(|b| ("vram".to_owned(), b))
+                        .into_iter()
+                        .collect(),
+                });
+            }
+        }
+    }
+    pane
 }
 
 /// A stable key for a view row.

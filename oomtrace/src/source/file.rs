@@ -75,6 +75,9 @@ pub struct Player {
     next: usize,
     model: Model,
     ooms: Vec<(u32, String)>,
+    gpu: Vec<crate::record::Gpu>,
+    next_gpu: usize,
+    last_gpu: Option<serde_json::Value>,
     stacks: RecordedStacks,
     symbols: RecordedSymbols,
     losses: Losses,
@@ -140,6 +143,9 @@ impl Player {
             next: 0,
             model: Model::new(),
             ooms,
+            gpu: rec.gpu,
+            next_gpu: 0,
+            last_gpu: None,
             stacks: RecordedStacks(rec.stacks),
             symbols,
             losses,
@@ -155,6 +161,8 @@ impl Player {
         if t_s < self.at_s {
             self.model = Model::new();
             self.next = 0;
+            self.next_gpu = 0;
+            self.last_gpu = None;
         }
         let cutoff = if t_s.is_finite() {
             self.start_ns.saturating_add((t_s * 1e9) as u64)
@@ -165,14 +173,40 @@ impl Player {
             if ev.ts_ns > cutoff {
                 break;
             }
-            self.model.apply(ev);
+            let ts = ev.ts_ns;
+            self.apply_gpu_before(ts);
+            if let Some(ev) = self.events.get(self.next) {
+                self.model.apply(ev);
+            }
             self.next += 1;
         }
+        self.apply_gpu_before(cutoff.saturating_add(1));
         // OOM cgroups are not events: note each for victims seen so far.
         for (pid, cgroup) in &self.ooms {
             self.model.set_oom_cgroup(*pid, cgroup.clone());
         }
         self.at_s = t_s.min(self.length_s);
+    }
+
+    /// Applies the GPU snapshots taken before `ts_ns`, as the live session did between events.
+    fn apply_gpu_before(&mut self, ts_ns: u64) {
+        while let Some(g) = self.gpu.get(self.next_gpu) {
+            if g.ts_ns >= ts_ns {
+                break;
+            }
+            self.next_gpu += 1;
+            let value = if g.json.is_empty() {
+                self.last_gpu.clone()
+            } else {
+                // A snapshot that does not parse is skipped: the file's checksums passed, so
+                // only a writer bug could cause it, and the events stay exact without it.
+                serde_json::from_slice(&g.json).ok()
+            };
+            if let Some(v) = value {
+                self.last_gpu = Some(v.clone());
+                self.model.gpu_sample(g.ts_ns, v);
+            }
+        }
     }
 
     /// Whether every event has been applied.
