@@ -54,6 +54,8 @@ pub struct Options {
     pub monitor: Option<monitor::MonitorOptions>,
     /// Time-series sampling period (growth detection).
     pub tick: Duration,
+    /// `--mode`: exact, sample or growth.
+    pub mode: crate::mode::Mode,
 }
 
 /// What the monitor of a `run` saw.
@@ -185,7 +187,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     let recorder = match &opts.record {
         Some(path) => Some(Recorder::create(
             path,
-            &format!("oomtrace {:?}", opts.target),
+            &format!("oomtrace {:?} {}", opts.target, opts.mode.meta_token()),
         )?),
         None => None,
     };
@@ -200,6 +202,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         follow_forks: true,
         placement: opts.placement,
         ring_bytes: opts.ring_bytes,
+        mode: opts.mode,
     })?;
     probes.attach_tracepoints()?;
     probes.attach_allocator(&allocator)?;
@@ -216,6 +219,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         Target::Pid(pid) => format!("pid {pid} ({})", ingest::read_comm(*pid)),
         Target::All => "all processes".to_owned(),
     };
+    let label = crate::mode::label(label, opts.mode);
     let memory_max = opts.monitor.as_ref().and_then(|m| m.memory_max);
     let ui = ui.map(|link| ingest::Ui {
         link,
@@ -225,7 +229,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         ui,
         probes,
         ring,
-        model: Model::new(),
+        model: Model::with_mode(opts.mode),
         symbols: Symbolizer::new(),
         recorder,
         monitor,
@@ -259,8 +263,8 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             session.probes.trace_pid(*pid)?;
             let comm = ingest::read_comm(*pid);
             eprintln!(
-                "oomtrace: attached to pid {pid} ({comm}), probing {}; Ctrl-C to stop and report",
-                allocator.display()
+                "oomtrace: attached to pid {pid} ({comm}), {}; Ctrl-C to stop and report",
+                crate::mode::probing(opts.mode, &allocator)
             );
             session.feed(&comm_event(*pid, &comm));
             session.symbols.read_maps(*pid, 0);
@@ -272,8 +276,11 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                 session.symbols.read_maps(pid, 0);
             }
             eprintln!(
-                "oomtrace: tracing every process that uses {}; Ctrl-C to stop and report",
-                allocator.display()
+                "oomtrace: {}; Ctrl-C to stop and report",
+                crate::mode::label(
+                    format!("tracing every process that uses {}", allocator.display()),
+                    opts.mode
+                )
             );
         }
     }
