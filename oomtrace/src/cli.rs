@@ -387,8 +387,9 @@ mod tests {
         assert_eq!(run.tracing.mode, Mode::Sample { rate: 512 * 1024 });
         let cli = Cli::try_parse_from(["oomtrace", "--pid", "1", "--mode", "growth"]).unwrap();
         assert_eq!(cli.attach.tracing.mode, Mode::Growth);
-        let cli = Cli::try_parse_from(["oomtrace", "record", "-o", "f", "--mode=sample=1M", "--all"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["oomtrace", "record", "-o", "f", "--mode=sample=1M", "--all"])
+                .unwrap();
         let Some(Command::Record(rec)) = cli.command else {
             panic!()
         };

@@ -149,17 +149,14 @@ impl Mode {
             description,
         }
     }
-
 }
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Sample { rate } => write!(
-                f,
-                "sample (~{})",
-                crate::report::human_bytes_with(*rate, 0)
-            ),
+            Self::Sample { rate } => {
+                write!(f, "sample (~{})", crate::report::human_bytes_with(*rate, 0))
+            }
             other => f.write_str(other.name()),
         }
     }
@@ -283,10 +280,7 @@ mod tests {
     fn parses_every_spelling() {
         assert_eq!(Mode::parse("exact"), Ok(Mode::Exact));
         assert_eq!(Mode::parse("growth"), Ok(Mode::Growth));
-        assert_eq!(
-            Mode::parse("sample"),
-            Ok(Mode::Sample { rate: 512 * 1024 })
-        );
+        assert_eq!(Mode::parse("sample"), Ok(Mode::Sample { rate: 512 * 1024 }));
         for (s, rate) in [
             ("sample=4096", 4096),
             ("sample=512K", 512 * 1024),
@@ -295,7 +289,15 @@ mod tests {
         ] {
             assert_eq!(Mode::parse(s), Ok(Mode::Sample { rate }), "{s}");
         }
-        for bad in ["", "fast", "sample=", "sample=0", "sample=-1", "sample=2G", "exact=1"] {
+        for bad in [
+            "",
+            "fast",
+            "sample=",
+            "sample=0",
+            "sample=-1",
+            "sample=2G",
+            "exact=1",
+        ] {
             let err = Mode::parse(bad).unwrap_err();
             assert!(!err.contains('\n'), "{err}");
         }

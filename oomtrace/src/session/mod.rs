@@ -171,17 +171,30 @@ fn status_event(pid: u32, status: Option<ChildStatus>) -> MemEvent {
 /// Runs a whole session (with the TUI fed through `ui`, if given).
 pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     preflight::check()?;
+    // Growth mode probes no allocator: a program without a dynamic one (static, Go) is fine.
+    let needs_allocator = opts.mode.probes_allocator();
     let (allocator, exe) = match &opts.target {
         Target::Run(argv) => {
             let exe = target::resolve_command(&argv[0])?;
-            (target::allocator_of_program(&exe)?, Some(exe))
+            match target::allocator_of_program(&exe) {
+                Ok(allocator) => (allocator, Some(exe)),
+                Err(_) if !needs_allocator => (PathBuf::new(), Some(exe)),
+                Err(e) => return Err(e.into()),
+            }
         }
         Target::Pid(pid) if *pid == std::process::id() => {
             anyhow::bail!(
                 "pid {pid} is oomtrace itself, which never traces itself: give another pid"
             )
         }
-        Target::Pid(pid) => (target::allocator_of_pid(*pid)?, None),
+        Target::Pid(pid) => match target::allocator_of_pid(*pid) {
+            Ok(allocator) => (allocator, None),
+            Err(target::TargetError::NoSuchProcess(pid)) => {
+                return Err(target::TargetError::NoSuchProcess(pid).into());
+            }
+            Err(_) if !needs_allocator => (PathBuf::new(), None),
+            Err(e) => return Err(e.into()),
+        },
         Target::All => (target::system_libc()?, None),
     };
     let recorder = match &opts.record {
