@@ -79,7 +79,7 @@ pub fn is_sampled(tgid: u32, addr: u64) -> bool {
         tgid: u64::from(tgid),
     };
     // SAFETY: presence check only.
-    unsafe { SAMPLED.get(&key).is_some() }
+    unsafe { SAMPLED.get(key).is_some() }
 }
 
 /// Remembers a sampled block; false if it could not be stored.
@@ -89,7 +89,7 @@ pub fn remember(tgid: u32, addr: u64) -> bool {
         addr,
         tgid: u64::from(tgid),
     };
-    SAMPLED.insert(&key, &1, 0).is_ok()
+    SAMPLED.insert(key, 1, 0).is_ok()
 }
 
 /// Forgets a sampled block (freed, or moved by realloc).
@@ -99,5 +99,5 @@ pub fn forget(tgid: u32, addr: u64) {
         addr,
         tgid: u64::from(tgid),
     };
-    let _ = SAMPLED.remove(&key);
+    let _ = SAMPLED.remove(key);
 }

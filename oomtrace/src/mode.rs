@@ -342,6 +342,66 @@ mod tests {
     }
 
     #[test]
+    fn mode_events_round_trip_through_the_codec() {
+        use crate::record::{EventEncoder, SiteTable, decode_events};
+        use oomtrace_common::{EventKind, MemEvent};
+        let base = MemEvent {
+            kind: EventKind::Alloc as u16,
+            alloc_fn: 0,
+            tgid: 42,
+            tid: 43,
+            stack_id: 5,
+            ts_ns: 1_000,
+            addr: 0x5555_0000_1000,
+            size: 64,
+            old_addr: 0,
+            call_site: 0x5555_0000_0123,
+            aux: 512 * 1024,
+        };
+        let events = [
+            // A sampled allocation carries its rate in aux.
+            base,
+            MemEvent {
+                kind: EventKind::Realloc as u16,
+                old_addr: base.addr,
+                addr: base.addr + 0x1000,
+                ts_ns: 2_000,
+                ..base
+            },
+            // A fault (kind 21: the escape code path) and a madvise-marked unmap.
+            MemEvent {
+                kind: EventKind::Fault as u16,
+                alloc_fn: 9,
+                addr: 0x7f00_0000_0000,
+                size: 4096,
+                aux: 0,
+                ts_ns: 3_000,
+                ..base
+            },
+            MemEvent {
+                kind: EventKind::Munmap as u16,
+                alloc_fn: 9,
+                stack_id: -1,
+                call_site: 0,
+                addr: 0x7f00_0000_0000,
+                size: 8192,
+                aux: 4,
+                ts_ns: 4_000,
+                ..base
+            },
+        ];
+        let mut enc = EventEncoder::new();
+        for e in &events {
+            enc.push(e);
+        }
+        let mut buf = bytes::BytesMut::new();
+        enc.take_chunk(&mut buf);
+        let (mut sites, mut out) = (SiteTable::new(), Vec::new());
+        decode_events(&mut &buf[..], &mut sites, &mut out).unwrap();
+        assert_eq!(out, events);
+    }
+
+    #[test]
     fn table_mean_is_the_rate() {
         // The kernel draws bin i uniformly, then uniformly between entries i and i+1.
         let rate = 512 * 1024;
