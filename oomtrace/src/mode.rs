@@ -166,6 +166,7 @@ impl fmt::Display for Mode {
 pub fn label(label: String, mode: Mode) -> String {
     match mode {
         Mode::Exact => label,
+        other if label.is_empty() => format!("[mode {other}]"),
         other => format!("{label} [mode {other}]"),
     }
 }
