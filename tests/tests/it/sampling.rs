@@ -342,3 +342,37 @@ fn growth_mode_attaches_no_allocator_probes() {
         "growth mode must write no uprobe into the allocator"
     );
 }
+
+#[test]
+fn attach_in_sample_mode() {
+    if !require_bpf() {
+        return;
+    }
+    use std::io::Write as _;
+    // At one sample per byte every allocation is sampled with P = 1 - exp(-4000): the weights
+    // are exactly 1, so the --pid plumbing of sample mode is checked with exact figures.
+    let (mut workload, pid, mut stdin) = waiting_workload();
+    let tracer = start_tracer(&[
+        "--pid",
+        &pid.to_string(),
+        "--mode",
+        "sample=1",
+        "--format",
+        "json",
+    ]);
+    writeln!(stdin, "go").unwrap();
+    assert!(workload.wait().unwrap().success());
+    let out = tracer.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mode"]["name"], "sample");
+    assert_eq!(report["mode"]["sample_rate_bytes"], 1);
+    assert_figures(
+        &report,
+        "after_attach",
+        Some(u64::from(pid)),
+        leak(20_000, 5),
+    );
+    // The 100 frees of blocks allocated before attaching were never sampled: no event at all.
+    assert_eq!(report["unknown_frees"], 0);
+}
