@@ -376,3 +376,34 @@ fn attach_in_sample_mode() {
     // The 100 frees of blocks allocated before attaching were never sampled: no event at all.
     assert_eq!(report["unknown_frees"], 0);
 }
+
+#[test]
+fn a_bad_mode_is_a_usage_error() {
+    for bad in ["fast", "sample=0", "sample=2G", "sample=lots"] {
+        let out = output(oomtrace().args(["run", "--mode", bad, "--", "true"]));
+        assert_eq!(out.status.code(), Some(2), "--mode {bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("error: invalid value") && first.contains("--mode"),
+            "--mode {bad}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn growth_mode_needs_no_allocator_to_probe() {
+    if !require_bpf() {
+        return;
+    }
+    // A static program has no dynamic malloc (exact mode refuses it); growth mode traces it.
+    let exe = build_c("static", "static-binary", &["-O2", "-static"]);
+    let (report, _) = run_mode("growth", &exe, "", &[]);
+    assert_eq!(report["mode"]["name"], "growth");
+    let p = &report["processes"][0];
+    assert_eq!(p["exit_code"], 0);
+    assert!(
+        p["outstanding_bytes"].as_u64().unwrap() >= 4096,
+        "its start-up faulted pages in: {p}"
+    );
+}
