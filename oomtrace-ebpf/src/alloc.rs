@@ -9,12 +9,23 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use oomtrace_common::{AllocFn, DropReason, EventKind};
+use oomtrace_common::{AllocFn, ConfigKey, DropReason, EventKind, MODE_SAMPLE, MemEvent};
 
 use crate::{
-    Pending, count_drop, depth, emit_with, event, first_of_image, ids, stack, thread, traced,
-    traced_flags,
+    Pending, config, count_drop, depth, emit_with, event, first_of_image, ids, sample, stack,
+    thread, traced, traced_flags,
 };
+
+/// `Pending::alloc_fn` bits above the [`AllocFn`] (kernel-internal, never emitted).
+const FN_MASK: u16 = 0xff;
+/// `--mode sample`: the call was decided at entry (the bits below say what to report).
+const SAMPLE_MODE: u16 = 0x100;
+/// The new block is sampled.
+const SAMPLED_NEW: u16 = 0x200;
+/// realloc's old block is a sampled one.
+const SAMPLED_OLD: u16 = 0x400;
+/// Nothing to report at the return (sample mode, neither block sampled).
+const SKIP: u16 = 0x800;
 
 /// An allocator call open for over a second never returns: its uretprobe was missed
 /// (for example, the process was attached while the call was in flight).
@@ -41,6 +52,24 @@ fn enter(ctx: &ProbeContext, f: AllocFn, size: u64, old_addr: u64, aux: u64) -> 
     if t.depth > 1 {
         return 0;
     }
+    let mut fn_bits = f as u16;
+    if config(ConfigKey::Mode) == MODE_SAMPLE {
+        let new = sample::take(&mut t.countdown, size);
+        let old = old_addr != 0 && sample::is_sampled(tgid, old_addr);
+        if !new && !old {
+            // The common case: no call site, no stack walk, and the return only unwinds depth.
+            t.call.ts_ns = now;
+            t.call.alloc_fn = SKIP;
+            return 0;
+        }
+        fn_bits |= SAMPLE_MODE;
+        if new {
+            fn_bits |= SAMPLED_NEW;
+        }
+        if old {
+            fn_bits |= SAMPLED_OLD;
+        }
+    }
     // SAFETY: regs is the probe's pt_regs; [rsp] is read from user memory with the helper.
     let (call_site, rbp) = unsafe {
         let regs = &*ctx.regs;
@@ -56,7 +85,7 @@ fn enter(ctx: &ProbeContext, f: AllocFn, size: u64, old_addr: u64, aux: u64) -> 
         call_site,
         aux,
         stack_id: stack::stack_id(rbp),
-        alloc_fn: f as u16,
+        alloc_fn: fn_bits,
         _pad: 0,
     };
     0
@@ -154,14 +183,18 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let p = t.call;
+    if p.alloc_fn & SKIP != 0 {
+        return 0;
+    }
     let ret: u64 = ctx.ret::<u64>();
+    let f = p.alloc_fn & FN_MASK;
     let mut ev = event(EventKind::Alloc, tgid, tid);
-    ev.alloc_fn = p.alloc_fn;
+    ev.alloc_fn = f;
     ev.size = p.size;
     ev.call_site = p.call_site;
     ev.stack_id = p.stack_id;
     ev.addr = ret;
-    if p.alloc_fn == AllocFn::PosixMemalign as u16 {
+    if f == AllocFn::PosixMemalign as u16 {
         // posix_memalign returns 0 on success and stores the block in *memptr.
         ev.addr = if ret as u32 == 0 {
             // SAFETY: user pointer read through the helper.
@@ -170,24 +203,78 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
             0
         };
     }
-    if p.alloc_fn == AllocFn::Realloc as u16 || p.alloc_fn == AllocFn::Reallocarray as u16 {
+    let is_realloc = f == AllocFn::Realloc as u16 || f == AllocFn::Reallocarray as u16;
+    if is_realloc {
         ev.kind = EventKind::Realloc as u16;
         ev.old_addr = p.old_addr;
+    }
+    if p.alloc_fn & SAMPLE_MODE != 0 && !sampled_return(&mut ev, p.alloc_fn, is_realloc) {
+        return 0;
     }
     emit_with(&ev, first_of_image(flags));
     0
 }
 
+/// `--mode sample` at an allocator's return: keeps `SAMPLED` in step and turns `ev` into what
+/// the user side must see. False: nothing to emit. The four realloc cases — old block sampled
+/// or not, new block sampled or not — each get their own event.
+#[inline(always)]
+fn sampled_return(ev: &mut MemEvent, bits: u16, is_realloc: bool) -> bool {
+    let tgid = ev.tgid;
+    let (new, old) = (bits & SAMPLED_NEW != 0, bits & SAMPLED_OLD != 0);
+    // Success, or glibc's realloc(p, 0) freeing p: either way the old block is gone.
+    let old_gone = is_realloc && old && (ev.addr != 0 || ev.size == 0);
+    if old_gone {
+        sample::forget(tgid, ev.old_addr);
+    }
+    if new {
+        if ev.addr != 0 && !sample::remember(tgid, ev.addr) {
+            count_drop(DropReason::PendingFull);
+        }
+        if is_realloc && !old {
+            // An unsampled old block is not the user side's to free.
+            ev.old_addr = 0;
+        }
+        // The mark of a sampled event: its rate, from which the user side weighs it.
+        ev.aux = config(ConfigKey::SampleRate);
+        return true;
+    }
+    if old_gone {
+        // Old block sampled, new one not: to the user side that is a free.
+        ev.kind = EventKind::Free as u16;
+        ev.addr = ev.old_addr;
+        ev.old_addr = 0;
+        ev.size = 0;
+        ev.call_site = 0;
+        ev.stack_id = -1;
+        return true;
+    }
+    // An old sampled block kept by a failed realloc: nothing changed.
+    false
+}
+
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
+    let addr = arg(&ctx, 0);
+    // free(NULL) is a no-op.
+    if addr == 0 {
+        return 0;
+    }
     let (tgid, tid) = ids();
     let Some(flags) = traced_flags(tgid) else {
         return 0;
     };
-    let addr = arg(&ctx, 0);
-    // free(NULL) is a no-op; a free inside another allocator call is that call's business.
-    if addr == 0 || depth(tid) > 0 {
+    let sampling = config(ConfigKey::Mode) == MODE_SAMPLE;
+    // Sample mode: a block that was not sampled is none of our business — one lookup, no event.
+    if sampling && !sample::is_sampled(tgid, addr) {
         return 0;
+    }
+    // A free inside another allocator call is that call's business.
+    if depth(tid) > 0 {
+        return 0;
+    }
+    if sampling {
+        sample::forget(tgid, addr);
     }
     let mut ev = event(EventKind::Free, tgid, tid);
     ev.addr = addr;

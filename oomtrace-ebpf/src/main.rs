@@ -12,7 +12,9 @@
 #![no_main]
 
 mod alloc;
+mod growth;
 mod lifecycle;
+mod sample;
 mod stack;
 mod syscalls;
 
@@ -49,6 +51,8 @@ pub struct Thread {
     pub _pad: u32,
     /// The outermost open allocator call.
     pub call: Pending,
+    /// `--mode sample`: bytes to this thread's next sample point (0: not drawn yet).
+    pub countdown: u64,
 }
 
 /// `TRACED` value bit: the current image already emitted an allocator event.
@@ -163,6 +167,7 @@ pub fn thread(tid: u32) -> Option<*mut Thread> {
             alloc_fn: 0,
             _pad: 0,
         },
+        countdown: 0,
     };
     if THREADS.insert(tid, fresh, 0).is_err() {
         count_drop(DropReason::PendingFull);

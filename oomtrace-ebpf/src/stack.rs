@@ -14,6 +14,13 @@ use crate::{SCRATCH, STACKS, count_drop};
 /// Walks from `rbp`, stores the frames, and returns their stack id (-1: none or collision).
 #[inline(always)]
 pub fn stack_id(rbp: u64) -> i32 {
+    stack_id_from(0, rbp)
+}
+
+/// As [`stack_id`], with `first` (when non-zero) as the innermost frame before the walk: a
+/// return address found some other way (at a leaf that keeps no frame of its own).
+#[inline(always)]
+pub fn stack_id_from(first: u64, rbp: u64) -> i32 {
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
         return -1;
     };
@@ -22,7 +29,17 @@ pub fn stack_id(rbp: u64) -> i32 {
     let mut fp = rbp;
     let mut hash: u32 = 0x811c_9dc5;
     let mut n = 0usize;
-    for (i, slot) in buf.iter_mut().enumerate() {
+    let mut start = 0usize;
+    if first != 0
+        && let Some(slot) = buf.get_mut(0)
+    {
+        *slot = first;
+        hash = (hash ^ first as u32).wrapping_mul(0x0100_0193);
+        hash = (hash ^ (first >> 32) as u32).wrapping_mul(0x0100_0193);
+        n = 1;
+        start = 1;
+    }
+    for (i, slot) in buf.iter_mut().enumerate().skip(start) {
         if fp == 0 || fp & 7 != 0 {
             break;
         }

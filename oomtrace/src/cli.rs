@@ -275,6 +275,11 @@ pub struct TracingArgs {
     /// Period of the time series behind growth detection (e.g. 1s, 500ms).
     #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
     pub tick: Duration,
+    /// `exact`: every allocator call. `sample[=BYTES]`: byte-sampled unbiased estimates, one
+    /// sample per ~BYTES allocated (default 512K), far cheaper. `growth`: no allocator probes;
+    /// page faults attribute resident-memory (RSS) growth to stacks, at tracepoint cost.
+    #[arg(long, value_name = "MODE", default_value = "exact", value_parser = crate::mode::Mode::parse)]
+    pub mode: crate::mode::Mode,
 }
 
 /// Ring sizes must be a power-of-two number of pages.
@@ -370,6 +375,31 @@ mod tests {
             vec![OsString::from("ls"), OsString::from("-l")]
         );
         assert_eq!(run.output.format, Some(Format::Json));
+    }
+
+    #[test]
+    fn mode_is_accepted_everywhere_it_traces() {
+        use crate::mode::Mode;
+        let cli = Cli::try_parse_from(["oomtrace", "run", "--mode", "sample", "--", "ls"]).unwrap();
+        let Some(Command::Run(run)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.tracing.mode, Mode::Sample { rate: 512 * 1024 });
+        let cli = Cli::try_parse_from(["oomtrace", "--pid", "1", "--mode", "growth"]).unwrap();
+        assert_eq!(cli.attach.tracing.mode, Mode::Growth);
+        let cli =
+            Cli::try_parse_from(["oomtrace", "record", "-o", "f", "--mode=sample=1M", "--all"])
+                .unwrap();
+        let Some(Command::Record(rec)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(rec.tracing.mode, Mode::Sample { rate: 1 << 20 });
+        let cli = Cli::try_parse_from(["oomtrace", "run", "--", "ls"]).unwrap();
+        let Some(Command::Run(run)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.tracing.mode, Mode::Exact);
+        assert!(Cli::try_parse_from(["oomtrace", "run", "--mode", "fast", "--", "ls"]).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod gpu;
 pub mod launch;
+pub mod mode;
 pub mod model;
 pub mod offline;
 pub mod oom;

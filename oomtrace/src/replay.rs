@@ -57,8 +57,9 @@ fn play(
     controls: &Receiver<ReplayControl>,
     done: &AtomicBool,
 ) {
-    let (_, _, _, start_ns) = player.parts();
-    let mut view = ViewState::new(String::new(), true, start_ns, None);
+    let (model, _, _, start_ns) = player.parts();
+    let label = crate::mode::label(String::new(), model.mode);
+    let mut view = ViewState::new(label, true, start_ns, None);
     let mut paused = false;
     let mut last = Instant::now();
     let mut last_publish: Option<Instant> = None;

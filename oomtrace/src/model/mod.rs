@@ -69,6 +69,8 @@ pub struct Model {
     /// Outstanding bytes over all processes now, and the most there ever were.
     outstanding: u64,
     peak_outstanding: u64,
+    /// What the events measure (`--mode`): every process follows it.
+    pub mode: crate::mode::Mode,
 }
 
 impl Model {
@@ -82,6 +84,14 @@ impl Model {
         let procs = &self.procs;
         self.gpu
             .observe(ts_ns, snapshot, |pid| procs.contains_key(&pid));
+    }
+
+    /// An empty model for events traced in `mode`.
+    pub fn with_mode(mode: crate::mode::Mode) -> Self {
+        Self {
+            mode,
+            ..Self::default()
+        }
     }
 
     /// Applies one event.
@@ -155,7 +165,8 @@ impl Model {
         }
     }
 
-    fn insert(&mut self, p: Process) {
+    fn insert(&mut self, mut p: Process) {
+        p.mode = self.mode;
         let pid = p.pid;
         if self.procs.insert(pid, p).is_none() {
             self.order.push(pid);
@@ -235,6 +246,7 @@ pub fn has_call_site(kind: EventKind) -> bool {
             | EventKind::Mmap
             | EventKind::Mremap
             | EventKind::Brk
+            | EventKind::Fault
     )
 }
 

@@ -6,6 +6,10 @@ use oomtrace_common::{EventKind, MemEvent};
 
 use super::hist::{LifetimeHist, SizeDist};
 use super::ranges::Ranges;
+use crate::mode::Mode;
+
+mod resident;
+mod sampled;
 
 /// Stacks kept per process; later distinct stacks are folded into one overflow stack.
 pub const MAX_STACKS_PER_PROCESS: usize = 65_536;
@@ -29,18 +33,25 @@ pub struct Counts {
 
 impl Counts {
     fn alloc(&mut self, bytes: u64) {
+        self.alloc_n(bytes, 1);
+    }
+
+    /// `blocks` allocations of `bytes` in all (more than one: a sampled block's weight).
+    fn alloc_n(&mut self, bytes: u64, blocks: u64) {
         self.outstanding_bytes += bytes;
-        self.outstanding_allocs += 1;
+        self.outstanding_allocs += blocks;
         self.allocated_bytes += bytes;
-        self.allocs += 1;
+        self.allocs += blocks;
     }
 
     fn release(&mut self, bytes: u64, gone: bool) {
+        self.release_n(bytes, u64::from(gone));
+    }
+
+    fn release_n(&mut self, bytes: u64, blocks: u64) {
         self.outstanding_bytes = self.outstanding_bytes.saturating_sub(bytes);
-        if gone {
-            self.outstanding_allocs = self.outstanding_allocs.saturating_sub(1);
-            self.frees += 1;
-        }
+        self.outstanding_allocs = self.outstanding_allocs.saturating_sub(blocks);
+        self.frees += blocks;
     }
 }
 
@@ -74,8 +85,11 @@ pub const MAX_LIFETIME_HISTS: usize = 2048;
 
 #[derive(Clone, Copy, Debug)]
 struct Block {
+    /// Bytes it counts for (its requested size; an estimate when sampled).
     size: u64,
     stack: u32,
+    /// Blocks it counts for (1; an estimate when sampled).
+    blocks: u32,
     ts_ns: u64,
 }
 
@@ -121,6 +135,8 @@ pub struct Process {
     last_exit_code: Option<i32>,
     last_signal: Option<i32>,
     lifetime_hists: usize,
+    /// What its events measure (set by the model).
+    pub mode: Mode,
 }
 
 impl Process {
@@ -144,11 +160,13 @@ impl Process {
             last_exit_code: None,
             last_signal: None,
             lifetime_hists: 0,
+            mode: Mode::Exact,
         }
     }
 
     /// Live heap blocks (for the tracer's memory bound).
     pub fn live_blocks(&self) -> usize {
+        // (Growth mode's pages are range pieces: counted here too, under the same cap.)
         self.blocks.len() + self.range_allocs.len()
     }
 
@@ -183,26 +201,30 @@ impl Process {
 
     fn add_block(&mut self, ev: &MemEvent, addr: u64, size: u64) {
         let stack = self.stack(ev);
+        let (bytes, blocks) = sampled::weigh(ev, size);
         // An address handed out twice means we missed its free (lost event): release it first.
         if let Some(old) = self.blocks.insert(
             addr,
             Block {
-                size,
+                size: bytes,
                 stack,
+                blocks,
                 ts_ns: ev.ts_ns,
             },
         ) {
             self.release_block(old);
         }
         let st = &mut self.stacks[stack as usize];
-        st.counts.alloc(size);
+        st.counts.alloc_n(bytes, blocks.into());
         st.sizes.record(size);
-        self.totals.alloc(size);
+        self.totals.alloc_n(bytes, blocks.into());
     }
 
     fn release_block(&mut self, b: Block) {
-        self.stacks[b.stack as usize].counts.release(b.size, true);
-        self.totals.release(b.size, true);
+        self.stacks[b.stack as usize]
+            .counts
+            .release_n(b.size, b.blocks.into());
+        self.totals.release_n(b.size, b.blocks.into());
     }
 
     /// A block freed at `ts_ns`: released, and its lifetime recorded.
@@ -238,7 +260,7 @@ impl Process {
         self.totals.failed_allocs += 1;
     }
 
-    fn add_range(&mut self, ev: &MemEvent, start: u64, len: u64) {
+    pub(super) fn add_range(&mut self, ev: &MemEvent, start: u64, len: u64) {
         let stack = self.stack(ev);
         let id = self.next_range_alloc;
         self.next_range_alloc += 1;
@@ -250,7 +272,7 @@ impl Process {
         self.totals.alloc(len);
     }
 
-    fn remove_range(&mut self, start: u64, len: u64) {
+    pub(super) fn remove_range(&mut self, start: u64, len: u64) {
         for r in self.ranges.remove(start, len) {
             let stack = if r.gone {
                 self.range_allocs.remove(&r.alloc)
@@ -270,6 +292,9 @@ impl Process {
         let Some(kind) = EventKind::from_u16(ev.kind) else {
             return;
         };
+        if self.mode == Mode::Growth && self.apply_resident(kind, ev, track_blocks) {
+            return;
+        }
         match kind {
             EventKind::Alloc if ev.addr == 0 => self.fail(ev),
             EventKind::Alloc if track_blocks => self.add_block(ev, ev.addr, ev.size),
@@ -280,6 +305,8 @@ impl Process {
             EventKind::Realloc => self.realloc(ev, track_blocks),
             EventKind::Mmap if ev.addr == 0 => self.fail(ev),
             EventKind::Mmap => self.add_range(ev, ev.addr, ev.size),
+            // A non-zero aux is madvise dropping pages (growth mode's business): still mapped.
+            EventKind::Munmap if ev.aux != 0 => {}
             EventKind::Munmap => self.remove_range(ev.addr, ev.size),
             EventKind::Mremap if ev.addr == 0 => self.fail(ev),
             EventKind::Mremap => {
@@ -342,12 +369,14 @@ impl Process {
     }
 
     /// Counted in the statistics, not tracked as a block (the block cap was reached).
-    fn count_untracked(&mut self, ev: &MemEvent) {
+    pub(super) fn count_untracked(&mut self, ev: &MemEvent) {
         let stack = self.stack(ev);
-        self.stacks[stack as usize].counts.allocated_bytes += ev.size;
-        self.stacks[stack as usize].counts.allocs += 1;
-        self.totals.allocated_bytes += ev.size;
-        self.totals.allocs += 1;
+        let (bytes, blocks) = sampled::weigh(ev, ev.size);
+        let blocks = u64::from(blocks);
+        self.stacks[stack as usize].counts.allocated_bytes += bytes;
+        self.stacks[stack as usize].counts.allocs += blocks;
+        self.totals.allocated_bytes += bytes;
+        self.totals.allocs += blocks;
     }
 
     fn realloc(&mut self, ev: &MemEvent, track_blocks: bool) {

@@ -97,6 +97,59 @@ impl Ranges {
         released
     }
 
+    /// Whether `addr` lies in a live piece.
+    pub fn covers(&self, addr: u64) -> bool {
+        self.pieces
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(_, p)| p.end > addr)
+    }
+
+    /// Moves the pieces within `[old, old + len)` (page-rounded) to the same offsets from `new`,
+    /// trimming or splitting pieces that straddle the edges (`mremap` moving a mapping). The
+    /// target range must hold no pieces.
+    pub fn relocate(&mut self, old: u64, len: u64, new: u64) {
+        let end = old.saturating_add(len.div_ceil(PAGE) * PAGE);
+        let overlapping: Vec<(u64, Piece)> = self
+            .pieces
+            .range(..end)
+            .rev()
+            .take_while(|(_, p)| p.end > old)
+            .map(|(&s, &p)| (s, p))
+            .collect();
+        let mut moved = Vec::with_capacity(overlapping.len());
+        for (s, p) in overlapping {
+            self.pieces.remove(&s);
+            // The piece goes on as its moved part; parts outside the range stay as new pieces.
+            let count = self.counts.entry(p.alloc).or_default();
+            if s < old {
+                self.pieces.insert(
+                    s,
+                    Piece {
+                        end: old,
+                        alloc: p.alloc,
+                    },
+                );
+                *count += 1;
+            }
+            if p.end > end {
+                self.pieces.insert(
+                    end,
+                    Piece {
+                        end: p.end,
+                        alloc: p.alloc,
+                    },
+                );
+                *count += 1;
+            }
+            let (a, b) = (s.max(old), p.end.min(end));
+            moved.push((a - old + new, b - old + new, p.alloc));
+        }
+        for (a, b, alloc) in moved {
+            self.pieces.insert(a, Piece { end: b, alloc });
+        }
+    }
+
     /// Drops every piece (the address space went away).
     pub fn clear(&mut self) {
         self.pieces.clear();
@@ -125,6 +178,21 @@ mod tests {
         let total: u64 = rel.iter().map(|x| x.bytes).sum();
         assert_eq!(total, 3 * PAGE);
         assert!(rel.iter().any(|x| x.gone));
+    }
+
+    #[test]
+    fn covers_and_relocate() {
+        let mut r = Ranges::default();
+        r.insert(0x10000, PAGE, 1);
+        r.insert(0x11000, PAGE, 2);
+        assert!(r.covers(0x10000) && r.covers(0x11fff));
+        assert!(!r.covers(0x12000) && !r.covers(0xffff));
+        r.relocate(0x10000, 2 * PAGE, 0x50000);
+        assert!(!r.covers(0x10000));
+        assert!(r.covers(0x50000) && r.covers(0x51000));
+        let rel = r.remove(0x50000, 2 * PAGE);
+        assert_eq!(rel.len(), 2);
+        assert!(rel.iter().all(|x| x.gone && x.bytes == PAGE));
     }
 
     #[test]

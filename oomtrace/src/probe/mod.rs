@@ -2,6 +2,7 @@
 //! map, and read the maps that are not the event stream (drop counters, stacks).
 
 pub mod elf;
+pub mod modes;
 pub mod placement;
 pub mod preflight;
 pub mod target;
@@ -126,6 +127,8 @@ pub struct ProbeConfig {
     pub placement: PlacementMode,
     /// Ring buffer size in bytes (a power-of-two number of pages).
     pub ring_bytes: u32,
+    /// `--mode`: what the kernel side traces.
+    pub mode: crate::mode::Mode,
 }
 
 /// One attached allocator probe, for `oomtrace probes` and the placement test.
@@ -158,6 +161,7 @@ pub struct Probes {
     attached_objects: Vec<(u64, u64)>,
     /// Owned here rather than by the programs, so that they go with the `Probes`.
     uprobe_links: Vec<UProbeLink>,
+    mode: crate::mode::Mode,
 }
 
 impl Probes {
@@ -172,7 +176,9 @@ impl Probes {
             placement: cfg.placement,
             attached_objects: Vec::new(),
             uprobe_links: Vec::new(),
+            mode: cfg.mode,
         };
+        modes::configure(&mut probes.ebpf, cfg.mode)?;
         let mut config: Array<_, u64> = Array::try_from(probes.map_mut("CONFIG")?)?;
         config.set(ConfigKey::TraceAll as u32, u64::from(cfg.trace_all), 0)?;
         config.set(ConfigKey::SelfTgid as u32, u64::from(std::process::id()), 0)?;
@@ -192,7 +198,11 @@ impl Probes {
 
     /// Attaches the memory-syscall and process-lifecycle tracepoints.
     pub fn attach_tracepoints(&mut self) -> Result<()> {
-        self.attach_some_tracepoints(TRACEPOINTS)
+        self.attach_some_tracepoints(TRACEPOINTS)?;
+        if self.mode == crate::mode::Mode::Growth {
+            self.attach_some_tracepoints(modes::GROWTH_TRACEPOINTS)?;
+        }
+        Ok(())
     }
 
     /// Attaches only the OOM killer's tracepoint (`oomtrace oom-watch`).
@@ -220,7 +230,11 @@ impl Probes {
 
     /// Attaches entry (and return) probes on every allocator function `object` defines.
     /// Returns what was attached; attaching the same object twice is a no-op.
+    /// In growth mode nothing is attached: that mode has no allocator probes.
     pub fn attach_allocator(&mut self, object: &Path) -> Result<Vec<AttachedProbe>> {
+        if !self.mode.probes_allocator() {
+            return Ok(Vec::new());
+        }
         let meta = std::fs::metadata(object)
             .with_context(|| format!("cannot stat {}", object.display()))?;
         let id = (

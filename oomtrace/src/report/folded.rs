@@ -139,6 +139,7 @@ pub(super) mod tests {
     pub(crate) fn report(procs: &[(u32, &str)], stacks: Vec<StackReport>) -> Report {
         Report {
             schema: "oomtrace.report/1",
+            mode: crate::mode::Mode::Exact.report(),
             duration_s: 2.5,
             lost_events: 0,
             unknown_frees: 0,

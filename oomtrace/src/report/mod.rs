@@ -89,6 +89,8 @@ pub struct Losses {
 pub struct Report {
     /// Always `oomtrace.report/1`.
     pub schema: &'static str,
+    /// The tracing mode, and what the byte figures below mean in it.
+    pub mode: crate::mode::ModeReport,
     /// Seconds traced.
     pub duration_s: f64,
     /// Events lost (counted, never hidden).
@@ -253,6 +255,7 @@ impl Report {
         });
         Self {
             schema: "oomtrace.report/1",
+            mode: model.mode.report(),
             duration_s,
             lost_events: losses.lost_events + model.counters.malformed_events,
             unknown_frees: model.unknown_frees(),

@@ -18,6 +18,9 @@ pub fn render(report: &Report, top: usize) -> String {
         report.unknown_frees,
         report.stack_collisions
     );
+    if let Some(line) = crate::mode::text_line(&report.mode) {
+        let _ = writeln!(s, "{line}");
+    }
     if report.lost_events > 0 {
         let _ = writeln!(
             s,
@@ -64,7 +67,14 @@ pub fn render(report: &Report, top: usize) -> String {
         let _ = writeln!(s, "\nNo memory outstanding.");
         return s;
     }
-    let _ = writeln!(s, "\nTop {} stacks by outstanding bytes:", shown.len());
+    match crate::mode::text_table_title(&report.mode) {
+        Some(title) => {
+            let _ = writeln!(s, "\nTop {} stacks by {title}:", shown.len());
+        }
+        None => {
+            let _ = writeln!(s, "\nTop {} stacks by outstanding bytes:", shown.len());
+        }
+    }
     for (i, st) in shown.iter().enumerate() {
         let _ = write!(
             s,

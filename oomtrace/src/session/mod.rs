@@ -54,6 +54,8 @@ pub struct Options {
     pub monitor: Option<monitor::MonitorOptions>,
     /// Time-series sampling period (growth detection).
     pub tick: Duration,
+    /// `--mode`: exact, sample or growth.
+    pub mode: crate::mode::Mode,
 }
 
 /// What the monitor of a `run` saw.
@@ -169,23 +171,36 @@ fn status_event(pid: u32, status: Option<ChildStatus>) -> MemEvent {
 /// Runs a whole session (with the TUI fed through `ui`, if given).
 pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     preflight::check()?;
+    // Growth mode probes no allocator: a program without a dynamic one (static, Go) is fine.
+    let needs_allocator = opts.mode.probes_allocator();
     let (allocator, exe) = match &opts.target {
         Target::Run(argv) => {
             let exe = target::resolve_command(&argv[0])?;
-            (target::allocator_of_program(&exe)?, Some(exe))
+            match target::allocator_of_program(&exe) {
+                Ok(allocator) => (allocator, Some(exe)),
+                Err(_) if !needs_allocator => (PathBuf::new(), Some(exe)),
+                Err(e) => return Err(e.into()),
+            }
         }
         Target::Pid(pid) if *pid == std::process::id() => {
             anyhow::bail!(
                 "pid {pid} is oomtrace itself, which never traces itself: give another pid"
             )
         }
-        Target::Pid(pid) => (target::allocator_of_pid(*pid)?, None),
+        Target::Pid(pid) => match target::allocator_of_pid(*pid) {
+            Ok(allocator) => (allocator, None),
+            Err(target::TargetError::NoSuchProcess(pid)) => {
+                return Err(target::TargetError::NoSuchProcess(pid).into());
+            }
+            Err(_) if !needs_allocator => (PathBuf::new(), None),
+            Err(e) => return Err(e.into()),
+        },
         Target::All => (target::system_libc()?, None),
     };
     let recorder = match &opts.record {
         Some(path) => Some(Recorder::create(
             path,
-            &format!("oomtrace {:?}", opts.target),
+            &format!("oomtrace {:?} {}", opts.target, opts.mode.meta_token()),
         )?),
         None => None,
     };
@@ -200,6 +215,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         follow_forks: true,
         placement: opts.placement,
         ring_bytes: opts.ring_bytes,
+        mode: opts.mode,
     })?;
     probes.attach_tracepoints()?;
     probes.attach_allocator(&allocator)?;
@@ -216,6 +232,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         Target::Pid(pid) => format!("pid {pid} ({})", ingest::read_comm(*pid)),
         Target::All => "all processes".to_owned(),
     };
+    let label = crate::mode::label(label, opts.mode);
     let memory_max = opts.monitor.as_ref().and_then(|m| m.memory_max);
     let ui = ui.map(|link| ingest::Ui {
         link,
@@ -225,7 +242,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         ui,
         probes,
         ring,
-        model: Model::new(),
+        model: Model::with_mode(opts.mode),
         symbols: Symbolizer::new(),
         recorder,
         monitor,
@@ -260,8 +277,8 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             session.probes.trace_pid(*pid)?;
             let comm = ingest::read_comm(*pid);
             eprintln!(
-                "oomtrace: attached to pid {pid} ({comm}), probing {}; Ctrl-C to stop and report",
-                allocator.display()
+                "oomtrace: attached to pid {pid} ({comm}), {}; Ctrl-C to stop and report",
+                crate::mode::probing(opts.mode, &allocator)
             );
             session.feed(&comm_event(*pid, &comm));
             session.symbols.read_maps(*pid, 0);
@@ -273,8 +290,11 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                 session.symbols.read_maps(pid, 0);
             }
             eprintln!(
-                "oomtrace: tracing every process that uses {}; Ctrl-C to stop and report",
-                allocator.display()
+                "oomtrace: {}; Ctrl-C to stop and report",
+                crate::mode::label(
+                    format!("tracing every process that uses {}", allocator.display()),
+                    opts.mode
+                )
             );
         }
     }

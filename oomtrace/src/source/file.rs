@@ -138,10 +138,12 @@ impl Player {
             };
             symbols.insert(tgid, frame);
         }
+        // The mode rides in the header, so even a recording cut short replays in it.
+        let mode = crate::mode::Mode::from_meta(&rec.header.meta);
         Self {
             events: rec.events,
             next: 0,
-            model: Model::new(),
+            model: Model::with_mode(mode),
             ooms,
             gpu: rec.gpu,
             next_gpu: 0,
@@ -159,7 +161,7 @@ impl Player {
     pub fn advance_to(&mut self, t_s: f64) {
         let t_s = t_s.max(0.0);
         if t_s < self.at_s {
-            self.model = Model::new();
+            self.model = Model::with_mode(self.model.mode);
             self.next = 0;
             self.next_gpu = 0;
             self.last_gpu = None;

@@ -9,5 +9,6 @@ mod modes;
 mod offline;
 mod oom;
 mod placement;
+mod sampling;
 mod tui;
 mod util;

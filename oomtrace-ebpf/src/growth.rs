@@ -1,0 +1,104 @@
+//! `--mode growth`: no allocator probes. User page faults say which stack made memory resident
+//! (one event per faulting page, at tracepoint cost); `madvise` says which pages went away
+//! besides unmaps (the syscall tracepoints of `syscalls.rs` report munmap, brk and mremap).
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use oomtrace_common::EventKind;
+
+use crate::syscalls::tp;
+use crate::{emit, event, ids, stack, traced};
+
+const PAGE: u64 = 4096;
+/// User addresses end here on x86-64 (4-level paging; 5-level is rarer and larger: still user).
+const USER_END: u64 = 1 << 56;
+/// Offsets of `ip`, `sp` and `bp` in x86-64 `struct pt_regs` (an ABI-stable layout).
+const PT_REGS_IP: usize = 16 * 8;
+const PT_REGS_SP: usize = 19 * 8;
+const PT_REGS_BP: usize = 4 * 8;
+/// madvise behaviours that drop pages while the mapping stays.
+const MADV_DONTNEED: u64 = 4;
+const MADV_FREE: u64 = 8;
+const MADV_REMOVE: u64 = 9;
+const MADV_DONTNEED_LOCKED: u64 = 24;
+
+/// Whether `ret` looks like a return address: the bytes before it are a `call` instruction
+/// (`e8 rel32`, `ff 15 disp32`, `ff /2` through a register, with or without a disp8).
+#[inline(always)]
+fn after_call(ret: u64) -> bool {
+    if ret < 6 {
+        return false;
+    }
+    // SAFETY: user memory read through the helper; a bad address just fails.
+    let Ok(b) = (unsafe { bpf_probe_read_user((ret - 6) as *const [u8; 6]) }) else {
+        return false;
+    };
+    b[1] == 0xe8
+        || (b[0] == 0xff && b[1] == 0x15)
+        || (b[4] == 0xff && b[5] & 0xf8 == 0xd0)
+        || (b[3] == 0xff && b[4] & 0xf8 == 0x50)
+}
+
+/// Faults in user mode, and faults the kernel takes on user addresses for the process (a
+/// `read()` into a fresh buffer): the user registers are the process's own either way.
+#[tracepoint]
+pub fn page_fault(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = ids();
+    if !traced(tgid) {
+        return 0;
+    }
+    let address: u64 = tp(&ctx, 8);
+    if address >= USER_END {
+        return 0;
+    }
+    // SAFETY: task and regs come from BTF helpers; every read goes through probe-read helpers.
+    let (ip, sp, bp) = unsafe {
+        let task = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(task) as *const u8;
+        (
+            bpf_probe_read_kernel(regs.add(PT_REGS_IP) as *const u64).unwrap_or(0),
+            bpf_probe_read_kernel(regs.add(PT_REGS_SP) as *const u64).unwrap_or(0),
+            bpf_probe_read_kernel(regs.add(PT_REGS_BP) as *const u64).unwrap_or(0),
+        )
+    };
+    // A leaf without a frame of its own (libc's memset) leaves rbp to its caller, so the walk
+    // would skip that caller: its return address sits at [sp] then. Take it when it is one.
+    // SAFETY: user memory read through the helper.
+    let top = unsafe { bpf_probe_read_user(sp as *const u64).unwrap_or(0) };
+    let first = if after_call(top) { top } else { 0 };
+    let mut ev = event(EventKind::Fault, tgid, tid);
+    ev.addr = address & !(PAGE - 1);
+    ev.size = PAGE;
+    // The faulting instruction, + 1 so that it symbolizes like a return address (at addr - 1).
+    ev.call_site = ip.wrapping_add(1);
+    ev.stack_id = stack::stack_id_from(first, bp);
+    emit(&ev);
+    0
+}
+
+/// `madvise` that drops pages: reported as a `Munmap` whose `aux` is the behaviour (non-zero).
+#[tracepoint]
+pub fn madvise_enter(ctx: TracePointContext) -> u32 {
+    let behavior: u64 = tp(&ctx, 32);
+    if !matches!(
+        behavior,
+        MADV_DONTNEED | MADV_FREE | MADV_REMOVE | MADV_DONTNEED_LOCKED
+    ) {
+        return 0;
+    }
+    let (tgid, tid) = ids();
+    if !traced(tgid) {
+        return 0;
+    }
+    let mut ev = event(EventKind::Munmap, tgid, tid);
+    ev.addr = tp(&ctx, 16);
+    ev.size = tp(&ctx, 24);
+    ev.aux = behavior;
+    emit(&ev);
+    0
+}
