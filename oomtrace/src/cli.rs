@@ -275,6 +275,10 @@ pub struct TracingArgs {
     /// Period of the time series behind growth detection (e.g. 1s, 500ms).
     #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
     pub tick: Duration,
+    /// Also trace kernel allocations (pages, slab, vmalloc; DRM/TTM buffers where the kernel
+    /// allows) made in the traced processes' context, by kernel stack.
+    #[arg(long)]
+    pub kernel: bool,
 }
 
 /// Ring sizes must be a power-of-two number of pages.

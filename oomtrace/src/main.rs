@@ -127,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 record: Some(args.recording.clone()),
                 monitor: None,
                 tick: args.tracing.tick,
+                kernel: args.tracing.kernel,
             };
             let output = OutputArgs {
                 format: Some(args.format),
@@ -152,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     placement: args.tracing.placement.into(),
                     ring_bytes: args.tracing.ring_buffer_kib * 1024,
                     record: None,
+                    kernel: args.tracing.kernel,
                     // A monitored run samples its growth as often as its memory.
                     tick: if monitored {
                         args.tracing.tick.min(args.sample_interval)
@@ -187,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     record: None,
                     monitor: None,
                     tick: a.tracing.tick,
+                    kernel: a.tracing.kernel,
                 },
                 a.output,
             )

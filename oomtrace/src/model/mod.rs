@@ -3,6 +3,7 @@
 
 pub mod growth;
 pub mod hist;
+pub mod kernel;
 pub mod oom;
 pub mod process;
 pub mod ranges;
@@ -63,6 +64,8 @@ pub struct Model {
     pub ooms: Vec<oom::OomEvent>,
     /// Time series for growth detection.
     pub timeline: timeline::Timeline,
+    /// `--kernel`: kernel allocations by kernel stack.
+    pub kernel: kernel::KernelTable,
     /// Outstanding bytes over all processes now, and the most there ever were.
     outstanding: u64,
     peak_outstanding: u64,
@@ -94,6 +97,12 @@ impl Model {
             EventKind::Tick => {
                 let procs = self.order.iter().filter_map(|pid| self.procs.get(pid));
                 self.timeline.tick(procs, ev.ts_ns);
+                self.timeline.sample_stacks(ev.ts_ns, self.kernel.samples());
+                return Hint::None;
+            }
+            EventKind::KAlloc | EventKind::KFree => {
+                // Model-wide: a kernel free is matched by address, whoever frees.
+                self.kernel.apply(ev);
                 return Hint::None;
             }
             EventKind::ProcSample => {

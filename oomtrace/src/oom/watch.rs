@@ -92,6 +92,7 @@ pub async fn watch(json: bool, count: Option<u64>) -> Result<()> {
         follow_forks: false,
         placement: PlacementMode::Auto,
         ring_bytes: 256 * 1024,
+        kernel: false,
     })?;
     probes.attach_oom_only()?;
     let reader = RingReader::new(probes.take_ring()?);

@@ -161,6 +161,8 @@ pub(super) mod tests {
                 .collect(),
             stacks,
             oom_events: Vec::new(),
+            kernel_stacks: None,
+            kernel_probes: None,
         }
     }
 

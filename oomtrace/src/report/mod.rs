@@ -4,6 +4,7 @@ pub mod csv;
 pub mod diff;
 pub mod flamegraph;
 pub mod folded;
+pub mod kernel;
 pub mod pprof;
 pub mod proto;
 pub mod text;
@@ -102,6 +103,12 @@ pub struct Report {
     pub stacks: Vec<StackReport>,
     /// Every OOM kill seen while tracing, traced victims or not.
     pub oom_events: Vec<OomReport>,
+    /// `--kernel`: kernel allocations by kernel stack, by peak outstanding bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_stacks: Option<Vec<kernel::KernelStackReport>>,
+    /// `--kernel`, live only: what became of each DRM/TTM probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_probes: Option<Vec<crate::probe::drm::KernelProbe>>,
 }
 
 /// One OOM kill in the report.
@@ -261,6 +268,8 @@ impl Report {
                 .iter()
                 .map(|o| oom_report(o, resolved, &model.timeline, start_ns))
                 .collect(),
+            kernel_stacks: None,
+            kernel_probes: None,
         }
     }
 
@@ -268,6 +277,9 @@ impl Report {
     pub fn only_pid(mut self, pid: u32) -> Self {
         self.processes.retain(|p| p.pid == pid);
         self.stacks.retain(|s| s.pid == pid);
+        if let Some(k) = &mut self.kernel_stacks {
+            k.retain(|s| s.pid == pid);
+        }
         self
     }
 
