@@ -304,4 +304,25 @@ mod tests {
         assert!(text.contains("#1   page: 0 B outstanding, peak 16.00 KiB  [pid 7; 16.00 KiB allocated in 4 call(s); 4 freed;"), "{text}");
         assert!(text.contains("slab (interrupt)"), "{text}");
     }
+
+    #[test]
+    fn a_kernel_stack_that_keeps_growing_is_classified_growing() {
+        let mut model = Model::new();
+        let tick = |ts_ns: u64| MemEvent {
+            kind: EventKind::Tick as u16,
+            ts_ns,
+            ..ev(EventKind::Tick, KernelSource::Page, -1, 0, 0)
+        };
+        // One page a second for a minute, never freed: a kernel-side leak.
+        for s in 0..60u64 {
+            let mut a = ev(EventKind::KAlloc, KernelSource::Page, 1, s, 4096);
+            a.ts_ns = s * 1_000_000_000;
+            model.apply(&a);
+            model.apply(&tick(s * 1_000_000_000 + 500_000_000));
+        }
+        let stacks = kernel_stacks(&model, &mut Fixed);
+        assert_eq!(stacks[0].growth.class, GrowthClass::Growing);
+        let rate = stacks[0].growth.bytes_per_s;
+        assert!((rate - 4096.0).abs() < 1.0, "{rate}");
+    }
 }
