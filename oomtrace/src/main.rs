@@ -56,6 +56,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut run_end: Option<RunEnd> = None;
     let (opts, output) = match cli.command {
         Some(Command::Probes(args)) => {
+            if args.tracing.kernel {
+                anyhow::bail!("--kernel applies to run, --pid, --all and record, not to probes");
+            }
             print!(
                 "{}",
                 session::describe_probes(args.pid, args.binary, args.tracing.placement.into())?
