@@ -87,6 +87,11 @@ impl Kallsyms {
         self.symbols.get(i.checked_sub(1)?)
     }
 
+    /// The symbol named `name`, if the kernel or a loaded module has it.
+    pub fn by_name(&self, name: &str) -> Option<&KernelSymbol> {
+        self.symbols.iter().find(|s| s.name == name)
+    }
+
     /// Number of symbols.
     pub fn len(&self) -> usize {
         self.symbols.len()
@@ -149,6 +154,9 @@ ffffffffc0201000 t amdgpu_bo_create\t[amdgpu]
             "amdgpu_bo_create"
         );
         assert!(k.lookup(0x1000).is_none());
+        let bo = k.by_name("amdgpu_bo_create").unwrap();
+        assert_eq!(bo.module.as_deref(), Some("amdgpu"));
+        assert!(k.by_name("missing").is_none());
     }
 
     #[test]

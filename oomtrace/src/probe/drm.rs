@@ -39,11 +39,23 @@ const FUNCTIONS: &[(&str, &str, &str)] = &[
 /// Tries every DRM/TTM probe and says what became of each.
 pub fn attach(probes: &mut Probes) -> Vec<KernelProbe> {
     let btf = Btf::from_sys_fs();
+    // DRM and TTM are usually modules: their functions are in the module's BTF, not vmlinux's.
+    let kallsyms = crate::kallsyms::Kallsyms::load().ok();
     let mut out = Vec::new();
     for &(function, kind, program) in FUNCTIONS {
-        let (status, detail) = match &btf {
-            Err(e) => ("absent", format!("no kernel BTF: {e}")),
-            Ok(btf) => match attach_function(probes, btf, function, kind, program) {
+        let module = kallsyms
+            .as_ref()
+            .and_then(|k| k.by_name(function))
+            .and_then(|s| s.module.clone());
+        let (status, detail) = match (&btf, module) {
+            (_, Some(module)) => (
+                "refused",
+                format!(
+                    "in module {module}: attaching fentry/fexit to a module's function needs                      its module BTF, which aya 0.14 does not support"
+                ),
+            ),
+            (Err(e), None) => ("absent", format!("no kernel BTF: {e}")),
+            (Ok(btf), None) => match attach_function(probes, btf, function, kind, program) {
                 Ok(()) => ("attached", String::new()),
                 Err(e) => e,
             },
