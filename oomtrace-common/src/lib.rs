@@ -141,9 +141,69 @@ pub enum KernelSource {
     Page = 0,
     /// The slab allocator (`kmem:kmalloc`/`kfree`, `kmem_cache_alloc`/`kmem_cache_free`).
     Slab = 1,
-    /// `vmalloc` areas.
+    /// `vmalloc` areas (`vmalloc:alloc_vmap_area`/`free_vmap_area_noflush`), `addr` = start.
     Vmalloc = 2,
+    /// GPU buffer objects (DRM GEM objects, TTM pools, amdgpu buffer objects), where the
+    /// kernel lets oomtrace probe them.
+    Gpu = 3,
 }
+
+impl KernelSource {
+    /// Decodes the `alloc_fn` field of a kernel event.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            0 => Self::Page,
+            1 => Self::Slab,
+            2 => Self::Vmalloc,
+            3 => Self::Gpu,
+            _ => return None,
+        })
+    }
+}
+
+/// Indices into the kernel side's `KFIELDS` array: byte offsets of tracepoint fields, read by
+/// the user side from each tracepoint's `format` file (layouts change between kernels).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelField {
+    /// `kmem:mm_page_alloc` `pfn`.
+    PageAllocPfn = 0,
+    /// `kmem:mm_page_alloc` `order`.
+    PageAllocOrder = 1,
+    /// `kmem:mm_page_free` `pfn`.
+    PageFreePfn = 2,
+    /// `kmem:mm_page_free` `order`.
+    PageFreeOrder = 3,
+    /// `kmem:mm_page_free_batched` `pfn`.
+    PageBatchedPfn = 4,
+    /// `kmem:kmalloc` `ptr`.
+    KmallocPtr = 5,
+    /// `kmem:kmalloc` `bytes_req`.
+    KmallocBytes = 6,
+    /// `kmem:kfree` `ptr`.
+    KfreePtr = 7,
+    /// `kmem:kmem_cache_alloc` `ptr`.
+    CacheAllocPtr = 8,
+    /// `kmem:kmem_cache_alloc` `bytes_req`.
+    CacheAllocBytes = 9,
+    /// `kmem:kmem_cache_free` `ptr`.
+    CacheFreePtr = 10,
+    /// `vmalloc:alloc_vmap_area` `addr`.
+    VmapAddr = 11,
+    /// `vmalloc:alloc_vmap_area` `size`.
+    VmapSize = 12,
+    /// `vmalloc:alloc_vmap_area` `failed`.
+    VmapFailed = 13,
+    /// `vmalloc:free_vmap_area_noflush` `va_start`.
+    VfreeAddr = 14,
+    /// `amdgpu:amdgpu_bo_create` `bo`.
+    AmdgpuBo = 15,
+    /// `amdgpu:amdgpu_bo_create` `pages`.
+    AmdgpuPages = 16,
+}
+
+/// Number of [`KernelField`] slots.
+pub const KERNEL_FIELDS: u32 = 17;
 
 /// Number of [`AllocFn`] variants that are allocator functions (pending-state keys use them).
 pub const ALLOC_FNS: usize = 9;
@@ -193,10 +253,13 @@ pub enum DropReason {
     TracedFull = 3,
     /// An allocator call never returned (its return was missed): its event is lost.
     StaleCall = 4,
+    /// `--kernel`: the map pairing kernel allocations with their frees was full, so a kernel
+    /// allocation was not reported.
+    KernelLiveFull = 5,
 }
 
 /// Number of [`DropReason`] counters.
-pub const DROP_COUNTERS: u32 = 5;
+pub const DROP_COUNTERS: u32 = 6;
 
 /// Index of the config word in the `CONFIG` array.
 #[repr(u32)]

@@ -1,4 +1,5 @@
-//! oomtrace's kernel side: allocator uprobes, memory-syscall and lifecycle tracepoints.
+//! oomtrace's kernel side: allocator uprobes, memory-syscall and lifecycle tracepoints, and
+//! (`--kernel`) kernel allocation tracepoints.
 //!
 //! The programs filter by traced tgid, keep per-thread state between an allocator's entry and
 //! its return, take the exact call site and a stack id, and emit one [`MemEvent`] per call into a
@@ -13,6 +14,8 @@
 
 mod alloc;
 mod growth;
+mod kgpu;
+mod kmem;
 mod lifecycle;
 mod sample;
 mod stack;

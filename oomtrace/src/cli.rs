@@ -280,6 +280,10 @@ pub struct TracingArgs {
     /// page faults attribute resident-memory (RSS) growth to stacks, at tracepoint cost.
     #[arg(long, value_name = "MODE", default_value = "exact", value_parser = crate::mode::Mode::parse)]
     pub mode: crate::mode::Mode,
+    /// Also trace kernel allocations (pages, slab, vmalloc; DRM/TTM buffers where the kernel
+    /// allows) made in the traced processes' context, by kernel stack.
+    #[arg(long)]
+    pub kernel: bool,
 }
 
 /// Ring sizes must be a power-of-two number of pages.

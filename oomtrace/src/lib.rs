@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod gpu;
+pub mod kallsyms;
 pub mod launch;
 pub mod mode;
 pub mod model;

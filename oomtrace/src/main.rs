@@ -56,6 +56,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut run_end: Option<RunEnd> = None;
     let (opts, output) = match cli.command {
         Some(Command::Probes(args)) => {
+            if args.tracing.kernel {
+                anyhow::bail!("--kernel applies to run, --pid, --all and record, not to probes");
+            }
             print!(
                 "{}",
                 session::describe_probes(args.pid, args.binary, args.tracing.placement.into())?
@@ -128,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 monitor: None,
                 tick: args.tracing.tick,
                 mode: args.tracing.mode,
+                kernel: args.tracing.kernel,
             };
             let output = OutputArgs {
                 format: Some(args.format),
@@ -154,6 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ring_bytes: args.tracing.ring_buffer_kib * 1024,
                     record: None,
                     mode: args.tracing.mode,
+                    kernel: args.tracing.kernel,
                     // A monitored run samples its growth as often as its memory.
                     tick: if monitored {
                         args.tracing.tick.min(args.sample_interval)
@@ -190,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     monitor: None,
                     tick: a.tracing.tick,
                     mode: a.tracing.mode,
+                    kernel: a.tracing.kernel,
                 },
                 a.output,
             )

@@ -4,6 +4,7 @@
 pub mod gpu;
 pub mod growth;
 pub mod hist;
+pub mod kernel;
 pub mod oom;
 pub mod process;
 pub mod ranges;
@@ -66,6 +67,8 @@ pub struct Model {
     pub timeline: timeline::Timeline,
     /// GPU memory samples and their series.
     pub gpu: gpu::GpuTimeline,
+    /// `--kernel`: kernel allocations by kernel stack.
+    pub kernel: kernel::KernelTable,
     /// Outstanding bytes over all processes now, and the most there ever were.
     outstanding: u64,
     peak_outstanding: u64,
@@ -114,6 +117,12 @@ impl Model {
             EventKind::Tick => {
                 let procs = self.order.iter().filter_map(|pid| self.procs.get(pid));
                 self.timeline.tick(procs, ev.ts_ns);
+                self.timeline.sample_stacks(ev.ts_ns, self.kernel.samples());
+                return Hint::None;
+            }
+            EventKind::KAlloc | EventKind::KFree => {
+                // Model-wide: a kernel free is matched by address, whoever frees.
+                self.kernel.apply(ev);
                 return Hint::None;
             }
             EventKind::ProcSample => {

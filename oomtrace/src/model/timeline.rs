@@ -69,20 +69,35 @@ impl Timeline {
                 .heap
                 .push(t, p.totals.outstanding_bytes as f64);
             for s in &p.stacks {
-                let key = (p.pid, s.key);
-                let value = s.counts.outstanding_bytes as f64;
-                if let Some(series) = self.stacks.get_mut(&key) {
-                    series.push(t, value);
-                } else if value == 0.0 {
-                    // Churn that never holds anything needs no series.
-                } else if self.stacks.len() >= MAX_STACK_SERIES {
-                    self.stacks_without_series += 1;
-                } else {
-                    let mut series = Series::new();
-                    series.push(t, value);
-                    self.stacks.insert(key, series);
-                }
+                self.push_stack(t, (p.pid, s.key), s.counts.outstanding_bytes);
             }
+        }
+    }
+
+    /// Samples more stacks (`--kernel`'s) at the tick just counted by [`Timeline::tick`].
+    pub fn sample_stacks(
+        &mut self,
+        ts_ns: u64,
+        stacks: impl Iterator<Item = (u32, StackKey, u64)>,
+    ) {
+        let t = self.t(ts_ns);
+        for (pid, key, value) in stacks {
+            self.push_stack(t, (pid, key), value);
+        }
+    }
+
+    fn push_stack(&mut self, t: f64, key: (u32, StackKey), value: u64) {
+        let value = value as f64;
+        if let Some(series) = self.stacks.get_mut(&key) {
+            series.push(t, value);
+        } else if value == 0.0 {
+            // Churn that never holds anything needs no series.
+        } else if self.stacks.len() >= MAX_STACK_SERIES {
+            self.stacks_without_series += 1;
+        } else {
+            let mut series = Series::new();
+            series.push(t, value);
+            self.stacks.insert(key, series);
         }
     }
 

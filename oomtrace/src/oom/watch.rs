@@ -93,6 +93,7 @@ pub async fn watch(json: bool, count: Option<u64>) -> Result<()> {
         placement: PlacementMode::Auto,
         ring_bytes: 256 * 1024,
         mode: crate::mode::Mode::Exact,
+        kernel: false,
     })?;
     probes.attach_oom_only()?;
     let reader = RingReader::new(probes.take_ring()?);

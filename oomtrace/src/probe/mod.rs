@@ -1,8 +1,10 @@
 //! The kernel side's user-space handle: load the eBPF object, attach probes, fill the traced-pid
 //! map, and read the maps that are not the event stream (drop counters, stacks).
 
+pub mod drm;
 pub mod elf;
 pub mod modes;
+pub mod kernel;
 pub mod placement;
 pub mod preflight;
 pub mod target;
@@ -129,6 +131,8 @@ pub struct ProbeConfig {
     pub ring_bytes: u32,
     /// `--mode`: what the kernel side traces.
     pub mode: crate::mode::Mode,
+    /// `--kernel`: trace kernel allocations (sizes the kernel-side maps for it).
+    pub kernel: bool,
 }
 
 /// One attached allocator probe, for `oomtrace probes` and the placement test.
@@ -167,8 +171,16 @@ pub struct Probes {
 impl Probes {
     /// Loads the programs (nothing attached yet) and writes the config words.
     pub fn load(cfg: ProbeConfig) -> Result<Self> {
+        // The kernel-allocation maps cost megabytes: one entry each unless `--kernel`.
+        let (kstacks, klive) = if cfg.kernel {
+            (kernel::KSTACK_ENTRIES, kernel::KLIVE_ENTRIES)
+        } else {
+            (1, 1)
+        };
         let ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", cfg.ring_bytes)
+            .map_max_entries("KSTACKS", kstacks)
+            .map_max_entries("KLIVE", klive)
             .load(EBPF_OBJECT)
             .context("cannot load oomtrace's eBPF programs into the kernel")?;
         let mut probes = Self {
@@ -187,6 +199,7 @@ impl Probes {
             u64::from(cfg.follow_forks),
             0,
         )?;
+        config.set(ConfigKey::Kernel as u32, u64::from(cfg.kernel), 0)?;
         Ok(probes)
     }
 
@@ -372,7 +385,8 @@ impl Probes {
             lost_events: sum(DropReason::RingFull)?
                 + sum(DropReason::PendingFull)?
                 + sum(DropReason::TracedFull)?
-                + sum(DropReason::StaleCall)?,
+                + sum(DropReason::StaleCall)?
+                + sum(DropReason::KernelLiveFull)?,
             stack_collisions: sum(DropReason::StackCollision)?,
         })
     }

@@ -13,6 +13,7 @@ use oomtrace_common::MemEvent;
 
 use super::{Counters, RecordError, RecordingWriter, Stack, Stacks, Symbol, Symbols};
 use crate::report::ResolvedStack;
+use crate::report::kernel::{KernelFrame, KernelStackReport};
 
 /// Events handed to the writer at once.
 const BATCH: usize = 4096;
@@ -22,12 +23,24 @@ const QUEUE: usize = 64;
 pub const KEY_DURATION_NS: &str = "duration_ns";
 /// Monotonic time the session started (the origin of `--at`).
 pub const KEY_START_NS: &str = "start_ns";
+/// Present (value 1) when the recording was made with `--kernel`.
+pub const KEY_KERNEL: &str = "kernel";
+/// The `Symbols` chunk of kernel addresses uses this tgid (no process has it: pid_max < 2^22).
+pub const KERNEL_SYMBOLS_TGID: u32 = u32::MAX;
+
+/// The id under which kernel stack `id` is stored in a `Stacks` chunk: negative ids below -1
+/// (user stack ids are never negative and -1 means "no stack"), so both share the chunk type.
+pub fn kernel_stack_record_id(id: i32) -> i32 {
+    -2 - id
+}
 
 enum Msg {
     Events(Vec<MemEvent>),
     Gpu(u64, Vec<u8>),
     /// The memory cgroup of an OOM victim (not carried by events: a path).
     OomCgroup(u32, String),
+    /// `--kernel`: kernel stacks (id, frames) and the names of their frames.
+    Kernel(Vec<(i32, Vec<u64>)>, Vec<KernelFrame>),
     Finish(Box<Finish>),
 }
 
@@ -110,6 +123,22 @@ impl Recorder {
         }
     }
 
+    /// Records the kernel stacks of a `--kernel` session: their frames and the frames' names.
+    pub fn kernel_stacks(&mut self, stacks: &[KernelStackReport]) {
+        self.send_batch();
+        let mut ids = Vec::new();
+        let mut frames: Vec<KernelFrame> = Vec::new();
+        for k in stacks.iter().filter(|k| k.stack_id >= 0) {
+            ids.push((k.stack_id, k.frames.iter().map(|f| f.addr).collect()));
+            frames.extend(k.frames.iter().cloned());
+        }
+        frames.sort_by_key(|f| f.addr);
+        frames.dedup_by_key(|f| f.addr);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Kernel(ids, frames));
+        }
+    }
+
     /// Writes the stacks, the resolved symbols and the counters, then closes the file.
     /// Returns the recording's size in bytes.
     pub fn finish(
@@ -146,6 +175,7 @@ fn write_loop(
     mut w: RecordingWriter<std::fs::File>,
     rx: Receiver<Msg>,
 ) -> Result<u64, RecordError> {
+    let mut kernel = false;
     loop {
         let msg = match rx.try_recv() {
             Ok(msg) => msg,
@@ -179,9 +209,49 @@ fn write_loop(
                     json,
                 })?;
             }
-            Msg::Finish(f) => return finish(w, *f),
+            Msg::Kernel(stacks, frames) => {
+                kernel = true;
+                write_kernel(&mut w, stacks, frames)?;
+            }
+            Msg::Finish(mut f) => {
+                if kernel {
+                    f.counters.other.push((w.intern(KEY_KERNEL), 1));
+                }
+                return finish(w, *f);
+            }
         }
     }
+}
+
+fn write_kernel(
+    w: &mut RecordingWriter<std::fs::File>,
+    stacks: Vec<(i32, Vec<u64>)>,
+    frames: Vec<KernelFrame>,
+) -> Result<(), RecordError> {
+    let stacks = Stacks {
+        stacks: stacks
+            .into_iter()
+            .map(|(id, frames)| Stack {
+                id: kernel_stack_record_id(id),
+                frames,
+            })
+            .collect(),
+    };
+    w.write_stacks(&stacks)?;
+    let mut symbols = Vec::with_capacity(frames.len());
+    for f in frames {
+        symbols.push(Symbol {
+            addr: f.addr,
+            function: w.intern(f.function.as_deref().unwrap_or("")),
+            module: w.intern(f.module.as_deref().unwrap_or("")),
+            file: 0,
+            line: 0,
+        });
+    }
+    w.write_symbols(&Symbols {
+        tgid: KERNEL_SYMBOLS_TGID,
+        symbols,
+    })
 }
 
 fn finish(mut w: RecordingWriter<std::fs::File>, f: Finish) -> Result<u64, RecordError> {

@@ -163,6 +163,8 @@ pub(super) mod tests {
             stacks,
             oom_events: Vec::new(),
             gpu: None,
+            kernel_stacks: None,
+            kernel_probes: None,
         }
     }
 

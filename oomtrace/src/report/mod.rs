@@ -5,6 +5,7 @@ pub mod diff;
 pub mod flamegraph;
 pub mod folded;
 pub mod gpu;
+pub mod kernel;
 pub mod pprof;
 pub mod proto;
 pub mod text;
@@ -107,6 +108,12 @@ pub struct Report {
     pub oom_events: Vec<OomReport>,
     /// GPU and driver memory: the latest snapshot and its growth (null when never sampled).
     pub gpu: Option<gpu::GpuReport>,
+    /// `--kernel`: kernel allocations by kernel stack, by peak outstanding bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_stacks: Option<Vec<kernel::KernelStackReport>>,
+    /// `--kernel`, live only: what became of each DRM/TTM probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_probes: Option<Vec<crate::probe::drm::KernelProbe>>,
 }
 
 /// One OOM kill in the report.
@@ -268,6 +275,8 @@ impl Report {
                 .map(|o| oom_report(o, resolved, &model.timeline, start_ns))
                 .collect(),
             gpu: gpu::GpuReport::build(&model.gpu),
+            kernel_stacks: None,
+            kernel_probes: None,
         }
     }
 
@@ -275,6 +284,9 @@ impl Report {
     pub fn only_pid(mut self, pid: u32) -> Self {
         self.processes.retain(|p| p.pid == pid);
         self.stacks.retain(|s| s.pid == pid);
+        if let Some(k) = &mut self.kernel_stacks {
+            k.retain(|s| s.pid == pid);
+        }
         self
     }
 

@@ -65,7 +65,7 @@ pub fn render(report: &Report, top: usize) -> String {
         .collect();
     if shown.is_empty() {
         let _ = writeln!(s, "\nNo memory outstanding.");
-        return s;
+        return with_kernel(s, report, top);
     }
     match crate::mode::text_table_title(&report.mode) {
         Some(title) => {
@@ -97,6 +97,14 @@ pub fn render(report: &Report, top: usize) -> String {
         for f in &st.frames {
             let _ = writeln!(s, "       {}", frame_line(f));
         }
+    }
+    with_kernel(s, report, top)
+}
+
+/// Appends the `--kernel` section, when the report has one.
+fn with_kernel(mut s: String, report: &Report, top: usize) -> String {
+    if let Some(k) = &report.kernel_stacks {
+        super::kernel::render_text(&mut s, k, top);
     }
     s
 }

@@ -3,6 +3,7 @@
 //! signal arrives; with `record`, the same events are teed into a recording.
 
 mod ingest;
+pub mod kernel;
 pub mod monitor;
 pub mod view;
 
@@ -56,6 +57,8 @@ pub struct Options {
     pub tick: Duration,
     /// `--mode`: exact, sample or growth.
     pub mode: crate::mode::Mode,
+    /// `--kernel`: trace kernel allocations too.
+    pub kernel: bool,
 }
 
 /// What the monitor of a `run` saw.
@@ -216,8 +219,13 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         placement: opts.placement,
         ring_bytes: opts.ring_bytes,
         mode: opts.mode,
+        kernel: opts.kernel,
     })?;
     probes.attach_tracepoints()?;
+    let kernel_mode = opts
+        .kernel
+        .then(|| kernel::start(&mut probes))
+        .transpose()?;
     probes.attach_allocator(&allocator)?;
     let reader = RingReader::new(probes.take_ring()?);
     // SAFETY: RingReader owns the ring map's fd, which stays open and unchanged for its lifetime.
@@ -250,6 +258,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         exes: HashSet::new(),
         gpu: crate::gpu::Sampler::from_env(),
     };
+    session.model.kernel.enabled = opts.kernel;
 
     let started = Instant::now();
     let start_ns = monotonic_ns();
@@ -317,13 +326,16 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         &KernelStacks(&session.probes),
         &mut session.symbols,
     );
-    let report = Report::from_resolved(
+    let mut report = Report::from_resolved(
         &session.model,
         &resolved,
         start_ns,
         duration_ns as f64 / 1e9,
         losses,
     );
+    if let Some(k) = &kernel_mode {
+        k.finish(&session.model, &session.probes, &mut report);
+    }
     let monitored = match session.monitor.take() {
         Some(mut m) => {
             m.sample(&session.model)?;
@@ -348,7 +360,10 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         None => None,
     };
     let recorded_bytes = match session.recorder.take() {
-        Some(recorder) => {
+        Some(mut recorder) => {
+            if let Some(k) = &report.kernel_stacks {
+                recorder.kernel_stacks(k);
+            }
             let stacks = recorded_stacks(&session.model, &session.probes);
             let counters = Counters {
                 lost_events: losses.lost_events,

@@ -9,8 +9,11 @@ use anyhow::Result;
 use oomtrace_common::MemEvent;
 
 use crate::model::Model;
-use crate::record::recorder::{KEY_DURATION_NS, KEY_START_NS};
+use crate::record::recorder::{
+    KERNEL_SYMBOLS_TGID, KEY_DURATION_NS, KEY_KERNEL, KEY_START_NS, kernel_stack_record_id,
+};
 use crate::record::{Recording, RecordingReader, Warning};
+use crate::report::kernel::{KernelFrame, KernelSymbolSource, kernel_stacks};
 use crate::report::{Losses, Report, StackSource};
 use crate::symbols::{Frame, RecordedSymbols};
 
@@ -28,19 +31,83 @@ pub struct Replay {
     pub duration_s: f64,
     /// Monotonic time the recording started.
     pub start_ns: u64,
+    /// `--kernel`'s stacks and names as recorded.
+    pub kernel: RecordedKernel,
 }
 
 impl Replay {
     /// The report, exactly as the live session would have built it at that point.
     pub fn report(mut self) -> Report {
-        Report::build(
+        let mut report = Report::build(
             &self.model,
             &self.stacks,
             &mut self.symbols,
             self.start_ns,
             self.duration_s,
             self.losses,
-        )
+        );
+        if self.kernel.enabled || !self.model.kernel.is_empty() {
+            report.kernel_stacks = Some(kernel_stacks(&self.model, &mut self.kernel));
+        }
+        report
+    }
+}
+
+/// `--kernel` data of a recording: kernel stacks by id, and kernel frames' names.
+#[derive(Default)]
+pub struct RecordedKernel {
+    /// The recording was made with `--kernel`.
+    pub enabled: bool,
+    stacks: HashMap<i32, Vec<u64>>,
+    frames: HashMap<u64, KernelFrame>,
+}
+
+impl RecordedKernel {
+    fn of(rec: &Recording) -> Self {
+        let text = |id: u32| {
+            rec.strings
+                .get(id)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let frames = rec
+            .symbols
+            .iter()
+            .filter(|((tgid, _), _)| *tgid == KERNEL_SYMBOLS_TGID)
+            .map(|(&(_, addr), s)| {
+                let frame = KernelFrame {
+                    addr,
+                    function: text(s.function),
+                    module: text(s.module),
+                };
+                (addr, frame)
+            })
+            .collect();
+        Self {
+            enabled: false,
+            stacks: rec
+                .stacks
+                .iter()
+                .filter(|(id, _)| **id < -1)
+                .map(|(&id, frames)| (id, frames.clone()))
+                .collect(),
+            frames,
+        }
+    }
+}
+
+impl KernelSymbolSource for RecordedKernel {
+    fn walk(&self, stack_id: u32) -> Option<Vec<u64>> {
+        let id = i32::try_from(stack_id).ok()?;
+        self.stacks.get(&kernel_stack_record_id(id)).cloned()
+    }
+
+    fn frame(&mut self, addr: u64) -> KernelFrame {
+        self.frames.get(&addr).cloned().unwrap_or(KernelFrame {
+            addr,
+            function: None,
+            module: None,
+        })
     }
 }
 
@@ -80,6 +147,7 @@ pub struct Player {
     last_gpu: Option<serde_json::Value>,
     stacks: RecordedStacks,
     symbols: RecordedSymbols,
+    kernel: RecordedKernel,
     losses: Losses,
     start_ns: u64,
     /// Seconds the recording covers.
@@ -121,6 +189,8 @@ impl Player {
                 Some((oom.tgid, v["cgroup"].as_str()?.to_owned()))
             })
             .collect();
+        let mut kernel = RecordedKernel::of(&rec);
+        kernel.enabled = value(KEY_KERNEL).is_some();
         let mut symbols = RecordedSymbols::default();
         let text = |id: u32| {
             rec.strings
@@ -150,6 +220,7 @@ impl Player {
             last_gpu: None,
             stacks: RecordedStacks(rec.stacks),
             symbols,
+            kernel,
             losses,
             start_ns,
             length_s,
@@ -235,6 +306,7 @@ impl Player {
             losses: self.losses,
             duration_s: self.at_s,
             start_ns: self.start_ns,
+            kernel: self.kernel,
         }
     }
 }

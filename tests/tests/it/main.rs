@@ -5,6 +5,7 @@ mod errors;
 mod gpu;
 mod groundtruth;
 mod growth;
+mod kernel;
 mod modes;
 mod offline;
 mod oom;

@@ -3,6 +3,7 @@
 //! Inputs come from a deterministic generator ([`Lcg`]), so every failure reproduces.
 
 mod damage;
+mod kernel;
 mod mutate;
 mod roundtrip;
 
