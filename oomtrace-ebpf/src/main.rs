@@ -12,6 +12,7 @@
 #![no_main]
 
 mod alloc;
+mod floor;
 mod lifecycle;
 mod stack;
 mod syscalls;

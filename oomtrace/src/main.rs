@@ -127,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 record: Some(args.recording.clone()),
                 monitor: None,
                 tick: args.tracing.tick,
+                probe_floor: false,
             };
             let output = OutputArgs {
                 format: Some(args.format),
@@ -152,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     placement: args.tracing.placement.into(),
                     ring_bytes: args.tracing.ring_buffer_kib * 1024,
                     record: None,
+                    probe_floor: args.probe_floor,
                     // A monitored run samples its growth as often as its memory.
                     tick: if monitored {
                         args.tracing.tick.min(args.sample_interval)
@@ -187,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     record: None,
                     monitor: None,
                     tick: a.tracing.tick,
+                    probe_floor: false,
                 },
                 a.output,
             )

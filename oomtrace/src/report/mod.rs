@@ -1,5 +1,6 @@
 //! The report: a plain snapshot of the model with symbolized stacks, written as text or JSON.
 
+pub mod cost;
 pub mod csv;
 pub mod diff;
 pub mod flamegraph;
@@ -102,6 +103,9 @@ pub struct Report {
     pub stacks: Vec<StackReport>,
     /// Every OOM kill seen while tracing, traced victims or not.
     pub oom_events: Vec<OomReport>,
+    /// What tracing cost (live `run` and attach sessions; absent from recordings' reports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracer_cost: Option<cost::TracerCost>,
 }
 
 /// One OOM kill in the report.
@@ -261,6 +265,7 @@ impl Report {
                 .iter()
                 .map(|o| oom_report(o, resolved, &model.timeline, start_ns))
                 .collect(),
+            tracer_cost: None,
         }
     }
 

@@ -18,6 +18,9 @@ pub fn render(report: &Report, top: usize) -> String {
         report.unknown_frees,
         report.stack_collisions
     );
+    if let Some(cost) = &report.tracer_cost {
+        s.push_str(&cost.render_text());
+    }
     if report.lost_events > 0 {
         let _ = writeln!(
             s,

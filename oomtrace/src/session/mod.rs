@@ -2,6 +2,7 @@
 //! ([`ingest`]) that drains the ring buffer into the model until the target is done or a
 //! signal arrives; with `record`, the same events are teed into a recording.
 
+pub mod cost;
 mod ingest;
 pub mod monitor;
 pub mod view;
@@ -54,6 +55,8 @@ pub struct Options {
     pub monitor: Option<monitor::MonitorOptions>,
     /// Time-series sampling period (growth detection).
     pub tick: Duration,
+    /// Attach only the empty floor programs (`run --probe-floor`, for the benchmark).
+    pub probe_floor: bool,
 }
 
 /// What the monitor of a `run` saw.
@@ -201,7 +204,11 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         placement: opts.placement,
         ring_bytes: opts.ring_bytes,
     })?;
-    probes.attach_tracepoints()?;
+    if opts.probe_floor {
+        probes.use_floor_programs();
+    } else {
+        probes.attach_tracepoints()?;
+    }
     probes.attach_allocator(&allocator)?;
     let reader = RingReader::new(probes.take_ring()?);
     // SAFETY: RingReader owns the ring map's fd, which stays open and unchanged for its lifetime.
@@ -231,6 +238,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         monitor,
         trace_all,
         exes: HashSet::new(),
+        cost: cost::CostMeter::start(),
     };
 
     let started = Instant::now();
@@ -296,13 +304,22 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         &KernelStacks(&session.probes),
         &mut session.symbols,
     );
-    let report = Report::from_resolved(
+    let mut report = Report::from_resolved(
         &session.model,
         &resolved,
         start_ns,
         duration_ns as f64 / 1e9,
         losses,
     );
+    if opts.record.is_none() {
+        // A recording's summary must equal the report read back from it, which cannot know this.
+        let lost = report.lost_events;
+        report.tracer_cost = Some(session.cost.finish(
+            &session.probes,
+            lost,
+            duration_ns as f64 / 1e9,
+        ));
+    }
     let monitored = match session.monitor.take() {
         Some(mut m) => {
             m.sample(&session.model)?;
