@@ -161,6 +161,7 @@ pub(super) mod tests {
                 .collect(),
             stacks,
             oom_events: Vec::new(),
+            tracer_cost: None,
         }
     }
 

@@ -82,9 +82,11 @@ fn machine() -> String {
         })
         .map_or(0.0, |kib| kib / (1 << 20) as f64);
     format!(
-        "{cpu}, {cores} cores, {mem_gib:.0} GiB, Linux {} (a VM shared with other work: figures are \
-         comparable within one run, not across machines). Tools: {}, {}, {}, {}",
+        "{cpu}, {cores} cores, {mem_gib:.0} GiB, Linux {} (a VM shared with other work, load average \
+         {} at the start: figures are comparable within one run, not across machines). Tools: {}, \
+         {}, {}, {}",
         kernel.trim(),
+        load_average(),
         first_line("bpftrace", "--version"),
         first_line("heaptrack", "--version"),
         first_line("redis-server", "--version")
@@ -93,6 +95,14 @@ fn machine() -> String {
             .unwrap_or(""),
         first_line("redis-benchmark", "--version"),
     )
+}
+
+/// `/proc/loadavg`'s 1-minute figure: how busy the machine was besides the bench.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The tools the bench compares against must be there (`setup` installs them).
@@ -276,8 +286,9 @@ pub fn run(parts: &[String]) -> Result<()> {
     line(
         &mut md,
         &format!(
-            "The whole bench took {:.0} s.",
-            started.elapsed().as_secs_f64()
+            "The whole bench took {:.0} s; load average {} at its end.",
+            started.elapsed().as_secs_f64(),
+            load_average()
         ),
     );
     let out = if parts.is_empty() {
