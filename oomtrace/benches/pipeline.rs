@@ -64,7 +64,9 @@ fn stream() -> Vec<u8> {
         let r = rng.next();
         let ev = if i % 50_000 == 49_999 {
             event(EventKind::Tick, pid, ts)
-        } else if live.len() < LIVE_BLOCKS / 2 || (live.len() < LIVE_BLOCKS * 2 && r.is_multiple_of(2)) {
+        } else if live.len() < LIVE_BLOCKS / 2
+            || (live.len() < LIVE_BLOCKS * 2 && r.is_multiple_of(2))
+        {
             let stack = (r >> 8) % STACKS;
             let mut ev = event(EventKind::Alloc, pid, ts);
             // A call site allocates one or a few sizes: four per site here.
