@@ -12,7 +12,7 @@ use crate::report::cost::{ProgramCost, TracerCost};
 /// Counters the ingestion loop keeps, plus the statistics switch it holds open.
 pub struct CostMeter {
     /// Keeps the kernel's run-time statistics on; closing it turns them off.
-    _stats: Option<OwnedFd>,
+    stats_fd: Option<OwnedFd>,
     stats_error: Option<String>,
     /// Events read from the ring buffer.
     pub events: u64,
@@ -28,7 +28,7 @@ impl CostMeter {
             Err(e) => (None, Some(e)),
         };
         Self {
-            _stats: fd,
+            stats_fd: fd,
             stats_error: err,
             events: 0,
             allocator_events: 0,
@@ -49,13 +49,13 @@ impl CostMeter {
 
     /// BPF nanoseconds per allocator call so far, when statistics are on.
     pub fn bpf_ns_per_call(&self, probes: &Probes) -> Option<f64> {
-        self._stats.as_ref()?;
+        self.stats_fd.as_ref()?;
         per_call(&probes.program_runs())
     }
 
     /// The figures for the report, after `duration_s` seconds of tracing.
     pub fn finish(&self, probes: &Probes, lost_events: u64, duration_s: f64) -> TracerCost {
-        let runs = if self._stats.is_some() {
+        let runs = if self.stats_fd.is_some() {
             probes.program_runs()
         } else {
             Vec::new()
@@ -72,7 +72,7 @@ impl CostMeter {
             .collect();
         programs.sort_by(|a, b| b.run_time_ns.cmp(&a.run_time_ns).then(a.name.cmp(&b.name)));
         TracerCost {
-            bpf_stats: self._stats.is_some(),
+            bpf_stats: self.stats_fd.is_some(),
             bpf_stats_error: self.stats_error.clone(),
             events: self.events,
             allocator_events: self.allocator_events,
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn counts_allocator_events_apart() {
         let mut m = CostMeter {
-            _stats: None,
+            stats_fd: None,
             stats_error: None,
             events: 0,
             allocator_events: 0,

@@ -336,7 +336,7 @@ fn exact_goal(m: &Measured) -> Goal {
     } else {
         format!(
             "over by {:.0} %: the traps are the same, the difference is the programs' own work \
-             (bpf_stats per run: {}; floor: {}) and the user side reading the events (tracer CPU below)",
+             (bpf_stats per run: {}; floor: {}) and the user side reading the events on the same 2 cores (see \"Tracer cost under load\")",
             (ratio / EXACT_VS_FLOOR_MAX - 1.0) * 100.0,
             programs(m.report(Role::Exact)),
             programs(m.report(Role::FloorAuto)),

@@ -21,7 +21,7 @@ pub struct Goal {
 
 /// The goals table.
 pub fn goals(md: &mut String, goals: &[Goal]) {
-    line(md, "## Goals\n");
+    line(md, "\n## Goals\n");
     line(md, "| goal | measured | verdict | why |");
     line(md, "|---|---|---|---|");
     for g in goals {
