@@ -26,9 +26,10 @@ pub struct TracerCost {
     pub bpf_ns_per_call: Option<f64>,
     /// Each loaded program's runs and time (runs of every process that hit its probe).
     pub programs: Vec<ProgramCost>,
-    /// oomtrace's own CPU time (user + system), seconds.
+    /// oomtrace's own CPU time (user + system) from the start of tracing to the report (loading
+    /// the programs before it excluded), seconds.
     pub cpu_s: f64,
-    /// oomtrace's own CPU use over the session, percent of one core.
+    /// That CPU time over the same stretch of wall time, percent of one core.
     pub cpu_pct: f64,
     /// oomtrace's own peak resident memory.
     pub peak_rss_bytes: u64,

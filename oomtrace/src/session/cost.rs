@@ -2,6 +2,7 @@
 //! run-time statistics, switched on for the session), and oomtrace's CPU time and peak memory.
 
 use std::os::fd::OwnedFd;
+use std::time::Instant;
 
 use oomtrace_common::EventKind;
 
@@ -18,6 +19,9 @@ pub struct CostMeter {
     pub events: u64,
     /// Allocations, reallocations and frees among them.
     pub allocator_events: u64,
+    /// When tracing started, and oomtrace's CPU seconds then (loading the programs before it is
+    /// set-up, not tracing cost).
+    started: (Instant, f64),
 }
 
 impl CostMeter {
@@ -32,6 +36,7 @@ impl CostMeter {
             stats_error: err,
             events: 0,
             allocator_events: 0,
+            started: (Instant::now(), own_usage().0),
         }
     }
 
@@ -60,7 +65,9 @@ impl CostMeter {
         } else {
             Vec::new()
         };
-        let (cpu_s, peak_rss_bytes) = own_usage();
+        let (cpu_now, peak_rss_bytes) = own_usage();
+        let cpu_s = (cpu_now - self.started.1).max(0.0);
+        let wall_s = self.started.0.elapsed().as_secs_f64().max(1e-9);
         let mut programs: Vec<ProgramCost> = runs
             .iter()
             .map(|r| ProgramCost {
@@ -81,7 +88,7 @@ impl CostMeter {
             bpf_ns_per_call: per_call(&runs),
             programs,
             cpu_s,
-            cpu_pct: cpu_s / duration_s.max(1e-9) * 100.0,
+            cpu_pct: cpu_s / wall_s * 100.0,
             peak_rss_bytes,
         }
     }
@@ -149,6 +156,7 @@ mod tests {
             stats_error: None,
             events: 0,
             allocator_events: 0,
+            started: (Instant::now(), 0.0),
         };
         for k in [
             EventKind::Alloc,

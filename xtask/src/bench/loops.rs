@@ -29,6 +29,8 @@ pub struct Measured {
     pub medians: Vec<Option<f64>>,
     /// oomtrace's last JSON report per configuration (its `tracer_cost` above all).
     pub reports: Vec<Option<Value>>,
+    /// Rounds that started while other processes held uprobe/kprobe programs.
+    pub busy_rounds: usize,
 }
 
 impl Measured {
@@ -123,7 +125,16 @@ pub fn measure(
         .collect();
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut reports: Vec<Option<Value>> = vec![None; configs.len()];
+    let mut busy_rounds = 0;
     for round in 0..w.rounds {
+        let others = super::interference::foreign_probe_holders();
+        if !others.is_empty() {
+            eprintln!(
+                "bench: round {}: other processes hold probes: {others:?}",
+                round + 1
+            );
+            busy_rounds += 1;
+        }
         for (i, cfg) in configs.iter().enumerate() {
             if cfg.skipped.is_some() {
                 continue;
@@ -149,6 +160,7 @@ pub fn measure(
             .collect(),
         configs,
         reports,
+        busy_rounds,
     })
 }
 
@@ -192,4 +204,5 @@ pub fn table(md: &mut String, w: &Workload, m: &Measured) {
         );
     }
     report::line(md, "");
+    report::line(md, &super::interference::note(m.busy_rounds, w.rounds));
 }

@@ -10,6 +10,7 @@
 //! writes `target/bench/partial.md` instead of BENCHMARKS.md.
 
 mod extra;
+mod interference;
 mod loops;
 mod pipeline;
 mod redis;

@@ -29,6 +29,8 @@ pub struct Measured {
     pub rps: Vec<Option<(f64, f64)>>,
     /// oomtrace's last report per configuration.
     pub reports: Vec<Option<Value>>,
+    /// Rounds that started while other processes held uprobe/kprobe programs.
+    pub busy_rounds: usize,
 }
 
 impl Measured {
@@ -189,7 +191,16 @@ fn check_traced(report: &Value, name: &str) -> Result<()> {
 pub fn measure(oomtrace: &Path, configs: Vec<Config>, dir: &Path) -> Result<Measured> {
     let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); configs.len()];
     let mut reports: Vec<Option<Value>> = vec![None; configs.len()];
+    let mut busy_rounds = 0;
     for round in 0..ROUNDS {
+        let others = super::interference::foreign_probe_holders();
+        if !others.is_empty() {
+            eprintln!(
+                "bench: redis round {}: other processes hold probes: {others:?}",
+                round + 1
+            );
+            busy_rounds += 1;
+        }
         for (i, cfg) in configs.iter().enumerate() {
             if cfg.skipped.is_some() {
                 continue;
@@ -223,6 +234,7 @@ pub fn measure(oomtrace: &Path, configs: Vec<Config>, dir: &Path) -> Result<Meas
         configs,
         rps,
         reports,
+        busy_rounds,
     })
 }
 
@@ -284,4 +296,5 @@ pub fn table(md: &mut String, m: &Measured) {
         }
     }
     report::line(md, "");
+    report::line(md, &super::interference::note(m.busy_rounds, ROUNDS));
 }
