@@ -13,6 +13,7 @@
 #![no_main]
 
 mod alloc;
+mod floor;
 mod growth;
 mod kgpu;
 mod kmem;

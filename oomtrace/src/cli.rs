@@ -226,6 +226,10 @@ pub struct RunArgs {
     /// Warn when the peak reaches this share of the budget.
     #[arg(long, value_name = "PCT", default_value = "80%", value_parser = crate::oom::sizes::parse_percent, requires = "budget")]
     pub warn_at: f64,
+    /// For `cargo xtask bench` only: attach empty programs on the allocator functions and offsets
+    /// a real run would probe, and nothing else (the bare probe floor). The report stays empty.
+    #[arg(long, hide = true)]
+    pub probe_floor: bool,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,

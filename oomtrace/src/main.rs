@@ -132,6 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tick: args.tracing.tick,
                 mode: args.tracing.mode,
                 kernel: args.tracing.kernel,
+                probe_floor: false,
             };
             let output = OutputArgs {
                 format: Some(args.format),
@@ -159,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     record: None,
                     mode: args.tracing.mode,
                     kernel: args.tracing.kernel,
+                    probe_floor: args.probe_floor,
                     // A monitored run samples its growth as often as its memory.
                     tick: if monitored {
                         args.tracing.tick.min(args.sample_interval)
@@ -196,6 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     tick: a.tracing.tick,
                     mode: a.tracing.mode,
                     kernel: a.tracing.kernel,
+                    probe_floor: false,
                 },
                 a.output,
             )

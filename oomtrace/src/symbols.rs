@@ -54,6 +54,9 @@ pub struct Symbolizer {
     gone: std::collections::HashSet<u32>,
     /// Images whose maps were read at or after their first allocator call.
     settled: std::collections::HashSet<(u32, u32)>,
+    /// The image `settle` saw last: nearly every call repeats it, and this spares the set's
+    /// hash lookup on each allocation.
+    last_settled: Option<(u32, u32)>,
 }
 
 impl Default for Symbolizer {
@@ -73,6 +76,7 @@ impl Symbolizer {
             last_hit: None,
             gone: Default::default(),
             settled: Default::default(),
+            last_settled: None,
         }
     }
 
@@ -80,6 +84,10 @@ impl Symbolizer {
     /// its maps again, once, so frames in them symbolize (an early read, at the loader's first
     /// mmap, may predate them).
     pub fn settle(&mut self, pid: u32, generation: u32) {
+        if self.last_settled == Some((pid, generation)) {
+            return;
+        }
+        self.last_settled = Some((pid, generation));
         if self.gone.contains(&pid) || !self.settled.insert((pid, generation)) {
             return;
         }
@@ -94,15 +102,19 @@ impl Symbolizer {
     /// Makes sure `addr` of that image can be symbolized later: re-reads the process's maps
     /// when it is not covered yet (first event of an image, a library loaded since).
     pub fn observe(&mut self, pid: u32, generation: u32, addr: u64) {
-        if addr == 0 || self.gone.contains(&pid) {
+        if addr == 0 {
             return;
         }
+        // The last range first: it is the common case, and a pid in it is not gone.
         if let Some((p, g, start, end)) = self.last_hit
             && p == pid
             && g == generation
             && addr >= start
             && addr < end
         {
+            return;
+        }
+        if self.gone.contains(&pid) {
             return;
         }
         if let Some(m) = self.mapping(pid, generation, addr) {

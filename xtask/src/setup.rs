@@ -18,6 +18,9 @@ const APT_PACKAGES: &[&str] = &[
     "golang-go",
     "tmux",
 ];
+/// Debian packages only `cargo xtask bench` needs: the tools it compares oomtrace with, and the
+/// real application it drives (redis-server under redis-benchmark, from redis-tools).
+const BENCH_APT_PACKAGES: &[&str] = &["bpftrace", "heaptrack", "redis-server", "redis-tools"];
 const BPF_LINKER_VERSION: &str = "0.10.4";
 
 /// Runs every set-up step.
@@ -76,8 +79,17 @@ fn bpf_linker() -> Result<()> {
     ]))
 }
 
+/// Installs what the benchmark needs besides the build and test set-up.
+pub fn bench() -> Result<()> {
+    apt_install(BENCH_APT_PACKAGES)
+}
+
 fn apt() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    apt_install(APT_PACKAGES)
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !quiet(Command::new("dpkg").args(["-s", p])))

@@ -1,6 +1,7 @@
 //! The model: every traced process's tables, fed one event at a time. It never draws and never
 //! touches BPF; views and reports read it.
 
+pub mod fasthash;
 pub mod gpu;
 pub mod growth;
 pub mod hist;
@@ -10,8 +11,6 @@ pub mod process;
 pub mod ranges;
 pub mod series;
 pub mod timeline;
-
-use std::collections::HashMap;
 
 use oomtrace_common::{EventKind, MemEvent};
 
@@ -54,7 +53,7 @@ pub struct Counters {
 /// All traced processes.
 #[derive(Debug, Default)]
 pub struct Model {
-    procs: HashMap<u32, Process>,
+    procs: fasthash::FastMap<u32, Process>,
     order: Vec<u32>,
     /// Model-level counters.
     pub counters: Counters,

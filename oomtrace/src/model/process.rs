@@ -1,6 +1,6 @@
 //! One traced process: its live blocks and per-stack tables, kept by DESIGN §2's rules.
 
-use std::collections::HashMap;
+use super::fasthash::FastMap;
 
 use oomtrace_common::{EventKind, MemEvent};
 
@@ -126,10 +126,10 @@ pub struct Process {
     pub stacks: Vec<StackStats>,
     /// Frees of addresses never seen allocated (made before attach).
     pub unknown_frees: u64,
-    index: HashMap<StackKey, u32>,
-    blocks: HashMap<u64, Block>,
+    index: FastMap<StackKey, u32>,
+    blocks: FastMap<u64, Block>,
     ranges: Ranges,
-    range_allocs: HashMap<u64, u32>,
+    range_allocs: FastMap<u64, u32>,
     next_range_alloc: u64,
     brk: Option<u64>,
     last_exit_code: Option<i32>,
@@ -151,10 +151,10 @@ impl Process {
             totals: Counts::default(),
             stacks: Vec::new(),
             unknown_frees: 0,
-            index: HashMap::new(),
-            blocks: HashMap::new(),
+            index: FastMap::default(),
+            blocks: FastMap::default(),
             ranges: Ranges::default(),
-            range_allocs: HashMap::new(),
+            range_allocs: FastMap::default(),
             next_range_alloc: 0,
             brk: None,
             last_exit_code: None,
@@ -459,9 +459,9 @@ impl Process {
                 signal: None,
             },
         });
-        self.blocks = HashMap::new();
+        self.blocks = FastMap::default();
         self.ranges = Ranges::default();
-        self.range_allocs = HashMap::new();
+        self.range_allocs = FastMap::default();
     }
 
     /// Overrides the exit status with what `waitpid` reported (exact for our own child).

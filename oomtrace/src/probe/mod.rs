@@ -3,10 +3,11 @@
 
 pub mod drm;
 pub mod elf;
-pub mod modes;
 pub mod kernel;
+pub mod modes;
 pub mod placement;
 pub mod preflight;
+pub mod stats;
 pub mod target;
 
 use std::collections::HashMap as StdHashMap;
@@ -166,6 +167,8 @@ pub struct Probes {
     /// Owned here rather than by the programs, so that they go with the `Probes`.
     uprobe_links: Vec<UProbeLink>,
     mode: crate::mode::Mode,
+    /// Attach the empty floor programs instead of the real ones (`--probe-floor`).
+    floor: bool,
 }
 
 impl Probes {
@@ -189,6 +192,7 @@ impl Probes {
             attached_objects: Vec::new(),
             uprobe_links: Vec::new(),
             mode: cfg.mode,
+            floor: false,
         };
         modes::configure(&mut probes.ebpf, cfg.mode)?;
         let mut config: Array<_, u64> = Array::try_from(probes.map_mut("CONFIG")?)?;
@@ -241,6 +245,12 @@ impl Probes {
         Ok(())
     }
 
+    /// From now on, allocator probes run the empty floor programs (the benchmark's bare probe
+    /// floor): same functions, same offsets, no work.
+    pub fn use_floor_programs(&mut self) {
+        self.floor = true;
+    }
+
     /// Attaches entry (and return) probes on every allocator function `object` defines.
     /// Returns what was attached; attaching the same object twice is a no-op.
     /// In growth mode nothing is attached: that mode has no allocator probes.
@@ -270,17 +280,20 @@ impl Probes {
             let offset = func.file_offset + placement.offset;
             // Return probe first: a call whose entry was seen must see its return, or the
             // thread's nesting depth would stay raised. (A return without an entry is ignored.)
+            let (enter, ret) = if self.floor {
+                ("floor_enter", "floor_return")
+            } else {
+                (entry.program, "alloc_return")
+            };
             if entry.returns {
                 // The same offset works for the return probe: rsp is still as at entry there.
-                self.attach_uprobe("alloc_return", offset, object)
-                    .with_context(|| {
-                        format!("cannot attach uretprobe to {names} in {}", object.display())
-                    })?;
-            }
-            self.attach_uprobe(entry.program, offset, object)
-                .with_context(|| {
-                    format!("cannot attach uprobe to {names} in {}", object.display())
+                self.attach_uprobe(ret, offset, object).with_context(|| {
+                    format!("cannot attach uretprobe to {names} in {}", object.display())
                 })?;
+            }
+            self.attach_uprobe(enter, offset, object).with_context(|| {
+                format!("cannot attach uprobe to {names} in {}", object.display())
+            })?;
             attached.push(AttachedProbe {
                 function: names,
                 object: object.to_owned(),

@@ -165,6 +165,7 @@ pub(super) mod tests {
             gpu: None,
             kernel_stacks: None,
             kernel_probes: None,
+            tracer_cost: None,
         }
     }
 

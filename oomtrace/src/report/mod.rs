@@ -1,5 +1,6 @@
 //! The report: a plain snapshot of the model with symbolized stacks, written as text or JSON.
 
+pub mod cost;
 pub mod csv;
 pub mod diff;
 pub mod flamegraph;
@@ -114,6 +115,9 @@ pub struct Report {
     /// `--kernel`, live only: what became of each DRM/TTM probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_probes: Option<Vec<crate::probe::drm::KernelProbe>>,
+    /// What tracing cost (live `run` and attach sessions; absent from recordings' reports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracer_cost: Option<cost::TracerCost>,
 }
 
 /// One OOM kill in the report.
@@ -277,6 +281,7 @@ impl Report {
             gpu: gpu::GpuReport::build(&model.gpu),
             kernel_stacks: None,
             kernel_probes: None,
+            tracer_cost: None,
         }
     }
 

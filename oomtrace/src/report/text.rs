@@ -21,6 +21,9 @@ pub fn render(report: &Report, top: usize) -> String {
     if let Some(line) = crate::mode::text_line(&report.mode) {
         let _ = writeln!(s, "{line}");
     }
+    if let Some(cost) = &report.tracer_cost {
+        s.push_str(&cost.render_text());
+    }
     if report.lost_events > 0 {
         let _ = writeln!(
             s,

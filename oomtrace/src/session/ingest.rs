@@ -39,6 +39,8 @@ pub struct Session {
     pub exes: HashSet<PathBuf>,
     /// GPU memory, sampled at each tick.
     pub gpu: crate::gpu::Sampler,
+    /// oomtrace's own cost (events read, BPF run-time statistics).
+    pub cost: super::cost::CostMeter,
 }
 
 impl Session {
@@ -157,7 +159,7 @@ impl Session {
     fn publish(&mut self, started: Instant, exited: Option<String>) {
         let Some(ui) = &mut self.ui else { return };
         let lost = self.probes.drops().map(|d| d.lost_events).unwrap_or(0);
-        let snap = ui.view.snapshot(
+        let mut snap = ui.view.snapshot(
             &self.model,
             &super::KernelStacks(&self.probes),
             &mut self.symbols,
@@ -165,6 +167,7 @@ impl Session {
             started.elapsed().as_secs_f64(),
             exited,
         );
+        snap.header.bpf_ns_per_call = self.cost.bpf_ns_per_call(&self.probes);
         let _ = ui.link.tx.send(std::sync::Arc::new(snap));
     }
 
@@ -224,6 +227,7 @@ impl Session {
             }
             let hint = self.feed(&ev);
             let kind = EventKind::from_u16(ev.kind);
+            self.cost.count(kind);
             if kind.is_some_and(has_call_site) {
                 let generation = self.model.process(ev.tgid).map_or(0, |p| p.generation);
                 if matches!(kind, Some(EventKind::Alloc | EventKind::Realloc)) {

@@ -2,6 +2,7 @@
 //! ([`ingest`]) that drains the ring buffer into the model until the target is done or a
 //! signal arrives; with `record`, the same events are teed into a recording.
 
+pub mod cost;
 mod ingest;
 pub mod kernel;
 pub mod monitor;
@@ -59,6 +60,8 @@ pub struct Options {
     pub mode: crate::mode::Mode,
     /// `--kernel`: trace kernel allocations too.
     pub kernel: bool,
+    /// Attach only the empty floor programs (`run --probe-floor`, for the benchmark).
+    pub probe_floor: bool,
 }
 
 /// What the monitor of a `run` saw.
@@ -221,7 +224,11 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         mode: opts.mode,
         kernel: opts.kernel,
     })?;
-    probes.attach_tracepoints()?;
+    if opts.probe_floor {
+        probes.use_floor_programs();
+    } else {
+        probes.attach_tracepoints()?;
+    }
     let kernel_mode = opts
         .kernel
         .then(|| kernel::start(&mut probes))
@@ -257,6 +264,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         trace_all,
         exes: HashSet::new(),
         gpu: crate::gpu::Sampler::from_env(),
+        cost: cost::CostMeter::start(),
     };
     session.model.kernel.enabled = opts.kernel;
 
@@ -335,6 +343,15 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     );
     if let Some(k) = &kernel_mode {
         k.finish(&session.model, &session.probes, &mut report);
+    }
+    if opts.record.is_none() {
+        // A recording's summary must equal the report read back from it, which cannot know this.
+        let lost = report.lost_events;
+        report.tracer_cost = Some(session.cost.finish(
+            &session.probes,
+            lost,
+            duration_ns as f64 / 1e9,
+        ));
     }
     let monitored = match session.monitor.take() {
         Some(mut m) => {

@@ -97,6 +97,7 @@ impl ViewState {
             tracer_rss_bytes: own_rss(),
             limit_bytes: self.limit,
             notices: Vec::new(),
+            bpf_ns_per_call: None,
         };
         let stack_rows = self.stack_rows(model, stacks, symbols, &cfg, dt);
         let processes = model

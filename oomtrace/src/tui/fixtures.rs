@@ -137,6 +137,7 @@ pub fn busy() -> Snapshot {
             tracer_rss_bytes: 34 * MIB,
             limit_bytes: Some(512 * MIB),
             notices: Vec::new(),
+            bpf_ns_per_call: None,
         },
         stacks,
         processes: Vec::new(),

@@ -55,6 +55,9 @@ pub struct Header {
     pub tracer_cpu_pct: f64,
     /// The tracer's own resident memory.
     pub tracer_rss_bytes: u64,
+    /// BPF program time per allocator call (uprobe trap excluded), when the kernel's run-time
+    /// statistics are on.
+    pub bpf_ns_per_call: Option<f64>,
     /// The memory the target may use before it is OOM-killed (its cgroup's `memory.max`, else
     /// the machine's memory), when known: with a growing heap it gives a time to OOM.
     pub limit_bytes: Option<u64>,

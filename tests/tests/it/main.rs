@@ -1,6 +1,8 @@
 //! oomtrace's integration tests: the real binary, real BPF, ground-truth workloads.
 //! Run by `cargo xtask test` (as root, one test at a time: they share kernel state).
 
+mod allocator;
+mod cost;
 mod errors;
 mod gpu;
 mod groundtruth;

@@ -173,7 +173,8 @@ fn trend_line(snap: &Snapshot) -> Line<'static> {
     Line::from(spans)
 }
 
-/// `events 12.3k/s  lost 0  tracer 1.5% CPU, 34.0 MiB`, lost in red when non-zero.
+/// `events 12.3k/s  lost 0  tracer 1.5% CPU, 34.0 MiB  bpf 85 ns/call`, lost in red when
+/// non-zero. The BPF time is the programs' only (the uprobe trap is not in the kernel's figure).
 fn activity_line(snap: &Snapshot) -> Line<'static> {
     let h = &snap.header;
     let lost = if h.lost_events > 0 {
@@ -192,6 +193,11 @@ fn activity_line(snap: &Snapshot) -> Line<'static> {
             h.tracer_cpu_pct,
             format::bytes(h.tracer_rss_bytes)
         )),
+        Span::raw(
+            h.bpf_ns_per_call
+                .map(|ns| format!("  bpf {ns:.0} ns/call"))
+                .unwrap_or_default(),
+        ),
         Span::raw(" "),
     ])
 }

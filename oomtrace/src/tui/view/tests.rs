@@ -380,6 +380,14 @@ fn notices_show_in_the_header() {
 }
 
 #[test]
+fn bpf_time_per_call_shows_in_the_header() {
+    let mut snap = fixtures::busy();
+    snap.header.bpf_ns_per_call = Some(412.4);
+    let buf = screen(&App::new(), &snap, 120, 24);
+    line_with(&buf, "bpf 412 ns/call");
+}
+
+#[test]
 fn tiny_terminal_does_not_panic() {
     let snap = fixtures::busy();
     for (w, h) in [(1, 1), (10, 3), (20, 8), (40, 12)] {

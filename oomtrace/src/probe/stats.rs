@@ -1,0 +1,55 @@
+//! The kernel's run-time statistics of oomtrace's own programs (`BPF_ENABLE_STATS`).
+//!
+//! While the descriptor from [`enable`] is open the kernel times every BPF program run on the
+//! machine (two clock reads per run) and counts runs; closing it turns that off again, so
+//! nothing is left flipped if oomtrace dies. The time covers the program only: the uprobe trap
+//! and the uretprobe trampoline around it are invisible to it.
+
+use std::os::fd::OwnedFd;
+
+use aya::sys::{Stats, enable_stats};
+
+use super::Probes;
+
+/// Turns on run-time statistics for as long as the returned descriptor lives.
+pub fn enable() -> Result<OwnedFd, String> {
+    enable_stats(Stats::RunTime).map_err(|e| format!("BPF run-time statistics unavailable: {e}"))
+}
+
+/// One loaded program's runs and time, as the kernel counted them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramRuns {
+    /// The program's name in the eBPF object (`malloc_enter`, `alloc_return`, …).
+    pub name: String,
+    /// Runs counted while statistics were on.
+    pub runs: u64,
+    /// Nanoseconds spent in those runs.
+    pub run_time_ns: u64,
+}
+
+impl Probes {
+    /// Runs and time of every loaded program, by name.
+    pub fn program_runs(&self) -> Vec<ProgramRuns> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some(ProgramRuns {
+                    name: name.to_owned(),
+                    runs: info.run_count(),
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether `program` is an allocator entry program (one run per allocator call).
+pub fn is_allocator_entry(program: &str) -> bool {
+    program == "floor_enter" || super::ALLOC_ENTRIES.iter().any(|e| e.program == program)
+}
+
+/// Whether `program` is the allocator return program.
+pub fn is_allocator_return(program: &str) -> bool {
+    program == "alloc_return" || program == "floor_return"
+}
