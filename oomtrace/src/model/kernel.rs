@@ -45,8 +45,8 @@ impl KernelKey {
     }
 }
 
-/// Statistics of one kernel stack.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Statistics of one kernel stack (flattened into the report's `kernel_stacks[]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KernelCounts {
     /// Bytes allocated and not freed yet.
     pub outstanding_bytes: u64,

@@ -51,46 +51,18 @@ impl Ranges {
     /// overlaps, trimming or splitting them.
     pub fn remove(&mut self, start: u64, len: u64) -> Vec<Released> {
         let end = start.saturating_add(len.div_ceil(PAGE) * PAGE);
-        let overlapping: Vec<(u64, Piece)> = self
-            .pieces
-            .range(..end)
-            .rev()
-            .take_while(|(_, p)| p.end > start)
-            .map(|(&s, &p)| (s, p))
-            .collect();
         let mut released = Vec::new();
-        for (s, p) in overlapping {
-            self.pieces.remove(&s);
+        for (s, p) in self.overlapping(start, end) {
+            let (a, b) = self.cut(s, p, start, end);
             let count = self.counts.entry(p.alloc).or_default();
             *count -= 1;
-            if s < start {
-                self.pieces.insert(
-                    s,
-                    Piece {
-                        end: start,
-                        alloc: p.alloc,
-                    },
-                );
-                *count += 1;
-            }
-            if p.end > end {
-                self.pieces.insert(
-                    end,
-                    Piece {
-                        end: p.end,
-                        alloc: p.alloc,
-                    },
-                );
-                *count += 1;
-            }
-            let bytes = p.end.min(end) - s.max(start);
             let gone = *count == 0;
             if gone {
                 self.counts.remove(&p.alloc);
             }
             released.push(Released {
                 alloc: p.alloc,
-                bytes,
+                bytes: b - a,
                 gone,
             });
         }
@@ -110,44 +82,45 @@ impl Ranges {
     /// target range must hold no pieces.
     pub fn relocate(&mut self, old: u64, len: u64, new: u64) {
         let end = old.saturating_add(len.div_ceil(PAGE) * PAGE);
-        let overlapping: Vec<(u64, Piece)> = self
-            .pieces
-            .range(..end)
-            .rev()
-            .take_while(|(_, p)| p.end > old)
-            .map(|(&s, &p)| (s, p))
-            .collect();
-        let mut moved = Vec::with_capacity(overlapping.len());
-        for (s, p) in overlapping {
-            self.pieces.remove(&s);
-            // The piece goes on as its moved part; parts outside the range stay as new pieces.
-            let count = self.counts.entry(p.alloc).or_default();
-            if s < old {
-                self.pieces.insert(
-                    s,
-                    Piece {
-                        end: old,
-                        alloc: p.alloc,
-                    },
-                );
-                *count += 1;
-            }
-            if p.end > end {
-                self.pieces.insert(
-                    end,
-                    Piece {
-                        end: p.end,
-                        alloc: p.alloc,
-                    },
-                );
-                *count += 1;
-            }
-            let (a, b) = (s.max(old), p.end.min(end));
+        let mut moved = Vec::new();
+        for (s, p) in self.overlapping(old, end) {
+            // The piece goes on as its moved part (its count stays).
+            let (a, b) = self.cut(s, p, old, end);
             moved.push((a - old + new, b - old + new, p.alloc));
         }
         for (a, b, alloc) in moved {
             self.pieces.insert(a, Piece { end: b, alloc });
         }
+    }
+
+    /// The pieces overlapping `[start, end)`, last first.
+    fn overlapping(&self, start: u64, end: u64) -> Vec<(u64, Piece)> {
+        self.pieces
+            .range(..end)
+            .rev()
+            .take_while(|(_, p)| p.end > start)
+            .map(|(&s, &p)| (s, p))
+            .collect()
+    }
+
+    /// Takes piece `(s, p)` out, keeps its parts outside `[start, end)` as pieces of their own
+    /// (each counted), and returns the part inside.
+    fn cut(&mut self, s: u64, p: Piece, start: u64, end: u64) -> (u64, u64) {
+        self.pieces.remove(&s);
+        for (a, b) in [(s, start), (end, p.end)] {
+            // `s < start` for the left part, `end < p.end` for the right one.
+            if a < b {
+                self.pieces.insert(
+                    a,
+                    Piece {
+                        end: b,
+                        alloc: p.alloc,
+                    },
+                );
+                *self.counts.entry(p.alloc).or_default() += 1;
+            }
+        }
+        (s.max(start), p.end.min(end))
     }
 
     /// Drops every piece (the address space went away).

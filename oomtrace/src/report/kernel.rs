@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::human_bytes;
 use crate::model::Model;
 use crate::model::growth::{Growth, GrowthClass, GrowthConfig};
-use crate::model::kernel::source_name;
+use crate::model::kernel::{KernelCounts, source_name};
 
 /// Kernel frames shown per stack in the text report (JSON has them all).
 const TEXT_FRAMES: usize = 16;
@@ -57,18 +57,9 @@ pub struct KernelStackReport {
     pub pid: u32,
     /// `page`, `slab`, `vmalloc` or `gpu`.
     pub source: &'static str,
-    /// Bytes allocated and not freed when tracing ended.
-    pub outstanding_bytes: u64,
-    /// The most bytes outstanding at once.
-    pub peak_outstanding_bytes: u64,
-    /// Allocations not freed.
-    pub outstanding_allocs: u64,
-    /// Bytes over all allocations.
-    pub allocated_bytes: u64,
-    /// Allocations.
-    pub allocs: u64,
-    /// Frees of its allocations (by anyone).
-    pub frees: u64,
+    /// Its figures when tracing ended (frees are by anyone, not only the process).
+    #[serde(flatten)]
+    pub counts: KernelCounts,
     /// Made in interrupt context on top of the process (its frames show the interrupt entry).
     pub interrupt: bool,
     /// Growth of its outstanding bytes over time.
@@ -101,12 +92,7 @@ pub fn kernel_stacks(model: &Model, src: &mut dyn KernelSymbolSource) -> Vec<Ker
             KernelStackReport {
                 pid: s.key.pid,
                 source: source_name(s.key.source),
-                outstanding_bytes: c.outstanding_bytes,
-                peak_outstanding_bytes: c.peak_outstanding_bytes,
-                outstanding_allocs: c.outstanding_allocs,
-                allocated_bytes: c.allocated_bytes,
-                allocs: c.allocs,
-                frees: c.frees,
+                counts: c,
                 interrupt: frames.iter().any(in_interrupt),
                 growth: model
                     .timeline
@@ -117,10 +103,11 @@ pub fn kernel_stacks(model: &Model, src: &mut dyn KernelSymbolSource) -> Vec<Ker
         })
         .collect();
     out.sort_by(|a, b| {
-        b.peak_outstanding_bytes
-            .cmp(&a.peak_outstanding_bytes)
-            .then(b.outstanding_bytes.cmp(&a.outstanding_bytes))
-            .then(b.allocated_bytes.cmp(&a.allocated_bytes))
+        let (a_c, b_c) = (&a.counts, &b.counts);
+        b_c.peak_outstanding_bytes
+            .cmp(&a_c.peak_outstanding_bytes)
+            .then(b_c.outstanding_bytes.cmp(&a_c.outstanding_bytes))
+            .then(b_c.allocated_bytes.cmp(&a_c.allocated_bytes))
             .then(a.pid.cmp(&b.pid))
             .then(a.stack_id.cmp(&b.stack_id))
     });
@@ -137,7 +124,11 @@ fn in_interrupt(f: &KernelFrame) -> bool {
 
 /// Appends the kernel section of the text report (the `top` stacks by peak).
 pub fn render_text(s: &mut String, stacks: &[KernelStackReport], top: usize) {
-    let shown: Vec<_> = stacks.iter().filter(|k| k.allocs > 0).take(top).collect();
+    let shown: Vec<_> = stacks
+        .iter()
+        .filter(|k| k.counts.allocs > 0)
+        .take(top)
+        .collect();
     if shown.is_empty() {
         let _ = writeln!(s, "\nKernel: no kernel allocations seen.");
         return;
@@ -154,12 +145,12 @@ pub fn render_text(s: &mut String, stacks: &[KernelStackReport], top: usize) {
             i + 1,
             k.source,
             if k.interrupt { " (interrupt)" } else { "" },
-            human_bytes(k.outstanding_bytes),
-            human_bytes(k.peak_outstanding_bytes),
+            human_bytes(k.counts.outstanding_bytes),
+            human_bytes(k.counts.peak_outstanding_bytes),
             k.pid,
-            human_bytes(k.allocated_bytes),
-            k.allocs,
-            k.frees,
+            human_bytes(k.counts.allocated_bytes),
+            k.counts.allocs,
+            k.counts.frees,
             growth_word(&k.growth),
             if k.frames.is_empty() {
                 "; no stack"
@@ -285,16 +276,16 @@ mod tests {
         let stacks = kernel_stacks(&model, &mut Fixed);
         assert_eq!(stacks.len(), 2);
         assert_eq!(stacks[0].source, "page");
-        assert_eq!(stacks[0].peak_outstanding_bytes, 4 * 4096);
-        assert_eq!(stacks[0].outstanding_bytes, 0);
-        assert_eq!(stacks[0].frees, 4);
+        assert_eq!(stacks[0].counts.peak_outstanding_bytes, 4 * 4096);
+        assert_eq!(stacks[0].counts.outstanding_bytes, 0);
+        assert_eq!(stacks[0].counts.frees, 4);
         assert!(!stacks[0].interrupt);
         assert_eq!(
             stacks[0].frames[1].function.as_deref(),
             Some("anon_pipe_write")
         );
         assert_eq!(stacks[1].source, "slab");
-        assert_eq!(stacks[1].outstanding_bytes, 300);
+        assert_eq!(stacks[1].counts.outstanding_bytes, 300);
         assert!(stacks[1].interrupt);
         let json = serde_json::to_value(&stacks[0]).unwrap();
         assert_eq!(json["frames"][0]["addr"], "0x10");

@@ -66,10 +66,11 @@ pub fn classifier_memory(md: &mut String) -> Result<()> {
         ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
+    // The harness prints the test's name on the same line as the test's own output.
     let line = text
         .lines()
-        .find(|l| l.starts_with("Series at full capacity"))
-        .unwrap_or("(not measured)");
+        .find_map(|l| l.find("Series at full capacity").map(|i| &l[i..]))
+        .ok_or_else(|| anyhow::anyhow!("the series memory test printed no figure:\n{text}"))?;
     let _ = writeln!(
         md,
         "\n## Growth classifier memory\n\nPer time series (one per stack that held memory, and four per process), \
