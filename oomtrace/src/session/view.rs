@@ -361,3 +361,58 @@ fn own_rss() -> u64 {
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{GpuSnapshot, NvidiaDevice, NvidiaProcess, NvidiaSource, SCHEMA};
+
+    #[test]
+    fn nvidia_gpus_and_their_processes_become_pane_rows() {
+        let snap = GpuSnapshot {
+            schema: SCHEMA,
+            devices: vec![],
+            clients: vec![],
+            dmabufs: None,
+            kfd: None,
+            meminfo: Default::default(),
+            nvidia: NvidiaSource {
+                available: true,
+                notice: None,
+                driver_version: Some("580.159.04".into()),
+                devices: vec![NvidiaDevice {
+                    index: 0,
+                    name: Some("NVIDIA H100 80GB HBM3".into()),
+                    pci_bus_id: Some("00000000:00:06.0".into()),
+                    memory_total: Some(85_520_809_984),
+                    memory_used: Some(811_597_824),
+                    processes: vec![
+                        NvidiaProcess {
+                            pid: 626,
+                            used_bytes: Some(811_597_824),
+                            context: "compute".into(),
+                        },
+                        NvidiaProcess {
+                            pid: 700,
+                            used_bytes: None,
+                            context: "graphics".into(),
+                        },
+                    ],
+                }],
+            },
+            warnings: vec![],
+        };
+        let GpuPane::Devices { devices, clients } = gpu_pane(&snap) else {
+            panic!("an NVIDIA GPU is something to show");
+        };
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices[0].card, "nvidia0");
+        assert_eq!(devices[0].vram_used, Some(811_597_824));
+        assert_eq!(devices[0].vram_total, Some(85_520_809_984));
+        assert_eq!(devices[0].gtt_used, None, "NVML has no GTT: absent, not 0");
+        assert_eq!(clients.len(), 2);
+        assert_eq!(clients[0].pids, [626]);
+        assert_eq!(clients[0].resident, [("vram".to_owned(), 811_597_824)]);
+        assert!(clients[1].resident.is_empty(), "an unknown figure is not 0");
+    }
+}
