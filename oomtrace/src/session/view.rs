@@ -4,6 +4,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
+use serde_json::Value;
+
 use crate::model::growth::{GrowthClass, GrowthConfig};
 use crate::model::{Model, StackKey};
 use crate::report::{StackSource, SymbolSource, stack_frames};
@@ -17,8 +19,6 @@ use crate::tui::{
 const VIEW_STACKS: usize = 500;
 /// Header history kept (one point per refresh).
 const HISTORY: usize = 600;
-/// GPU snapshots are taken this often (they walk every /proc/*/fdinfo).
-const GPU_EVERY_S: f64 = 5.0;
 
 /// What the view remembers between refreshes (rates are differences).
 pub struct ViewState {
@@ -30,8 +30,8 @@ pub struct ViewState {
     prev_allocs: HashMap<(u32, StackKey), u64>,
     prev: Option<(Instant, u64, u64)>,
     gpu: GpuPane,
-    gpu_at: Option<Instant>,
-    gpu_sampler: Option<crate::gpu::Sampler>,
+    /// GPU snapshots of the model the pane was built from.
+    gpu_samples: Option<u64>,
 }
 
 impl ViewState {
@@ -46,8 +46,7 @@ impl ViewState {
             prev_allocs: HashMap::new(),
             prev: None,
             gpu: GpuPane::default(),
-            gpu_at: None,
-            gpu_sampler: None,
+            gpu_samples: None,
         }
     }
 
@@ -130,7 +129,7 @@ impl ViewState {
                     .and_then(|(k, _)| symbols.frame(o.pid, k.generation, k.call_site).function),
             })
             .collect();
-        self.refresh_gpu(now);
+        self.refresh_gpu(model);
         Snapshot {
             target: Target {
                 label: self.label.clone(),
@@ -213,98 +212,95 @@ impl ViewState {
         rows
     }
 
-    fn refresh_gpu(&mut self, now: Instant) {
-        if self
-            .gpu_at
-            .is_some_and(|t| now.duration_since(t).as_secs_f64() < GPU_EVERY_S)
-        {
+    /// Rebuilds the GPU pane when the model took a new GPU snapshot: the pane shows what the
+    /// session sampled (or the recording holds), never a second reading of its own.
+    fn refresh_gpu(&mut self, model: &Model) {
+        if self.gpu_samples == Some(model.gpu.samples) {
             return;
         }
-        self.gpu_at = Some(now);
-        let sampler = self
-            .gpu_sampler
-            .get_or_insert_with(crate::gpu::Sampler::from_env);
-        self.gpu = match sampler.sample() {
-            Ok(snap)
-                if !snap.devices.is_empty()
-                    || !snap.clients.is_empty()
-                    || !snap.nvidia.devices.is_empty() =>
-            {
-                gpu_pane(&snap)
-            }
-            Ok(snap) => GpuPane::Absent(format!(
-                "GPU: no DRM devices or clients found on this machine; {}",
-                snap.nvidia.notice.as_deref().unwrap_or("no NVIDIA GPU")
-            )),
-            Err(e) => GpuPane::Absent(format!("GPU: cannot read driver memory ({e})")),
+        self.gpu_samples = Some(model.gpu.samples);
+        self.gpu = match model.gpu.latest() {
+            Some(snap) => gpu_pane(snap),
+            None => GpuPane::Absent("GPU: no snapshot taken yet".into()),
         };
     }
 }
 
-/// The GPU pane's rows: DRM devices and clients, then NVIDIA GPUs and their processes.
-fn gpu_pane(snap: &crate::gpu::GpuSnapshot) -> GpuPane {
-    let mut pane = GpuPane::Devices {
-        devices: snap
-            .devices
-            .iter()
-            .map(|d| GpuDeviceRow {
-                card: d.card.clone(),
-                driver: d.driver.clone(),
-                pdev: d.pdev.clone(),
-                vram_used: d.vram_used,
-                vram_total: d.vram_total,
-                gtt_used: d.gtt_used,
-                gtt_total: d.gtt_total,
-                unattributed_vram: d.unattributed_vram,
-                unattributed_gtt: d.unattributed_gtt,
-            })
-            .collect(),
-        clients: snap
-            .clients
-            .iter()
-            .map(|c| GpuClientRow {
-                device: c.pdev.clone().unwrap_or_default(),
-                driver: c.driver.clone(),
-                pids: c.pids.clone(),
-                comms: c.comms.clone(),
-                resident: c
-                    .regions
-                    .iter()
-                    .filter_map(|(r, m)| Some((r.clone(), m.resident?)))
+/// The GPU pane of an `oomtrace.gpu/1` snapshot: DRM devices and clients, then NVIDIA GPUs
+/// and their processes; absent (and why) when there is none of them.
+fn gpu_pane(snap: &Value) -> GpuPane {
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let mut devices: Vec<GpuDeviceRow> = list(&snap["devices"])
+        .iter()
+        .map(|d| GpuDeviceRow {
+            card: text(&d["card"]).unwrap_or_default(),
+            driver: text(&d["driver"]),
+            pdev: text(&d["pdev"]),
+            vram_used: d["vram_used"].as_u64(),
+            vram_total: d["vram_total"].as_u64(),
+            gtt_used: d["gtt_used"].as_u64(),
+            gtt_total: d["gtt_total"].as_u64(),
+            unattributed_vram: d["unattributed_vram"].as_u64(),
+            unattributed_gtt: d["unattributed_gtt"].as_u64(),
+        })
+        .collect();
+    let mut clients: Vec<GpuClientRow> = list(&snap["clients"])
+        .iter()
+        .map(|c| GpuClientRow {
+            device: text(&c["pdev"]).unwrap_or_default(),
+            driver: text(&c["driver"]).unwrap_or_default(),
+            pids: list(&c["pids"])
+                .iter()
+                .filter_map(|p| u32::try_from(p.as_u64()?).ok())
+                .collect(),
+            comms: list(&c["comms"]).iter().filter_map(text).collect(),
+            resident: c["regions"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(r, m)| Some((r.clone(), m["resident"].as_u64()?)))
+                .collect(),
+        })
+        .collect();
+    for d in list(&snap["nvidia"]["devices"]) {
+        let card = format!("nvidia{}", d["index"].as_u64().unwrap_or(0));
+        devices.push(GpuDeviceRow {
+            card: card.clone(),
+            driver: Some("nvidia".into()),
+            pdev: text(&d["pci_bus_id"]),
+            vram_used: d["memory_used"].as_u64(),
+            vram_total: d["memory_total"].as_u64(),
+            gtt_used: None,
+            gtt_total: None,
+            unattributed_vram: None,
+            unattributed_gtt: None,
+        });
+        for p in list(&d["processes"]) {
+            clients.push(GpuClientRow {
+                device: card.clone(),
+                driver: "nvidia".into(),
+                pids: p["pid"]
+                    .as_u64()
+                    .and_then(|p| u32::try_from(p).ok())
+                    .into_iter()
                     .collect(),
-            })
-            .collect(),
-    };
-    if let GpuPane::Devices { devices, clients } = &mut pane {
-        for d in &snap.nvidia.devices {
-            let card = format!("nvidia{}", d.index);
-            devices.push(GpuDeviceRow {
-                card: card.clone(),
-                driver: Some("nvidia".into()),
-                pdev: d.pci_bus_id.clone(),
-                vram_used: d.memory_used,
-                vram_total: d.memory_total,
-                gtt_used: None,
-                gtt_total: None,
-                unattributed_vram: None,
-                unattributed_gtt: None,
+                comms: Vec::new(),
+                resident: p["used_bytes"]
+                    .as_u64()
+                    .map(|b| ("vram".to_owned(), b))
+                    .into_iter()
+                    .collect(),
             });
-            for p in &d.processes {
-                clients.push(GpuClientRow {
-                    device: card.clone(),
-                    driver: "nvidia".into(),
-                    pids: vec![p.pid],
-                    comms: Vec::new(),
-                    resident: p
-                        .used_bytes
-                        .map(|b| ("vram".to_owned(), b))
-                        .into_iter()
-                        .collect(),
-                });
-            }
         }
     }
-    pane
+    if devices.is_empty() && clients.is_empty() {
+        let nvidia = snap["nvidia"]["notice"].as_str().unwrap_or("no NVIDIA GPU");
+        return GpuPane::Absent(format!(
+            "GPU: no DRM devices or clients found on this machine; {nvidia}"
+        ));
+    }
+    GpuPane::Devices { devices, clients }
 }
 
 /// A stable key for a view row.
@@ -402,7 +398,7 @@ mod tests {
             },
             warnings: vec![],
         };
-        let GpuPane::Devices { devices, clients } = gpu_pane(&snap) else {
+        let GpuPane::Devices { devices, clients } = gpu_pane(&snap.to_json()) else {
             panic!("an NVIDIA GPU is something to show");
         };
         assert_eq!(devices.len(), 1);
@@ -414,5 +410,21 @@ mod tests {
         assert_eq!(clients[0].pids, [626]);
         assert_eq!(clients[0].resident, [("vram".to_owned(), 811_597_824)]);
         assert!(clients[1].resident.is_empty(), "an unknown figure is not 0");
+    }
+
+    #[test]
+    fn a_snapshot_with_nothing_says_why() {
+        let snap = serde_json::json!({
+            "devices": [], "clients": [],
+            "nvidia": {"available": false, "notice": "NVIDIA: libnvidia-ml.so.1 not found", "devices": []},
+        });
+        let GpuPane::Absent(why) = gpu_pane(&snap) else {
+            panic!("nothing to show");
+        };
+        assert_eq!(
+            why,
+            "GPU: no DRM devices or clients found on this machine; \
+             NVIDIA: libnvidia-ml.so.1 not found"
+        );
     }
 }

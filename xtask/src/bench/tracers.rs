@@ -164,19 +164,10 @@ pub fn free_phase_configs() -> Vec<Config> {
     ]
 }
 
-/// Configurations of the redis benchmark.
+/// Configurations of the redis benchmark: the multi-threaded loop's set (untraced, floor, each
+/// mode, heaptrack).
 pub fn redis_configs(oomtrace_bin: &Path) -> Result<Vec<Config>> {
-    let mut v = vec![
-        config("untraced", Tracer::Untraced, Role::Untraced),
-        config(
-            "bare probe floor, oomtrace's placement",
-            oomtrace(&["run", "--probe-floor"]),
-            Role::FloorAuto,
-        ),
-    ];
-    v.extend(modes(oomtrace_bin)?);
-    v.push(config("heaptrack", Tracer::Heaptrack, Role::Other));
-    Ok(v)
+    mt_configs(oomtrace_bin)
 }
 
 /// The memleak-style bpftrace script.
