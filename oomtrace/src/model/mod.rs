@@ -114,8 +114,12 @@ impl Model {
                 return Hint::Oom(pid);
             }
             EventKind::Tick => {
-                let procs = self.order.iter().filter_map(|pid| self.procs.get(pid));
-                self.timeline.tick(procs, ev.ts_ns);
+                let t = self.timeline.tick(ev.ts_ns);
+                for pid in &self.order {
+                    if let Some(p) = self.procs.get_mut(pid) {
+                        self.timeline.sample_process(t, p);
+                    }
+                }
                 self.timeline.sample_stacks(ev.ts_ns, self.kernel.samples());
                 return Hint::None;
             }

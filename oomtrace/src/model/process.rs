@@ -78,6 +78,9 @@ pub struct StackStats {
     pub sizes: SizeDist,
     /// Lifetimes (allocation to free) of its freed heap blocks, once it had a free.
     pub lifetimes: Option<Box<LifetimeHist>>,
+    /// The most it held since the last tick: what the tick samples, so a buffer filled and
+    /// freed between ticks shows its high-water mark, not wherever the tick happened to fall.
+    pub interval_peak: u64,
 }
 
 /// Stacks per process that keep a lifetime histogram (~21 KiB each).
@@ -122,6 +125,8 @@ pub struct Process {
     pub exit: Option<ExitStatus>,
     /// Whole-process statistics.
     pub totals: Counts,
+    /// The most the process held since the last tick (as [`StackStats::interval_peak`]).
+    pub interval_peak: u64,
     /// Per-stack statistics, in first-seen order.
     pub stacks: Vec<StackStats>,
     /// Frees of addresses never seen allocated (made before attach).
@@ -149,6 +154,7 @@ impl Process {
             generation: 0,
             exit: None,
             totals: Counts::default(),
+            interval_peak: 0,
             stacks: Vec::new(),
             unknown_frees: 0,
             index: FastMap::default(),
@@ -194,6 +200,7 @@ impl Process {
                 counts: Counts::default(),
                 sizes: SizeDist::default(),
                 lifetimes: None,
+                interval_peak: 0,
             });
             (self.stacks.len() - 1) as u32
         })
@@ -217,7 +224,24 @@ impl Process {
         let st = &mut self.stacks[stack as usize];
         st.counts.alloc_n(bytes, blocks.into());
         st.sizes.record(size);
+        st.interval_peak = st.interval_peak.max(st.counts.outstanding_bytes);
         self.totals.alloc_n(bytes, blocks.into());
+        self.interval_peak = self.interval_peak.max(self.totals.outstanding_bytes);
+    }
+
+    /// The tick's samples, (whole process, per stack in order), each the most held since the
+    /// previous tick; the next interval starts from what is held now.
+    pub fn take_interval_peaks(&mut self) -> (u64, impl Iterator<Item = (StackKey, u64)> + '_) {
+        let heap = std::mem::replace(&mut self.interval_peak, self.totals.outstanding_bytes)
+            .max(self.totals.outstanding_bytes);
+        let stacks = self.stacks.iter_mut().map(|st| {
+            let now = st.counts.outstanding_bytes;
+            (
+                st.key,
+                std::mem::replace(&mut st.interval_peak, now).max(now),
+            )
+        });
+        (heap, stacks)
     }
 
     fn release_block(&mut self, b: Block) {
@@ -269,7 +293,9 @@ impl Process {
         let st = &mut self.stacks[stack as usize];
         st.counts.alloc(len);
         st.sizes.record(len);
+        st.interval_peak = st.interval_peak.max(st.counts.outstanding_bytes);
         self.totals.alloc(len);
+        self.interval_peak = self.interval_peak.max(self.totals.outstanding_bytes);
     }
 
     pub(super) fn remove_range(&mut self, start: u64, len: u64) {

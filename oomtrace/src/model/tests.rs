@@ -118,3 +118,33 @@ fn fork_creates_the_child() {
     assert_eq!(m.apply(&f), Hint::Forked(100, 101));
     assert_eq!(m.process(101).unwrap().ppid, Some(100));
 }
+
+/// A tick samples the most a stack held since the previous tick: a buffer filled and freed
+/// between two ticks shows its high-water mark, whatever the tick's phase.
+#[test]
+fn ticks_sample_the_high_water_mark_since_the_last_tick() {
+    let mut m = Model::new();
+    let tick = |ts| MemEvent {
+        ts_ns: ts,
+        ..ev(EventKind::Tick, 0, 0, 0)
+    };
+    m.apply(&ev(EventKind::Alloc, 0x1000, 1000, 7));
+    m.apply(&ev(EventKind::Alloc, 0x2000, 500, 7));
+    m.apply(&ev(EventKind::Free, 0x1000, 0, 0));
+    m.apply(&ev(EventKind::Free, 0x2000, 0, 0));
+    m.apply(&tick(1_000_000_000));
+    // Nothing happens in the next interval: it samples what is held, 0.
+    m.apply(&tick(2_000_000_000));
+    m.apply(&ev(EventKind::Alloc, 0x3000, 200, 7));
+    m.apply(&tick(3_000_000_000));
+    let key = m.process(100).unwrap().stacks[0].key;
+    let points: Vec<f64> = m
+        .timeline
+        .stack(100, &key)
+        .unwrap()
+        .points()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(points, [1500.0, 0.0, 200.0]);
+    assert_eq!(stack(&m, 7).outstanding_bytes, 200);
+}

@@ -58,19 +58,23 @@ impl Timeline {
         ts_ns.saturating_sub(origin) as f64 / 1e9
     }
 
-    /// A tick: samples every live process's heap and every stack that holds (or held) memory.
-    pub fn tick<'a>(&mut self, procs: impl Iterator<Item = &'a Process>, ts_ns: u64) {
-        let t = self.t(ts_ns);
+    /// A tick at `ts_ns`: counts it and returns its time for [`Timeline::sample_process`].
+    pub fn tick(&mut self, ts_ns: u64) -> f64 {
         self.ticks += 1;
-        for p in procs.filter(|p| p.exit.is_none()) {
-            self.procs
-                .entry(p.pid)
-                .or_default()
-                .heap
-                .push(t, p.totals.outstanding_bytes as f64);
-            for s in &p.stacks {
-                self.push_stack(t, (p.pid, s.key), s.counts.outstanding_bytes);
-            }
+        self.t(ts_ns)
+    }
+
+    /// Samples a live process's heap and every stack that holds (or held) memory at tick time
+    /// `t`, each at the most it held since the previous tick.
+    pub fn sample_process(&mut self, t: f64, p: &mut Process) {
+        if p.exit.is_some() {
+            return;
+        }
+        let pid = p.pid;
+        let (heap, stacks) = p.take_interval_peaks();
+        self.procs.entry(pid).or_default().heap.push(t, heap as f64);
+        for (key, value) in stacks {
+            self.push_stack(t, (pid, key), value);
         }
     }
 

@@ -63,8 +63,13 @@ impl Session {
         let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         // The kernel side wakes us only past a fill threshold (or for a new process); the tick
         // bounds latency otherwise.
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let mut sample = tokio::time::interval(opts.tick);
+        // None fires at once: the command was just released, and its first events (and maps)
+        // come before a /proc and GPU walk. The session sampled once before releasing it.
+        let tick_every = Duration::from_millis(20);
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + tick_every, tick_every);
+        let mut sample =
+            tokio::time::interval_at(tokio::time::Instant::now() + opts.tick, opts.tick);
         let refresh_every = self
             .ui
             .as_ref()
@@ -80,6 +85,8 @@ impl Session {
         let mut last_alive_check = Instant::now();
         loop {
             tokio::select! {
+                // Events first: a process that exits before its maps are read loses its symbols.
+                biased;
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard.context("ring buffer poll failed")?;
                     guard.clear_ready();
@@ -218,6 +225,7 @@ impl Session {
         // A developer's aid: every decoded event on stderr.
         let debug = std::env::var_os("OOMTRACE_DEBUG_EVENTS").is_some();
         let mut execs = Vec::new();
+        self.symbols.poll();
         while let Some(ev) = self.ring.get_mut().next_event() {
             if debug {
                 eprintln!(
@@ -228,6 +236,12 @@ impl Session {
             let hint = self.feed(&ev);
             let kind = EventKind::from_u16(ev.kind);
             self.cost.count(kind);
+            if kind == Some(EventKind::Exec) {
+                // The new image may run to its end within a millisecond: its maps now, before
+                // anything slower (the allocator lookup below), so its frames still symbolize.
+                let generation = self.model.process(ev.tgid).map_or(0, |p| p.generation);
+                self.symbols.exec(ev.tgid, generation, ev.ts_ns);
+            }
             if kind.is_some_and(has_call_site) {
                 let generation = self.model.process(ev.tgid).map_or(0, |p| p.generation);
                 if matches!(kind, Some(EventKind::Alloc | EventKind::Realloc)) {
@@ -244,7 +258,7 @@ impl Session {
                 }
                 Hint::Forked(parent, child) => {
                     let generation = self.model.process(parent).map_or(0, |p| p.generation);
-                    self.symbols.inherit(parent, generation, child);
+                    self.symbols.inherit(parent, generation, child, ev.ts_ns);
                 }
                 Hint::Oom(pid) => {
                     // The victim dies in moments: its cgroup now, or never.
@@ -264,7 +278,14 @@ impl Session {
         // After the batch: reading new processes' maps comes first (they may exit any moment);
         // resolving an exec'd program's allocator takes milliseconds.
         for pid in execs {
-            attach_new_allocator(&mut self.probes, &mut self.exes, pid);
+            let generation = self.model.process(pid).map_or(0, |p| p.generation);
+            // A process already gone has no /proc/PID/exe; the kernel's record still names it.
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .ok()
+                .or_else(|| self.symbols.program(pid, generation));
+            if let Some(exe) = exe {
+                attach_new_allocator(&mut self.probes, &mut self.exes, pid, exe);
+            }
         }
         if let Some(r) = &mut self.recorder {
             r.send_batch();
@@ -273,21 +294,29 @@ impl Session {
 }
 
 /// A child that exec'd a program with its own allocator (jemalloc, say) gets it probed too.
-fn attach_new_allocator(probes: &mut Probes, seen: &mut HashSet<PathBuf>, pid: u32) {
+fn attach_new_allocator(probes: &mut Probes, seen: &mut HashSet<PathBuf>, pid: u32, exe: PathBuf) {
     // At exec only the executable and the dynamic linker are mapped: resolve from the ELF.
-    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
-        return;
-    };
     if !seen.insert(exe.clone()) {
         return;
     }
-    if let Ok(object) = target::allocator_of_program(&exe)
-        && let Err(e) = probes.attach_allocator(&object)
-    {
-        eprintln!(
+    let Ok(object) = target::allocator_of_program(&exe) else {
+        return;
+    };
+    match probes.attach_allocator(&object) {
+        // Probing took a while, and the program ran meanwhile: say so rather than let a
+        // smaller figure pass for the whole truth.
+        Ok(attached) if !attached.is_empty() => eprintln!(
+            "oomtrace: warning: pid {pid} ({}) allocates through {}, probed only after it \
+             started: its allocations (and those of any process that ran it before now) up to \
+             this moment are not counted",
+            exe.display(),
+            object.display()
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!(
             "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
             object.display()
-        );
+        ),
     }
 }
 

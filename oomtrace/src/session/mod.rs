@@ -253,12 +253,16 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         link,
         view: view::ViewState::new(label, trace_all, monotonic_ns(), memory_max),
     });
+    let (symbols, notice) = Symbolizer::with_kernel_maps();
+    if let Some(n) = notice {
+        eprintln!("{n}");
+    }
     let mut session = Session {
         ui,
         probes,
         ring,
         model: Model::with_mode(opts.mode),
-        symbols: Symbolizer::new(),
+        symbols,
         recorder,
         monitor,
         trace_all,
@@ -272,9 +276,16 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     let start_ns = monotonic_ns();
     let mut child_rx = None;
     let mut root = None;
+    // The baseline sample (GPU included) now: once the command runs, the loop reads its events
+    // first.
+    session.sample();
     match &opts.target {
         Target::Run(argv) => {
             let exe = exe.expect("resolved above");
+            // Its allocator is probed already: its exec needs no second lookup.
+            session
+                .exes
+                .insert(std::fs::canonicalize(&exe).unwrap_or_else(|_| exe.clone()));
             let held = launch::spawn_held(&exe, argv)?;
             let pid = held.pid;
             session.probes.trace_pid(pid)?;
@@ -324,6 +335,14 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         session.feed(&status_event(pid, Some(status)));
     }
     let drops = session.probes.drops().unwrap_or_default();
+    session.symbols.poll();
+    let lost_maps = session.symbols.lost_map_records();
+    if lost_maps > 0 {
+        eprintln!(
+            "oomtrace: warning: the kernel dropped {lost_maps} mapping record(s) (its ring was \
+             full): frames of processes that exited early may show as bare addresses"
+        );
+    }
     let losses = Losses {
         lost_events: drops.lost_events + session.ring.get_ref().malformed,
         stack_collisions: drops.stack_collisions,

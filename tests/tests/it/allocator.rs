@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::util::*;
 
 /// (the program, its malloc library), built once.
-fn own_malloc_program() -> (PathBuf, PathBuf) {
+pub fn own_malloc_program() -> (PathBuf, PathBuf) {
     let lib = build_c(
         "ownmalloc",
         "libownmalloc.so",

@@ -13,5 +13,6 @@ mod offline;
 mod oom;
 mod placement;
 mod sampling;
+mod symbols;
 mod tui;
 mod util;

@@ -1,8 +1,12 @@
 //! Addresses to functions, files and lines.
 //!
-//! A process's memory map is read while it lives (at its first allocation of each exec'd image)
-//! and kept, so a process that has exited still symbolizes: addresses become (file, offset) pairs
-//! and blazesym reads the ELF/DWARF of the file itself.
+//! A process's memory map is read while it lives (at its exec and its first allocation of each
+//! image) and kept, so a process that has exited still symbolizes: addresses become (file,
+//! offset) pairs and blazesym reads the ELF/DWARF of the file itself. A process may also finish
+//! before its maps can be read; the kernel's own mapping records ([`perf`]) cover it then.
+
+mod images;
+pub mod perf;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -57,6 +61,10 @@ pub struct Symbolizer {
     /// The image `settle` saw last: nearly every call repeats it, and this spares the set's
     /// hash lookup on each allocation.
     last_settled: Option<(u32, u32)>,
+    /// The kernel's mapping records, when they could be opened.
+    kernel_maps: Option<perf::MapRecords>,
+    /// What those records say, per image.
+    images: images::Images,
 }
 
 impl Default for Symbolizer {
@@ -77,7 +85,58 @@ impl Symbolizer {
             gone: Default::default(),
             settled: Default::default(),
             last_settled: None,
+            kernel_maps: None,
+            images: Default::default(),
         }
+    }
+
+    /// A symbolizer that also reads the kernel's mapping records, so processes that exit within
+    /// a millisecond still symbolize. Where they cannot be opened, it says why (the caller shows
+    /// it) and works from `/proc` alone.
+    pub fn with_kernel_maps() -> (Self, Option<String>) {
+        let mut s = Self::new();
+        match perf::MapRecords::open() {
+            Ok(r) => {
+                s.kernel_maps = Some(r);
+                (s, None)
+            }
+            Err(e) => (
+                s,
+                Some(format!(
+                    "oomtrace: notice: the kernel's mapping records are unavailable ({e:#}): \
+                     processes that exit within milliseconds may lose their symbols"
+                )),
+            ),
+        }
+    }
+
+    /// Takes in the mapping records the kernel wrote since the last call.
+    pub fn poll(&mut self) {
+        if let Some(k) = &mut self.kernel_maps {
+            let mut records = Vec::new();
+            k.read(&mut records);
+            self.images.apply(records);
+        }
+    }
+
+    /// The program image (pid, generation) runs, as the kernel recorded its exec: known even
+    /// when the process is already gone.
+    pub fn program(&self, pid: u32, generation: u32) -> Option<PathBuf> {
+        self.images.program(pid, generation).map(PathBuf::from)
+    }
+
+    /// Mapping records the kernel had to drop (a full ring).
+    pub fn lost_map_records(&self) -> u64 {
+        self.images.lost
+    }
+
+    /// `pid` exec'd at `ts`, starting image `generation`: its maps now, while it most likely
+    /// still runs, and the kernel's records of the exec in case it does not.
+    pub fn exec(&mut self, pid: u32, generation: u32, ts: u64) {
+        self.poll();
+        self.images.bind_exec(pid, generation, ts);
+        self.gone.remove(&pid);
+        self.read_maps(pid, generation);
     }
 
     /// At an image's first allocator call its libraries are mapped (malloc lives in one): read
@@ -114,11 +173,13 @@ impl Symbolizer {
         {
             return;
         }
-        if self.gone.contains(&pid) {
-            return;
-        }
         if let Some(m) = self.mapping(pid, generation, addr) {
             self.last_hit = Some((pid, generation, m.start, m.end));
+            return;
+        }
+        // A library mapped since: the kernel's record of it is cheaper than reading /proc.
+        self.poll();
+        if self.images.mapping(pid, generation, addr).is_some() || self.gone.contains(&pid) {
             return;
         }
         if !self.read_maps(pid, generation) {
@@ -127,10 +188,12 @@ impl Symbolizer {
     }
 
     /// A forked child starts with its parent's layout.
-    pub fn inherit(&mut self, parent: u32, parent_generation: u32, child: u32) {
+    pub fn inherit(&mut self, parent: u32, parent_generation: u32, child: u32, ts: u64) {
         if let Some(maps) = self.maps.get(&(parent, parent_generation)).cloned() {
             self.insert(child, 0, maps);
         }
+        self.poll();
+        self.images.bind_fork(parent, parent_generation, child, ts);
         self.gone.remove(&child);
     }
 
@@ -168,11 +231,12 @@ impl Symbolizer {
         self.mapping(pid, generation, addr).is_some_and(|m| m.exec)
     }
 
+    /// The /proc snapshot's mapping of `addr`, else the kernel's record of one.
     fn mapping(&self, pid: u32, generation: u32, addr: u64) -> Option<&Mapping> {
         self.maps
-            .get(&(pid, generation))?
-            .iter()
-            .find(|m| addr >= m.start && addr < m.end)
+            .get(&(pid, generation))
+            .and_then(|maps| maps.iter().find(|m| addr >= m.start && addr < m.end))
+            .or_else(|| self.images.mapping(pid, generation, addr))
     }
 
     /// Symbolizes a return address (looked up at `addr - 1`, the call instruction).
