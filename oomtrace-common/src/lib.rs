@@ -66,6 +66,9 @@ pub enum EventKind {
     /// `--mode growth`: a user page fault in a traced process at `addr` (`size` = page bytes),
     /// with the faulting stack; the user side pairs it with unmaps to attribute RSS growth.
     Fault = 21,
+    /// A traced process forked a child that is not followed (`--no-children`): `tgid` is the
+    /// parent, `aux` the child. The user side disarms the breakpoints the child inherited.
+    Unfollowed = 22,
 }
 
 /// `size` of a [`EventKind::Brk`] made inside an allocator call: it moves the break (which the
@@ -102,6 +105,7 @@ impl EventKind {
             19 => Self::KAlloc,
             20 => Self::KFree,
             21 => Self::Fault,
+            22 => Self::Unfollowed,
             _ => return None,
         })
     }
@@ -204,6 +208,10 @@ pub enum KernelField {
 
 /// Number of [`KernelField`] slots.
 pub const KERNEL_FIELDS: u32 = 17;
+
+/// The attach cookie of the entry probe on `free`. Every other entry probe's cookie is its
+/// [`AllocFn`], so one entry program serves every allocator function.
+pub const COOKIE_FREE: u64 = 0x100;
 
 /// Number of [`AllocFn`] variants that are allocator functions (pending-state keys use them).
 pub const ALLOC_FNS: usize = 9;

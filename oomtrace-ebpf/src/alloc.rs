@@ -5,11 +5,14 @@
 //! those run with the thread's depth above zero and are ignored.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
+    EbpfContext,
+    helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use oomtrace_common::{AllocFn, ConfigKey, DropReason, EventKind, MODE_SAMPLE, MemEvent};
+use oomtrace_common::{
+    AllocFn, COOKIE_FREE, ConfigKey, DropReason, EventKind, MODE_SAMPLE, MemEvent,
+};
 
 use crate::{
     Pending, config, count_drop, depth, emit_with, event, first_of_image, ids, sample, stack,
@@ -113,53 +116,33 @@ fn mul_or_max(a: u64, b: u64) -> u64 {
     if sum < low { u64::MAX } else { sum }
 }
 
+/// The one entry program of every allocator function: its attach cookie says which function
+/// fired (an [`AllocFn`], or [`COOKIE_FREE`]). One program lets a single multi-uprobe link per
+/// process carry every entry point.
 #[uprobe]
-pub fn malloc_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::Malloc, arg(&ctx, 0), 0, 0)
-}
-
-#[uprobe]
-pub fn calloc_enter(ctx: ProbeContext) -> u32 {
-    // An overflowing n*m fails in the allocator; record it as a failure of u64::MAX bytes.
-    let size = mul_or_max(arg(&ctx, 0), arg(&ctx, 1));
-    enter(&ctx, AllocFn::Calloc, size, 0, 0)
-}
-
-#[uprobe]
-pub fn realloc_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::Realloc, arg(&ctx, 1), arg(&ctx, 0), 0)
-}
-
-#[uprobe]
-pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
-    let size = mul_or_max(arg(&ctx, 1), arg(&ctx, 2));
-    enter(&ctx, AllocFn::Reallocarray, size, arg(&ctx, 0), 0)
-}
-
-#[uprobe]
-pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
-    // aux keeps `memptr`: the block's address is read from it at return.
-    enter(&ctx, AllocFn::PosixMemalign, arg(&ctx, 2), 0, arg(&ctx, 0))
-}
-
-#[uprobe]
-pub fn aligned_alloc_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::AlignedAlloc, arg(&ctx, 1), 0, 0)
-}
-
-#[uprobe]
-pub fn memalign_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::Memalign, arg(&ctx, 1), 0, 0)
-}
-
-#[uprobe]
-pub fn valloc_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::Valloc, arg(&ctx, 0), 0, 0)
-}
-
-#[uprobe]
-pub fn pvalloc_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::Pvalloc, arg(&ctx, 0), 0, 0)
+pub fn alloc_enter(ctx: ProbeContext) -> u32 {
+    // SAFETY: the helper reads the cookie of the link that ran this program.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let (a0, a1, a2) = (arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    // (function, requested bytes, old block, aux)
+    let (f, size, old, aux) = match cookie {
+        COOKIE_FREE => return free(&ctx, a0),
+        c if c == AllocFn::Malloc as u64 => (AllocFn::Malloc, a0, 0, 0),
+        // An overflowing n*m fails in the allocator; record it as a failure of u64::MAX bytes.
+        c if c == AllocFn::Calloc as u64 => (AllocFn::Calloc, mul_or_max(a0, a1), 0, 0),
+        c if c == AllocFn::Realloc as u64 => (AllocFn::Realloc, a1, a0, 0),
+        c if c == AllocFn::Reallocarray as u64 => {
+            (AllocFn::Reallocarray, mul_or_max(a1, a2), a0, 0)
+        }
+        // aux keeps `memptr`: the block's address is read from it at return.
+        c if c == AllocFn::PosixMemalign as u64 => (AllocFn::PosixMemalign, a2, 0, a0),
+        c if c == AllocFn::AlignedAlloc as u64 => (AllocFn::AlignedAlloc, a1, 0, 0),
+        c if c == AllocFn::Memalign as u64 => (AllocFn::Memalign, a1, 0, 0),
+        c if c == AllocFn::Valloc as u64 => (AllocFn::Valloc, a0, 0, 0),
+        c if c == AllocFn::Pvalloc as u64 => (AllocFn::Pvalloc, a0, 0, 0),
+        _ => return 0,
+    };
+    enter(&ctx, f, size, old, aux)
 }
 
 /// One return program serves every allocator function: the open call says which it was.
@@ -253,9 +236,9 @@ fn sampled_return(ev: &mut MemEvent, bits: u16, is_realloc: bool) -> bool {
     false
 }
 
-#[uprobe]
-pub fn free_enter(ctx: ProbeContext) -> u32 {
-    let addr = arg(&ctx, 0);
+/// `free(addr)`, from [`alloc_enter`].
+#[inline(always)]
+fn free(_ctx: &ProbeContext, addr: u64) -> u32 {
     // free(NULL) is a no-op.
     if addr == 0 {
         return 0;

@@ -58,17 +58,19 @@ pub fn process_fork(ctx: TracePointContext) -> u32 {
     }
     let child: i32 = tp(&ctx, 20);
     let child = child as u32;
+    let mut ev = event(EventKind::Fork, tgid, tid);
+    ev.aux = child as u64;
     if config(ConfigKey::TraceAll) == 0 {
         if config(ConfigKey::FollowForks) == 0 {
-            return 0;
-        }
-        if TRACED.insert(child, 1, 0).is_err() {
+            // Not followed: the user side must still disarm what the child inherited.
+            ev.kind = EventKind::Unfollowed as u16;
+        } else if TRACED.insert(child, 1, 0).is_err() {
             count_drop(DropReason::TracedFull);
         }
     }
-    let mut ev = event(EventKind::Fork, tgid, tid);
-    ev.aux = child as u64;
-    emit(&ev);
+    // At once: the child runs uncounted until the user side has attached its probes (unless
+    // `run` holds it).
+    emit_with(&ev, true);
     0
 }
 

@@ -76,10 +76,14 @@ pub struct RecordArgs {
     /// The recording to write.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub recording: PathBuf,
-    /// Attach to this running process instead of starting a command.
+    /// Attach to this running process and its descendants instead of starting a command.
     #[arg(long, conflicts_with_all = ["all", "command"])]
     pub pid: Option<u32>,
-    /// Record every process that uses the system libc.
+    /// With --pid: only that process, not its children.
+    #[arg(long, requires = "pid")]
+    pub no_children: bool,
+    /// Record every process that uses the system libc (every process on the machine then pays
+    /// the probe trap on each allocator call).
     #[arg(long, conflicts_with = "command")]
     pub all: bool,
     /// Stop after this long (e.g. 30s, 5m).
@@ -185,10 +189,15 @@ pub struct GpuArgs {
 /// Options of `oomtrace --pid N` / `--all`.
 #[derive(Debug, Args)]
 pub struct AttachArgs {
-    /// Attach to this running process (and the children it forks from now on).
+    /// Attach to this running process and its descendants (those running now and those forked
+    /// from now on); only they pay for the probes.
     #[arg(long, value_name = "PID", conflicts_with = "all")]
     pub pid: Option<u32>,
-    /// Trace every process that uses the system libc.
+    /// With --pid: only that process, not its children.
+    #[arg(long, requires = "pid")]
+    pub no_children: bool,
+    /// Trace every process that uses the system libc. Every process on the machine then pays
+    /// the probe trap (about a microsecond) on each allocator call while oomtrace runs.
     #[arg(long)]
     pub all: bool,
     /// Stop after this long (e.g. 30s, 5m, 500ms); default: Ctrl-C or the process's exit.
@@ -288,6 +297,10 @@ pub struct TracingArgs {
     /// allows) made in the traced processes' context, by kernel stack.
     #[arg(long)]
     pub kernel: bool,
+    /// oomtrace's own memory limit (e.g. 512M, 2G): past it, oomtrace stops tracing, writes
+    /// what it has and says why, rather than grow. Default: an eighth of the machine's memory.
+    #[arg(long, value_name = "SIZE", value_parser = crate::oom::sizes::parse_size_arg)]
+    pub self_max: Option<u64>,
 }
 
 /// Ring sizes must be a power-of-two number of pages.

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod gpu;
+pub mod hold;
 pub mod kallsyms;
 pub mod launch;
 pub mod mode;
@@ -14,6 +15,7 @@ pub mod model;
 pub mod offline;
 pub mod oom;
 pub mod probe;
+pub mod proc_tree;
 pub mod record;
 pub mod replay;
 pub mod report;

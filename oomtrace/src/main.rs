@@ -133,6 +133,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mode: args.tracing.mode,
                 kernel: args.tracing.kernel,
                 probe_floor: false,
+                children: !args.no_children,
+                self_max: self_max(&args.tracing),
             };
             let output = OutputArgs {
                 format: Some(args.format),
@@ -161,6 +163,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     mode: args.tracing.mode,
                     kernel: args.tracing.kernel,
                     probe_floor: args.probe_floor,
+                    children: true,
+                    self_max: self_max(&args.tracing),
                     // A monitored run samples its growth as often as its memory.
                     tick: if monitored {
                         args.tracing.tick.min(args.sample_interval)
@@ -199,6 +203,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     mode: a.tracing.mode,
                     kernel: a.tracing.kernel,
                     probe_floor: false,
+                    children: !a.no_children,
+                    self_max: self_max(&a.tracing),
                 },
                 a.output,
             )
@@ -225,7 +231,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "oomtrace: recording written ({bytes} bytes); read it with `oomtrace report FILE`"
         );
     }
-    let mut code = match (outcome.child, outcome.stop) {
+    let mut outcome = outcome;
+    let child = match outcome.pending_child.take() {
+        // Stopped at --self-max: the command runs on, untraced, to its own end.
+        Some(rx) => {
+            eprintln!("oomtrace: the command goes on untraced; waiting for it to end");
+            let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+            Some(runtime.block_on(rx)??)
+        }
+        None => outcome.child,
+    };
+    let mut code = match (child, outcome.stop) {
         (Some(status), _) => status.exit_code(),
         // `run` interrupted before the command ended.
         (None, StopReason::Signal(sig)) if is_run => 128 + sig,
@@ -286,6 +302,12 @@ fn run_tui(
     let outcome = join(tracing)?;
     ended?;
     Ok(Some(outcome))
+}
+
+/// `--self-max`, or its default for this machine.
+fn self_max(t: &oomtrace::cli::TracingArgs) -> u64 {
+    t.self_max
+        .unwrap_or_else(oomtrace::session::selfmem::default_limit)
 }
 
 fn write_report(report: &oomtrace::report::Report, out: &OutputArgs) -> anyhow::Result<()> {

@@ -123,6 +123,8 @@ impl Model {
                 self.timeline.sample_stacks(ev.ts_ns, self.kernel.samples());
                 return Hint::None;
             }
+            // The session's business (it disarms the child); nothing to account.
+            EventKind::Unfollowed => return Hint::None,
             EventKind::KAlloc | EventKind::KFree => {
                 // Model-wide: a kernel free is matched by address, whoever frees.
                 self.kernel.apply(ev);

@@ -382,7 +382,8 @@ impl Process {
             | EventKind::ProcSample
             | EventKind::KAlloc
             | EventKind::KFree
-            | EventKind::Fault => {}
+            | EventKind::Fault
+            | EventKind::Unfollowed => {}
         }
     }
 

@@ -92,8 +92,10 @@ pub async fn watch(json: bool, count: Option<u64>) -> Result<()> {
         follow_forks: false,
         placement: PlacementMode::Auto,
         ring_bytes: 256 * 1024,
-        mode: crate::mode::Mode::Exact,
+        // No allocator probes: only the OOM tracepoint is attached.
+        mode: crate::mode::Mode::Growth,
         kernel: false,
+        floor: false,
     })?;
     probes.attach_oom_only()?;
     let reader = RingReader::new(probes.take_ring()?);

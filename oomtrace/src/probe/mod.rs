@@ -1,6 +1,7 @@
 //! The kernel side's user-space handle: load the eBPF object, attach probes, fill the traced-pid
 //! map, and read the maps that are not the event stream (drop counters, stacks).
 
+pub mod detach;
 pub mod drm;
 pub mod elf;
 pub mod kernel;
@@ -8,29 +9,32 @@ pub mod modes;
 pub mod placement;
 pub mod preflight;
 pub mod stats;
+pub mod sys;
 pub mod target;
+pub mod uprobes;
 
 use std::collections::HashMap as StdHashMap;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{
-    TracePoint, UProbe,
-    uprobe::{UProbeLink, UProbeScope},
-};
+use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use oomtrace_common::{ConfigKey, DropReason, STACK_DEPTH};
+use oomtrace_common::{AllocFn, COOKIE_FREE, ConfigKey, DropReason, STACK_DEPTH};
 
 use self::elf::ElfObject;
 use self::placement::{Placement, PlacementMode};
+use self::uprobes::{Attacher, Mechanism, ProgramPair, Scope};
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomtrace"));
 
-/// An allocator entry point: exported name, entry program, integer args read, has a return probe.
+/// An allocator entry point: exported name, attach cookie (what the entry program reads to know
+/// which function fired), integer args read, whether it has a return probe.
 struct AllocEntry {
     name: &'static str,
-    program: &'static str,
+    cookie: u64,
     nargs: usize,
     returns: bool,
 }
@@ -38,65 +42,69 @@ struct AllocEntry {
 const ALLOC_ENTRIES: &[AllocEntry] = &[
     AllocEntry {
         name: "malloc",
-        program: "malloc_enter",
+        cookie: AllocFn::Malloc as u64,
         nargs: 1,
         returns: true,
     },
     AllocEntry {
         name: "calloc",
-        program: "calloc_enter",
+        cookie: AllocFn::Calloc as u64,
         nargs: 2,
         returns: true,
     },
     AllocEntry {
         name: "realloc",
-        program: "realloc_enter",
+        cookie: AllocFn::Realloc as u64,
         nargs: 2,
         returns: true,
     },
     AllocEntry {
         name: "reallocarray",
-        program: "reallocarray_enter",
+        cookie: AllocFn::Reallocarray as u64,
         nargs: 3,
         returns: true,
     },
     AllocEntry {
         name: "posix_memalign",
-        program: "posix_memalign_enter",
+        cookie: AllocFn::PosixMemalign as u64,
         nargs: 3,
         returns: true,
     },
     AllocEntry {
         name: "aligned_alloc",
-        program: "aligned_alloc_enter",
+        cookie: AllocFn::AlignedAlloc as u64,
         nargs: 2,
         returns: true,
     },
     AllocEntry {
         name: "memalign",
-        program: "memalign_enter",
+        cookie: AllocFn::Memalign as u64,
         nargs: 2,
         returns: true,
     },
     AllocEntry {
         name: "valloc",
-        program: "valloc_enter",
+        cookie: AllocFn::Valloc as u64,
         nargs: 1,
         returns: true,
     },
     AllocEntry {
         name: "pvalloc",
-        program: "pvalloc_enter",
+        cookie: AllocFn::Pvalloc as u64,
         nargs: 1,
         returns: true,
     },
     AllocEntry {
         name: "free",
-        program: "free_enter",
+        cookie: COOKIE_FREE,
         nargs: 1,
         returns: false,
     },
 ];
+
+/// The entry and return programs of real tracing, and of the bare probe floor.
+const TRACING_PROGRAMS: [&str; 2] = ["alloc_enter", "alloc_return"];
+const FLOOR_PROGRAMS: [&str; 2] = ["floor_enter", "floor_return"];
 
 /// (category, tracepoint, program).
 const TRACEPOINTS: &[(&str, &str, &str)] = &[
@@ -134,6 +142,8 @@ pub struct ProbeConfig {
     pub mode: crate::mode::Mode,
     /// `--kernel`: trace kernel allocations (sizes the kernel-side maps for it).
     pub kernel: bool,
+    /// Attach the empty floor programs instead of the real ones (`--probe-floor`).
+    pub floor: bool,
 }
 
 /// One attached allocator probe, for `oomtrace probes` and the placement test.
@@ -162,13 +172,13 @@ pub struct DropCounts {
 pub struct Probes {
     ebpf: Ebpf,
     placement: PlacementMode,
-    /// (device, inode) of each probed object: one file can have several paths (/lib → /usr/lib).
-    attached_objects: Vec<(u64, u64)>,
-    /// Owned here rather than by the programs, so that they go with the `Probes`.
-    uprobe_links: Vec<UProbeLink>,
     mode: crate::mode::Mode,
     /// Attach the empty floor programs instead of the real ones (`--probe-floor`).
     floor: bool,
+    /// The allocator probes, per process; loaded at the first attach.
+    attacher: Option<Arc<Attacher>>,
+    /// Why multi-uprobe links are not used, when they are not (said once).
+    fallback: Option<String>,
 }
 
 impl Probes {
@@ -189,10 +199,10 @@ impl Probes {
         let mut probes = Self {
             ebpf,
             placement: cfg.placement,
-            attached_objects: Vec::new(),
-            uprobe_links: Vec::new(),
             mode: cfg.mode,
-            floor: false,
+            floor: cfg.floor,
+            attacher: None,
+            fallback: None,
         };
         modes::configure(&mut probes.ebpf, cfg.mode)?;
         let mut config: Array<_, u64> = Array::try_from(probes.map_mut("CONFIG")?)?;
@@ -204,7 +214,81 @@ impl Probes {
             0,
         )?;
         config.set(ConfigKey::Kernel as u32, u64::from(cfg.kernel), 0)?;
+        if cfg.mode.probes_allocator() {
+            probes.attacher = Some(Arc::new(probes.load_attacher()?));
+        }
         Ok(probes)
+    }
+
+    /// Loads the allocator programs for the best mechanism this kernel has: multi-uprobe links,
+    /// else perf uprobes (`OOMTRACE_UPROBES=perf` forces the latter, for tests).
+    fn load_attacher(&mut self) -> Result<Attacher> {
+        let [enter, ret] = if self.floor {
+            FLOOR_PROGRAMS
+        } else {
+            TRACING_PROGRAMS
+        };
+        let forced_perf = std::env::var("OOMTRACE_UPROBES").is_ok_and(|v| v == "perf");
+        if !forced_perf {
+            match uprobes::load_for_multi(&self.ebpf, EBPF_OBJECT, &[enter, ret]) {
+                Ok(mut fds) => {
+                    let ret_fd = fds.pop().expect("two programs");
+                    let enter_fd = fds.pop().expect("two programs");
+                    return Ok(Attacher::new(
+                        Mechanism::Multi,
+                        ProgramPair {
+                            enter: (enter, enter_fd),
+                            ret: (ret, ret_fd),
+                        },
+                        self.placement,
+                    ));
+                }
+                Err(e) => self.fallback = Some(format!("{e:#}")),
+            }
+        } else {
+            self.fallback = Some("OOMTRACE_UPROBES=perf".into());
+        }
+        let pmu = sys::PerfUprobePmu::from_sysfs()
+            .context("this kernel has neither multi-uprobe links nor the uprobe PMU")?;
+        let mut fd_of = |name: &'static str| -> Result<(&'static str, std::os::fd::OwnedFd)> {
+            let up: &mut UProbe = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?
+                .try_into()?;
+            if up.fd().is_err() {
+                up.load()
+                    .with_context(|| format!("the kernel rejected program {name}"))?;
+            }
+            let fd = up.fd()?.as_fd().try_clone_to_owned()?;
+            Ok((name, fd))
+        };
+        let programs = ProgramPair {
+            enter: fd_of(enter)?,
+            ret: fd_of(ret)?,
+        };
+        Ok(Attacher::new(
+            Mechanism::Perf(pmu),
+            programs,
+            self.placement,
+        ))
+    }
+
+    /// When allocator probes are not multi-uprobe links: why (a one-line notice for the user).
+    pub fn fallback_notice(&self) -> Option<String> {
+        let a = self.attacher.as_ref()?;
+        let why = self.fallback.as_ref()?;
+        Some(format!(
+            "oomtrace: notice: allocator probes use {} ({why}): attaching and detaching each \
+             process is slower",
+            a.mechanism().name()
+        ))
+    }
+
+    /// The allocator probes (absent in growth mode), to share with the thread that holds new
+    /// processes until they are attached.
+    pub fn attacher(&self) -> Option<Arc<Attacher>> {
+        self.attacher.clone()
     }
 
     fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
@@ -245,101 +329,24 @@ impl Probes {
         Ok(())
     }
 
-    /// From now on, allocator probes run the empty floor programs (the benchmark's bare probe
-    /// floor): same functions, same offsets, no work.
-    pub fn use_floor_programs(&mut self) {
-        self.floor = true;
-    }
-
-    /// Attaches entry (and return) probes on every allocator function `object` defines.
-    /// Returns what was attached; attaching the same object twice is a no-op.
-    /// In growth mode nothing is attached: that mode has no allocator probes.
-    pub fn attach_allocator(&mut self, object: &Path) -> Result<Vec<AttachedProbe>> {
-        if !self.mode.probes_allocator() {
-            return Ok(Vec::new());
+    /// Attaches entry (and return) probes on every allocator function `object` defines, for
+    /// `scope` (one process, or every process). Returns what was attached; attaching the same
+    /// object twice for a scope is a no-op. In growth mode nothing is attached: that mode has
+    /// no allocator probes.
+    pub fn attach_allocator(&self, scope: Scope, object: &Path) -> Result<Vec<AttachedProbe>> {
+        match &self.attacher {
+            Some(a) => a.attach(scope, object),
+            None => Ok(Vec::new()),
         }
-        let meta = std::fs::metadata(object)
-            .with_context(|| format!("cannot stat {}", object.display()))?;
-        let id = (
-            std::os::unix::fs::MetadataExt::dev(&meta),
-            std::os::unix::fs::MetadataExt::ino(&meta),
-        );
-        if self.attached_objects.contains(&id) {
-            return Ok(Vec::new());
-        }
-        let elf = ElfObject::open(object)?;
-        let plan = plan_allocator(&elf, self.placement);
-        if plan.is_empty() {
-            return Err(anyhow!(
-                "{} defines no allocator functions",
-                object.display()
-            ));
-        }
-        let mut attached = Vec::new();
-        for (names, entry, func, placement) in plan {
-            let offset = func.file_offset + placement.offset;
-            // Return probe first: a call whose entry was seen must see its return, or the
-            // thread's nesting depth would stay raised. (A return without an entry is ignored.)
-            let (enter, ret) = if self.floor {
-                ("floor_enter", "floor_return")
-            } else {
-                (entry.program, "alloc_return")
-            };
-            if entry.returns {
-                // The same offset works for the return probe: rsp is still as at entry there.
-                self.attach_uprobe(ret, offset, object).with_context(|| {
-                    format!("cannot attach uretprobe to {names} in {}", object.display())
-                })?;
-            }
-            self.attach_uprobe(enter, offset, object).with_context(|| {
-                format!("cannot attach uprobe to {names} in {}", object.display())
-            })?;
-            attached.push(AttachedProbe {
-                function: names,
-                object: object.to_owned(),
-                offset: placement.offset,
-                emulated: placement.emulated,
-            });
-        }
-        self.attached_objects.push(id);
-        Ok(attached)
-    }
-
-    fn attach_uprobe(&mut self, program: &str, file_offset: u64, object: &Path) -> Result<()> {
-        let up: &mut UProbe = self
-            .ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
-            .try_into()?;
-        if up.fd().is_err() {
-            up.load()
-                .with_context(|| format!("the kernel rejected program {program}"))?;
-        }
-        let id = up.attach(file_offset, object, UProbeScope::AllProcesses)?;
-        self.uprobe_links.push(up.take_link(id)?);
-        Ok(())
     }
 
     /// Detaches everything without making the caller wait for it: the programs are quiesced
     /// (nothing is traced any more), then a forked child, holding the last references, closes
-    /// them. The kernel serializes uprobe and tracepoint unregistration (a grace period each:
-    /// ~2.5 s for all of ours here). Until then every process using the probed libc still takes
-    /// the (emulated, cheap) trap, so only the interactive TUI uses this.
+    /// them. The kernel serializes tracepoint unregistration (a grace period each), so only the
+    /// interactive TUI uses this.
     pub fn detach_in_background(mut self) {
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        if let Ok(map) = self.map_mut("CONFIG")
-            && let Ok(mut config) = Array::<_, u64>::try_from(map)
-        {
-            let _ = config.set(ConfigKey::TraceAll as u32, 0, 0);
-        }
-        if let Ok(map) = self.map_mut("TRACED")
-            && let Ok(mut traced) = HashMap::<_, u32, u8>::try_from(map)
-        {
-            let pids: Vec<u32> = traced.keys().filter_map(Result::ok).collect();
-            for pid in pids {
-                let _ = traced.remove(&pid);
-            }
-        }
+        self.quiesce();
         // The child must hold the last references: it waits for EOF on this pipe, i.e. for us
         // to have exited, then releases them. Our write end closes at our exit.
         let mut fds = [0; 2];
@@ -375,6 +382,52 @@ impl Probes {
         traced
             .insert(pid, 1, 0)
             .with_context(|| format!("cannot add pid {pid} to the traced set"))
+    }
+
+    /// Stops all tracing at once: allocator probes are detached (in parallel; they are what the
+    /// traced processes pay for) and will not be attached again, and the kernel side traces no
+    /// process any more. The tracepoints stay until the `Probes` go.
+    pub fn quiesce(&mut self) {
+        if let Some(a) = &self.attacher {
+            a.shut();
+        }
+        if let Ok(map) = self.map_mut("CONFIG")
+            && let Ok(mut config) = Array::<_, u64>::try_from(map)
+        {
+            let _ = config.set(ConfigKey::TraceAll as u32, 0, 0);
+        }
+        if let Ok(map) = self.map_mut("TRACED")
+            && let Ok(mut traced) = HashMap::<_, u32, u8>::try_from(map)
+        {
+            let pids: Vec<u32> = traced.keys().filter_map(Result::ok).collect();
+            for pid in pids {
+                let _ = traced.remove(&pid);
+            }
+        }
+    }
+
+    /// Gives `child` its parent's allocator probes (a fork seen, not held); failures are warned
+    /// about, never fatal.
+    pub fn attach_like(&self, parent: u32, child: u32) {
+        if let Some(a) = &self.attacher
+            && let Err(e) = a.attach_like(parent, child)
+        {
+            eprintln!("oomtrace: warning: cannot attach to new process {child}: {e:#}");
+        }
+    }
+
+    /// Disarms the breakpoints `child` inherited from `parent` (a child not followed).
+    pub fn release(&self, parent: u32, child: u32) {
+        if let Some(a) = &self.attacher {
+            a.release(parent, child);
+        }
+    }
+
+    /// Process `pid` has ended: its allocator probes go, off this thread.
+    pub fn forget_pid(&self, pid: u32) {
+        if let Some(a) = &self.attacher {
+            a.detach(pid);
+        }
     }
 
     /// Takes the event ring buffer (call once).

@@ -5,7 +5,7 @@
 //! nothing is left flipped if oomtrace dies. The time covers the program only: the uprobe trap
 //! and the uretprobe trampoline around it are invisible to it.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 
 use aya::sys::{Stats, enable_stats};
 
@@ -30,7 +30,8 @@ pub struct ProgramRuns {
 impl Probes {
     /// Runs and time of every loaded program, by name.
     pub fn program_runs(&self) -> Vec<ProgramRuns> {
-        self.ebpf
+        let mut runs: Vec<ProgramRuns> = self
+            .ebpf
             .programs()
             .filter_map(|(name, prog)| {
                 let info = prog.info().ok()?;
@@ -40,13 +41,34 @@ impl Probes {
                     run_time_ns: info.run_time().as_nanos() as u64,
                 })
             })
-            .collect()
+            .collect();
+        // The allocator programs loaded for multi-uprobe links are copies aya does not know.
+        if let Some(a) = &self.attacher {
+            let p = a.programs();
+            for (name, fd) in [&p.enter, &p.ret] {
+                let Ok(stats) = super::sys::prog_stats(fd.as_fd()) else {
+                    continue;
+                };
+                if let Some(r) = runs.iter_mut().find(|r| r.name == *name) {
+                    // The perf fallback uses aya's own copy: the same program, counted once.
+                    r.runs = stats.runs;
+                    r.run_time_ns = stats.run_time_ns;
+                } else {
+                    runs.push(ProgramRuns {
+                        name: (*name).to_owned(),
+                        runs: stats.runs,
+                        run_time_ns: stats.run_time_ns,
+                    });
+                }
+            }
+        }
+        runs
     }
 }
 
 /// Whether `program` is an allocator entry program (one run per allocator call).
 pub fn is_allocator_entry(program: &str) -> bool {
-    program == "floor_enter" || super::ALLOC_ENTRIES.iter().any(|e| e.program == program)
+    program == "floor_enter" || program == "alloc_enter"
 }
 
 /// Whether `program` is the allocator return program.

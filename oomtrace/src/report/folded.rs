@@ -166,6 +166,8 @@ pub(super) mod tests {
             kernel_stacks: None,
             kernel_probes: None,
             tracer_cost: None,
+            late_attach: None,
+            self_limit: None,
         }
     }
 

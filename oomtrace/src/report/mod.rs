@@ -118,6 +118,32 @@ pub struct Report {
     /// What tracing cost (live `run` and attach sessions; absent from recordings' reports).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracer_cost: Option<cost::TracerCost>,
+    /// Live attach sessions: processes whose probes went in after they had started running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late_attach: Option<LateAttachReport>,
+    /// Tracing stopped early because oomtrace's own memory reached `--self-max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_limit: Option<SelfLimitReport>,
+}
+
+/// oomtrace stopped tracing at its own memory limit: the report covers what came before.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SelfLimitReport {
+    /// `--self-max`.
+    pub limit_bytes: u64,
+    /// oomtrace's resident bytes when it stopped.
+    pub resident_bytes: u64,
+}
+
+/// Processes attached after they started: what they allocated before is not counted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LateAttachReport {
+    /// Processes attached when their fork event arrived, not held (`--pid` children).
+    pub processes: u64,
+    /// Median milliseconds from fork to probes in.
+    pub median_ms: f64,
+    /// Longest such delay, in milliseconds.
+    pub max_ms: f64,
 }
 
 /// One OOM kill in the report.
@@ -282,6 +308,8 @@ impl Report {
             kernel_stacks: None,
             kernel_probes: None,
             tracer_cost: None,
+            late_attach: None,
+            self_limit: None,
         }
     }
 

@@ -24,6 +24,23 @@ pub fn render(report: &Report, top: usize) -> String {
     if let Some(cost) = &report.tracer_cost {
         s.push_str(&cost.render_text());
     }
+    if let Some(limit) = &report.self_limit {
+        let _ = writeln!(
+            s,
+            "warning: tracing stopped when oomtrace's own memory reached {} (--self-max {}): \
+             the figures below cover what was traced until then",
+            human_bytes(limit.resident_bytes),
+            human_bytes(limit.limit_bytes)
+        );
+    }
+    if let Some(late) = &report.late_attach {
+        let _ = writeln!(
+            s,
+            "late attach: {} process(es) were probed {:.1} ms (median, max {:.1} ms) after their \
+             fork: what they allocated before that is not counted",
+            late.processes, late.median_ms, late.max_ms
+        );
+    }
     if report.lost_events > 0 {
         let _ = writeln!(
             s,

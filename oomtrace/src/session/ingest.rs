@@ -2,8 +2,7 @@
 //! on a short tick, feeds every event to the model (and the recording), reads new processes'
 //! memory maps while they live, and decides when the session is over.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -14,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::{Options, StopReason, Target, comm_event, status_event};
 use crate::launch::ChildStatus;
 use crate::model::{Hint, Model, has_call_site};
-use crate::probe::{Probes, target};
+use crate::probe::Probes;
 use crate::record::recorder::Recorder;
 use crate::source::live::RingReader;
 use crate::symbols::Symbolizer;
@@ -35,8 +34,12 @@ pub struct Session {
     pub recorder: Option<Recorder>,
     pub monitor: Option<super::monitor::Monitor>,
     pub trace_all: bool,
-    /// Executables whose allocator was already resolved.
-    pub exes: HashSet<PathBuf>,
+    /// `run` holds its processes at fork and exec ([`crate::hold`]): they are attached there.
+    pub held: bool,
+    /// Which allocator object each exec'd program uses.
+    pub allocators: super::allocators::AllocatorCache,
+    /// Children attached after they started (`--pid`).
+    pub late: LateAttach,
     /// GPU memory, sampled at each tick.
     pub gpu: crate::gpu::Sampler,
     /// oomtrace's own cost (events read, BPF run-time statistics).
@@ -56,7 +59,7 @@ impl Session {
         &mut self,
         opts: &Options,
         root: Option<u32>,
-        mut child_rx: Option<tokio::sync::oneshot::Receiver<Result<ChildStatus>>>,
+        child_rx: &mut Option<tokio::sync::oneshot::Receiver<Result<ChildStatus>>>,
         started: Instant,
     ) -> Result<(StopReason, Option<ChildStatus>)> {
         let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -83,6 +86,7 @@ impl Session {
         let deadline = opts.duration.map(|d| started + d);
         let mut child: Option<ChildStatus> = None;
         let mut last_alive_check = Instant::now();
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 // Events first: a process that exits before its maps are read loses its symbols.
@@ -96,6 +100,14 @@ impl Session {
                     self.drain();
                     if let Some(m) = &mut self.monitor {
                         m.tick(&self.model)?;
+                    }
+                    ticks += 1;
+                    // Every 100 ms: oomtrace's own memory against --self-max.
+                    if ticks.is_multiple_of(5)
+                        && let Some(rss) = super::selfmem::resident_bytes()
+                        && rss > opts.self_max
+                    {
+                        return Ok((StopReason::SelfLimit(rss), child));
                     }
                 }
                 _ = sample.tick() => {
@@ -233,8 +245,13 @@ impl Session {
                     ev.kind, ev.alloc_fn, ev.tgid, ev.tid, ev.addr, ev.size, ev.call_site, ev.ts_ns
                 );
             }
-            let hint = self.feed(&ev);
             let kind = EventKind::from_u16(ev.kind);
+            if kind == Some(EventKind::Unfollowed) {
+                // `--no-children`: the child keeps its parent's breakpoints until disarmed.
+                self.probes.release(ev.tgid, ev.aux as u32);
+                continue;
+            }
+            let hint = self.feed(&ev);
             self.cost.count(kind);
             if kind == Some(EventKind::Exec) {
                 // The new image may run to its end within a millisecond: its maps now, before
@@ -257,9 +274,15 @@ impl Session {
                     }
                 }
                 Hint::Forked(parent, child) => {
+                    if !self.held && !self.trace_all {
+                        // Not held: the child runs, uncounted, until this is done.
+                        self.probes.attach_like(parent, child);
+                        self.late.record(ev.ts_ns, super::monotonic_ns());
+                    }
                     let generation = self.model.process(parent).map_or(0, |p| p.generation);
                     self.symbols.inherit(parent, generation, child, ev.ts_ns);
                 }
+                Hint::Exited(pid) => self.probes.forget_pid(pid),
                 Hint::Oom(pid) => {
                     // The victim dies in moments: its cgroup now, or never.
                     if let Some(cgroup) = crate::oom::cgroup::cgroup_of_pid(pid) {
@@ -269,9 +292,9 @@ impl Session {
                         }
                     }
                 }
-                Hint::Exited(_) | Hint::None => {}
+                Hint::None => {}
             }
-            if kind == Some(EventKind::Exec) && !self.trace_all {
+            if kind == Some(EventKind::Exec) && !self.trace_all && !self.held {
                 execs.push(ev.tgid);
             }
         }
@@ -284,7 +307,7 @@ impl Session {
                 .ok()
                 .or_else(|| self.symbols.program(pid, generation));
             if let Some(exe) = exe {
-                attach_new_allocator(&mut self.probes, &mut self.exes, pid, exe);
+                attach_new_allocator(&self.probes, &mut self.allocators, pid, &exe);
             }
         }
         if let Some(r) = &mut self.recorder {
@@ -293,22 +316,23 @@ impl Session {
     }
 }
 
-/// A child that exec'd a program with its own allocator (jemalloc, say) gets it probed too.
-fn attach_new_allocator(probes: &mut Probes, seen: &mut HashSet<PathBuf>, pid: u32, exe: PathBuf) {
+/// A process that exec'd a program with its own allocator (jemalloc, say) gets it probed too.
+fn attach_new_allocator(
+    probes: &Probes,
+    allocators: &mut super::allocators::AllocatorCache,
+    pid: u32,
+    exe: &Path,
+) {
     // At exec only the executable and the dynamic linker are mapped: resolve from the ELF.
-    if !seen.insert(exe.clone()) {
-        return;
-    }
-    let Ok(object) = target::allocator_of_program(&exe) else {
+    let Some(object) = allocators.allocator_of(exe) else {
         return;
     };
-    match probes.attach_allocator(&object) {
+    match probes.attach_allocator(Some(pid), &object) {
         // Probing took a while, and the program ran meanwhile: say so rather than let a
         // smaller figure pass for the whole truth.
         Ok(attached) if !attached.is_empty() => eprintln!(
             "oomtrace: warning: pid {pid} ({}) allocates through {}, probed only after it \
-             started: its allocations (and those of any process that ran it before now) up to \
-             this moment are not counted",
+             started: its allocations up to this moment are not counted",
             exe.display(),
             object.display()
         ),
@@ -317,6 +341,44 @@ fn attach_new_allocator(probes: &mut Probes, seen: &mut HashSet<PathBuf>, pid: u
             "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
             object.display()
         ),
+    }
+}
+
+/// Children attached when their fork event arrived: how many, and how late.
+#[derive(Default)]
+pub struct LateAttach {
+    /// Delays kept for the median (at most [`LATE_SAMPLES`]).
+    delays_ns: Vec<u64>,
+    count: u64,
+    max_ns: u64,
+}
+
+/// Delays kept for the median.
+const LATE_SAMPLES: usize = 4096;
+
+impl LateAttach {
+    /// A child forked at `forked_ns` had its probes in at `attached_ns`.
+    pub fn record(&mut self, forked_ns: u64, attached_ns: u64) {
+        let d = attached_ns.saturating_sub(forked_ns);
+        self.count += 1;
+        self.max_ns = self.max_ns.max(d);
+        if self.delays_ns.len() < LATE_SAMPLES {
+            self.delays_ns.push(d);
+        }
+    }
+
+    /// The report's figures; `None` when no process was attached late.
+    pub fn report(&self) -> Option<crate::report::LateAttachReport> {
+        if self.count == 0 {
+            return None;
+        }
+        let mut d = self.delays_ns.clone();
+        d.sort_unstable();
+        Some(crate::report::LateAttachReport {
+            processes: self.count,
+            median_ms: d[d.len() / 2] as f64 / 1e6,
+            max_ms: self.max_ns as f64 / 1e6,
+        })
     }
 }
 

@@ -2,15 +2,17 @@
 //! ([`ingest`]) that drains the ring buffer into the model until the target is done or a
 //! signal arrives; with `record`, the same events are teed into a recording.
 
+mod allocators;
 pub mod cost;
 mod ingest;
 pub mod kernel;
 pub mod monitor;
+pub mod selfmem;
 pub mod view;
 
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -18,10 +20,13 @@ use oomtrace_common::{EventKind, MemEvent, STATUS_EXITED, STATUS_SIGNALED};
 use tokio::io::unix::AsyncFd;
 
 use self::ingest::Session;
-use crate::launch::{self, ChildStatus};
+use crate::hold::{self, OnStop, Stop};
+use crate::launch::ChildStatus;
 use crate::model::Model;
 use crate::probe::placement::PlacementMode;
+use crate::probe::uprobes::Attacher;
 use crate::probe::{ProbeConfig, Probes, preflight, target};
+use crate::proc_tree;
 use crate::record::Counters;
 use crate::record::recorder::Recorder;
 use crate::report::{Losses, Report, StackSource, resolve};
@@ -62,6 +67,10 @@ pub struct Options {
     pub kernel: bool,
     /// Attach only the empty floor programs (`run --probe-floor`, for the benchmark).
     pub probe_floor: bool,
+    /// `--pid`: also the process's descendants, existing and future (`--no-children`: false).
+    pub children: bool,
+    /// `--self-max`: oomtrace's own memory limit in bytes.
+    pub self_max: u64,
 }
 
 /// What the monitor of a `run` saw.
@@ -101,6 +110,8 @@ pub enum StopReason {
     Duration,
     /// SIGINT/SIGTERM.
     Signal(i32),
+    /// oomtrace's own memory reached `--self-max` (its resident bytes then).
+    SelfLimit(u64),
 }
 
 /// What a finished session hands to the report writers.
@@ -118,6 +129,9 @@ pub struct Outcome {
     /// The attached probes: dropping them detaches, which takes the kernel ~2 s, so callers
     /// write the report first and drop this last.
     pub probes: Probes,
+    /// `run` stopped at `--self-max` with the command still running: its status, to wait for
+    /// after the report is out (the command is not killed for oomtrace's sake).
+    pub pending_child: Option<tokio::sync::oneshot::Receiver<Result<ChildStatus>>>,
 }
 
 struct KernelStacks<'a>(&'a Probes);
@@ -218,22 +232,26 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     let trace_all = matches!(opts.target, Target::All);
     let mut probes = Probes::load(ProbeConfig {
         trace_all,
-        follow_forks: true,
+        follow_forks: opts.children || !matches!(opts.target, Target::Pid(_)),
         placement: opts.placement,
         ring_bytes: opts.ring_bytes,
         mode: opts.mode,
         kernel: opts.kernel,
+        floor: opts.probe_floor,
     })?;
-    if opts.probe_floor {
-        probes.use_floor_programs();
-    } else {
+    if let Some(n) = probes.fallback_notice() {
+        eprintln!("{n}");
+    }
+    if !opts.probe_floor {
         probes.attach_tracepoints()?;
     }
     let kernel_mode = opts
         .kernel
         .then(|| kernel::start(&mut probes))
         .transpose()?;
-    probes.attach_allocator(&allocator)?;
+    if trace_all {
+        probes.attach_allocator(None, &allocator)?;
+    }
     let reader = RingReader::new(probes.take_ring()?);
     // SAFETY: RingReader owns the ring map's fd, which stays open and unchanged for its lifetime.
     let ring = unsafe { AsyncFd::register(reader) }
@@ -266,7 +284,9 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         recorder,
         monitor,
         trace_all,
-        exes: HashSet::new(),
+        held: false,
+        allocators: allocators::AllocatorCache::default(),
+        late: ingest::LateAttach::default(),
         gpu: crate::gpu::Sampler::from_env(),
         cost: cost::CostMeter::start(),
     };
@@ -282,30 +302,67 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     match &opts.target {
         Target::Run(argv) => {
             let exe = exe.expect("resolved above");
-            // Its allocator is probed already: its exec needs no second lookup.
-            session
-                .exes
-                .insert(std::fs::canonicalize(&exe).unwrap_or_else(|_| exe.clone()));
-            let held = launch::spawn_held(&exe, argv)?;
-            let pid = held.pid;
+            let on_stop = on_stop(session.probes.attacher());
+            let mut spawned = hold::spawn(&exe, argv, on_stop)?;
+            let pid = spawned.pid;
+            session.held = spawned.held;
+            if let Some(why) = &spawned.refused {
+                eprintln!(
+                    "oomtrace: notice: cannot hold the command's processes at fork and exec \
+                     (ptrace: {why}): children are attached when their fork is seen, and what \
+                     they allocate before that is not counted"
+                );
+            }
             session.probes.trace_pid(pid)?;
+            session.probes.attach_allocator(Some(pid), &allocator)?;
             if let Some(m) = &mut session.monitor {
                 // Joins the cgroup before exec: everything CMD runs is capped.
                 m.watch(pid)?;
             }
-            held.release(&exe)?;
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::spawn(move || {
-                let _ = tx.send(launch::wait(pid));
-            });
-            child_rx = Some(rx);
+            spawned.release(&exe)?;
+            child_rx = Some(spawned.status);
             root = Some(pid);
         }
         Target::Pid(pid) => {
-            session.probes.trace_pid(*pid)?;
+            let tree = if opts.children {
+                proc_tree::descendants(*pid, &proc_tree::parents(std::path::Path::new("/proc")))
+            } else {
+                vec![*pid]
+            };
+            // All of them traced first, so what they fork from now on is followed.
+            for &p in &tree {
+                session.probes.trace_pid(p)?;
+            }
+            session.probes.attach_allocator(Some(*pid), &allocator)?;
+            let mut others = 0;
+            for &p in &tree[1..] {
+                match target::allocator_of_pid(p) {
+                    Ok(object) => {
+                        if let Err(e) = session.probes.attach_allocator(Some(p), &object) {
+                            eprintln!("oomtrace: warning: cannot attach to pid {p}: {e:#}");
+                        }
+                    }
+                    // Gone meanwhile, or no dynamic allocator (growth mode needs none).
+                    Err(target::TargetError::NoSuchProcess(_)) => continue,
+                    Err(e) if needs_allocator => {
+                        eprintln!("oomtrace: warning: not tracing pid {p}: {e}");
+                        continue;
+                    }
+                    Err(_) => {}
+                }
+                let comm = ingest::read_comm(p);
+                session.feed(&comm_event(p, &comm));
+                session.symbols.read_maps(p, 0);
+                others += 1;
+            }
             let comm = ingest::read_comm(*pid);
+            let children = match (opts.children, others) {
+                (false, _) => " (not its children: --no-children)".to_owned(),
+                (true, 0) => String::new(),
+                (true, n) => format!(" and its {n} descendant(s)"),
+            };
             eprintln!(
-                "oomtrace: attached to pid {pid} ({comm}), {}; Ctrl-C to stop and report",
+                "oomtrace: attached to pid {pid} ({comm}){children}, {}; Ctrl-C to stop and report",
                 crate::mode::probing(opts.mode, &allocator)
             );
             session.feed(&comm_event(*pid, &comm));
@@ -327,7 +384,17 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         }
     }
 
-    let (stop, child) = session.run_loop(&opts, root, child_rx, started).await?;
+    let (stop, child) = session
+        .run_loop(&opts, root, &mut child_rx, started)
+        .await?;
+    if let StopReason::SelfLimit(rss) = stop {
+        eprintln!(
+            "oomtrace: warning: oomtrace's own memory reached {} (--self-max {}): tracing \
+             stopped here, and the report covers what was traced until now",
+            crate::report::human_bytes(rss),
+            crate::report::human_bytes(opts.self_max)
+        );
+    }
     session.drain();
     session.sample();
     if let (Some(pid), Some(status)) = (root, child) {
@@ -362,6 +429,13 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     );
     if let Some(k) = &kernel_mode {
         k.finish(&session.model, &session.probes, &mut report);
+    }
+    report.late_attach = session.late.report();
+    if let StopReason::SelfLimit(rss) = stop {
+        report.self_limit = Some(crate::report::SelfLimitReport {
+            limit_bytes: opts.self_max,
+            resident_bytes: rss,
+        });
     }
     if opts.record.is_none() {
         // A recording's summary must equal the report read back from it, which cannot know this.
@@ -411,6 +485,14 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         }
         None => None,
     };
+    let pending_child = match stop {
+        StopReason::SelfLimit(_) if child.is_none() => {
+            // Nothing more is traced; the command runs on to its own end.
+            session.probes.quiesce();
+            child_rx.take()
+        }
+        _ => None,
+    };
     Ok(Outcome {
         report,
         stop,
@@ -418,6 +500,45 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         recorded_bytes,
         monitored,
         probes: session.probes,
+        pending_child,
+    })
+}
+
+/// What the holder thread does while a process of `run` waits: a new process gets its parent's
+/// probes; a new program gets its own allocator probed before it runs.
+fn on_stop(attacher: Option<Arc<Attacher>>) -> OnStop {
+    let mut allocators = allocators::AllocatorCache::default();
+    Box::new(move |stop| {
+        let Some(a) = &attacher else { return };
+        match stop {
+            Stop::Forked { parent, child } => {
+                if let Err(e) = a.attach_like(parent, child) {
+                    eprintln!("oomtrace: warning: cannot attach to new process {child}: {e:#}");
+                }
+            }
+            Stop::Execed { pid, former_tid } => {
+                if former_tid != pid {
+                    // Another thread exec'd: the kernel's filter followed the old leader's
+                    // task, so the process gets fresh links.
+                    let objects = a.objects(Some(pid));
+                    a.detach(pid);
+                    for o in objects {
+                        let _ = a.attach(Some(pid), &o);
+                    }
+                }
+                let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+                    return;
+                };
+                if let Some(object) = allocators.allocator_of(&exe)
+                    && let Err(e) = a.attach(Some(pid), &object)
+                {
+                    eprintln!(
+                        "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
+                        object.display()
+                    );
+                }
+            }
+        }
     })
 }
 

@@ -43,6 +43,14 @@ pub struct Images {
 impl Images {
     /// Applies records read from the kernel.
     pub fn apply(&mut self, records: impl IntoIterator<Item = Record>) {
+        // One ring per CPU: a task that migrates mid-exec has its exec record in one ring and
+        // its next mappings in another. Time order within a batch; across batches, `push`
+        // moves mappings a new image owns out of the one before it.
+        let mut records: Vec<Record> = records.into_iter().collect();
+        records.sort_by_key(|r| match r {
+            Record::Exec { ts, .. } | Record::Map { ts, .. } => *ts,
+            Record::Lost { .. } => 0,
+        });
         for r in records {
             match r {
                 Record::Exec { pid, ts } => {
@@ -115,13 +123,24 @@ impl Images {
         p
     }
 
-    fn push(&mut self, img: Image) -> u64 {
+    fn push(&mut self, mut img: Image) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         // Kept in time order.
         let ids = self.by_pid.entry(img.pid).or_default();
         let images = &self.images;
         let at = ids.partition_point(|i| images.get(i).is_some_and(|o| o.start_ts <= img.start_ts));
+        // Mappings filed in the image before this one that were made after this one began are
+        // this one's (their records were read before the record that begins it).
+        if at > 0
+            && let Some(prev) = self.images.get_mut(&ids[at - 1])
+        {
+            let start = img.start_ts;
+            let (later, kept): (Vec<_>, Vec<_>) =
+                prev.maps.drain(..).partition(|(t, _)| *t >= start);
+            prev.maps = kept;
+            img.maps.extend(later);
+        }
         ids.insert(at, id);
         self.images.insert(id, img);
         self.order.push_back(id);
@@ -303,6 +322,59 @@ mod tests {
         assert_eq!(path(1, 0x1000).as_deref(), Some("/bin/prog"));
         assert_eq!(path(1, 0x5000).as_deref(), Some("/lib/libc.so.6"));
         assert_eq!(path(0, 0x5000), None);
+    }
+
+    /// A task that migrated mid-exec: its exec record sits in one CPU's ring, its mappings in
+    /// another's, and they are read in either order, in one batch or in two.
+    #[test]
+    fn records_read_out_of_order_across_cpus() {
+        for split in [false, true] {
+            let mut im = Images::default();
+            im.apply([
+                Record::Exec { pid: 1, ts: 10 },
+                map(1, 11, 0x1000, "/bin/sh"),
+            ]);
+            im.bind_exec(1, 1, 12);
+            im.bind_fork(1, 1, 2, 20);
+            // The child's exec at 30 and the mapping of its program at 31, read map first.
+            let (first, second) = (
+                map(2, 31, 0x1000, "/bin/prog"),
+                Record::Exec { pid: 2, ts: 30 },
+            );
+            if split {
+                im.apply([first]);
+                im.apply([second]);
+            } else {
+                im.apply([first, second]);
+            }
+            im.bind_exec(2, 1, 32);
+            let path = |g, a| {
+                im.mapping(2, g, a)
+                    .map(|m| m.path.to_string_lossy().into_owned())
+            };
+            assert_eq!(
+                path(1, 0x1000).as_deref(),
+                Some("/bin/prog"),
+                "split {split}"
+            );
+            assert_eq!(path(0, 0x1000).as_deref(), Some("/bin/sh"), "split {split}");
+        }
+    }
+
+    /// A child's own mapping read before the model heard of its fork belongs to the forked
+    /// image all the same.
+    #[test]
+    fn a_childs_mapping_read_before_its_fork() {
+        let mut im = Images::default();
+        im.apply([
+            Record::Exec { pid: 1, ts: 10 },
+            map(1, 11, 0x1000, "/bin/p"),
+        ]);
+        im.bind_exec(1, 1, 12);
+        im.apply([map(2, 25, 0x9000, "/lib/plugin.so")]);
+        im.bind_fork(1, 1, 2, 20);
+        assert!(im.mapping(2, 0, 0x9000).is_some());
+        assert!(im.mapping(2, 0, 0x1000).is_some());
     }
 
     #[test]

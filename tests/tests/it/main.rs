@@ -7,6 +7,7 @@ mod errors;
 mod gpu;
 mod groundtruth;
 mod growth;
+mod harm;
 mod kernel;
 mod modes;
 mod offline;
