@@ -500,3 +500,42 @@ fn bystanders_pay_nothing_in_any_mode() {
         }
     }
 }
+
+/// Past `--self-max`, oomtrace stops tracing, writes what it has and says why; the command it
+/// ran is not killed for its sake and its status is oomtrace's.
+#[test]
+fn self_max_stops_tracing_and_lets_the_command_finish() {
+    if !require_bpf() {
+        return;
+    }
+    const LIMIT: u64 = 100 << 20;
+    const BLOCKS: u64 = 3_000_000;
+    let file = work_dir().join("self-max.json");
+    let _ = std::fs::remove_file(&file);
+    let out = output(
+        oomtrace()
+            .args(["run", "--self-max", "100M", "--format", "json", "-o"])
+            .arg(&file)
+            .arg("--")
+            .arg(bench_loop())
+            .args([BLOCKS.to_string(), "free-phase".into()]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("--self-max"), "{stderr}");
+    // The command ran to its end: it printed the time of its free phase.
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.trim().parse::<u64>().is_ok(), "{printed}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let limit = &report["self_limit"];
+    assert_eq!(limit["limit_bytes"], LIMIT, "{limit}");
+    assert!(limit["resident_bytes"].as_u64().unwrap() > LIMIT, "{limit}");
+    // Stopped part way: some of the blocks, not all.
+    let allocs = report["processes"][0]["allocs"].as_u64().unwrap();
+    assert!(
+        allocs > 100_000 && allocs < BLOCKS,
+        "{allocs} allocations traced"
+    );
+    let peak = report["tracer_cost"]["peak_rss_bytes"].as_u64().unwrap();
+    assert!(peak < 2 * LIMIT, "oomtrace's peak RSS {peak}");
+}
