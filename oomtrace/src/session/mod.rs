@@ -343,6 +343,9 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
              full): frames of processes that exited early may show as bare addresses"
         );
     }
+    for notice in session.symbols.notices() {
+        eprintln!("{notice}");
+    }
     let losses = Losses {
         lost_events: drops.lost_events + session.ring.get_ref().malformed,
         stack_collisions: drops.stack_collisions,
