@@ -304,12 +304,14 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         Target::Pid(pid) => {
             session.probes.trace_pid(*pid)?;
             let comm = ingest::read_comm(*pid);
+            // Its maps (and mapped objects) before saying it is attached: a process that exits
+            // right after would otherwise keep no symbols.
+            session.symbols.read_maps(*pid, 0);
             eprintln!(
                 "oomtrace: attached to pid {pid} ({comm}), {}; Ctrl-C to stop and report",
                 crate::mode::probing(opts.mode, &allocator)
             );
             session.feed(&comm_event(*pid, &comm));
-            session.symbols.read_maps(*pid, 0);
             root = Some(*pid);
         }
         Target::All => {
