@@ -359,7 +359,7 @@ impl Symbolizer {
                 ..hit.clone()
             };
         }
-        if self.objects.get(m.id, &mut self.closed).is_none() {
+        if !self.objects.settled(m.id) {
             // Not opened while the process lived (the kernel's record of a short-lived one, or
             // closed under the cap): now, through the mapping or, the process gone, checked.
             self.objects.open_late(&place(pid, &m), &mut self.closed);
