@@ -12,6 +12,7 @@ pub mod kallsyms;
 pub mod launch;
 pub mod mode;
 pub mod model;
+pub mod objfile;
 pub mod offline;
 pub mod oom;
 pub mod probe;

@@ -7,9 +7,11 @@ use anyhow::{Result, bail};
 use crate::status;
 
 /// Debian packages the build and tests use: a C compiler and static libc for the ground-truth
-/// workloads, util-linux's setpriv for the unprivileged test, binutils' objdump for the
-/// placement cross-check, golang-go for `go tool pprof` reading our pprof exports, tmux to
-/// drive the TUI in a real terminal.
+/// workloads, util-linux's setpriv for the unprivileged test (and unshare for the mount-namespace
+/// one), binutils' objdump for the placement cross-check, golang-go for `go tool pprof` reading
+/// our pprof exports, tmux to drive the TUI in a real terminal, PostgreSQL (its server, psql and
+/// pgbench, and the `postgres` user) for the attach-to-a-database test, and GNU time to measure
+/// oomtrace's own peak RSS from outside.
 const APT_PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
@@ -17,6 +19,8 @@ const APT_PACKAGES: &[&str] = &[
     "binutils",
     "golang-go",
     "tmux",
+    "postgresql",
+    "time",
 ];
 /// Debian packages only `cargo xtask bench` needs: the tools it compares oomtrace with, and the
 /// real application it drives (redis-server under redis-benchmark, from redis-tools).

@@ -1,10 +1,28 @@
 //! Reading what the probes need from an ELF object: defined symbols, their code, file offsets,
 //! whether the object is dynamically linked, and what it needs (`DT_NEEDED`, `DT_RUNPATH`).
+//!
+//! Nothing is read whole: the headers first, then only the tables a question needs, each under a
+//! bound ([`crate::objfile::elf`]). A table over its bound is skipped (and said, in verbose mode).
 
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use object::{Object, ObjectSegment, ObjectSymbol, elf, read::elf::ElfFile64};
+use object::Endianness;
+use object::elf::{self, Dyn64, Sym64};
+use object::read::elf::{SectionHeader as _, Sym as _};
+
+use crate::objfile::elf::{ElfLayout, Table};
+use crate::objfile::{ObjFile, Refused, note_refusal};
+
+/// A symbol table read whole: 24 bytes per symbol, so about 2.8 M symbols.
+const MAX_SYMBOL_TABLE: u64 = 64 << 20;
+/// Its string table.
+const MAX_STRING_TABLE: u64 = 64 << 20;
+/// The dynamic section (16 bytes per entry).
+const MAX_DYNAMIC: u64 = 1 << 20;
+/// The most code read of one function: what placement decodes.
+const MAX_CODE: u64 = 4096;
 
 /// A defined function symbol of an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,91 +37,173 @@ pub struct FuncSymbol {
     pub code: Vec<u8>,
 }
 
-/// An ELF object read from disk.
+/// One symbol table and its strings.
+struct Symbols {
+    syms: Table<Sym64<Endianness>>,
+    strings: Vec<u8>,
+}
+
+/// An ELF object, its headers read; symbol tables are read when first asked about.
 pub struct ElfObject {
-    /// Where it was read from.
+    /// Where it was read from (what messages name).
     pub path: PathBuf,
-    data: Vec<u8>,
+    layout: ElfLayout,
+    dynsym: OnceCell<Option<Symbols>>,
+    symtab: OnceCell<Option<Symbols>>,
 }
 
 impl ElfObject {
-    /// Reads and validates an ELF file.
+    /// Opens a file the user or the host's dynamic linker names (a command, a library it
+    /// needs) and reads its headers. Only a regular file with ELF magic is read.
     pub fn open(path: &Path) -> Result<Self> {
-        let data =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        ElfFile64::<object::Endianness>::parse(data.as_slice())
-            .with_context(|| format!("{} is not a 64-bit ELF object", path.display()))?;
+        let file = ObjFile::open_trusted(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::from_file(file, path)
+            .with_context(|| format!("{} is not a 64-bit ELF object", path.display()))
+    }
+
+    /// Reads the headers of an object opened already (a mapped one: [`ObjFile::open_mapping`]);
+    /// `path` is what messages call it.
+    pub fn from_file(file: ObjFile, path: &Path) -> Result<Self, Refused> {
         Ok(Self {
             path: path.to_owned(),
-            data,
+            layout: ElfLayout::read(file)?,
+            dynsym: OnceCell::new(),
+            symtab: OnceCell::new(),
         })
     }
 
-    fn parsed(&self) -> ElfFile64<'_, object::Endianness> {
-        // Validated in `open`.
-        ElfFile64::parse(self.data.as_slice()).expect("validated at open")
+    /// The open file it reads.
+    pub fn file(&self) -> &ObjFile {
+        self.layout.file()
     }
 
     /// Whether the object has a program interpreter (is dynamically linked).
     pub fn has_interp(&self) -> bool {
-        let file = self.parsed();
-        let endian = file.endian();
-        file.elf_program_headers()
+        let e = self.layout.endian();
+        self.layout
+            .segments()
             .iter()
-            .any(|ph| ph.p_type.get(endian) == elf::PT_INTERP)
+            .any(|ph| ph.p_type.get(e) == elf::PT_INTERP)
     }
 
     /// `DT_NEEDED` names and `DT_RUNPATH`/`DT_RPATH` entries, in order.
     pub fn dynamic_deps(&self) -> (Vec<String>, Vec<String>) {
-        let file = self.parsed();
         let mut needed = Vec::new();
         let mut runpath = Vec::new();
-        let endian = file.endian();
-        let Some((entries, strings_index)) = file
-            .elf_section_table()
-            .dynamic(endian, self.data.as_slice())
-            .ok()
-            .flatten()
+        let e = self.layout.endian();
+        let sections = self.layout.sections();
+        let Some(index) = sections
+            .iter()
+            .position(|s| s.sh_type(e) == elf::SHT_DYNAMIC)
         else {
             return (needed, runpath);
         };
-        let Ok(strings) =
-            file.elf_section_table()
-                .strings(endian, self.data.as_slice(), strings_index)
-        else {
+        let Some(strtab) = sections.get(sections[index].sh_link(e) as usize) else {
             return (needed, runpath);
         };
-        for entry in entries {
-            let tag = entry.d_tag.get(endian) as u32;
-            let value = entry.d_val.get(endian) as u32;
-            let Ok(s) = strings.get(value) else { continue };
-            let s = String::from_utf8_lossy(s).into_owned();
+        let entries: Table<Dyn64<Endianness>> =
+            match self
+                .layout
+                .section_table(index, MAX_DYNAMIC, "dynamic section")
+            {
+                Ok(t) => t,
+                Err(why) => {
+                    note_refusal(&self.path.display(), &why);
+                    return (needed, runpath);
+                }
+            };
+        for entry in entries.items() {
+            let tag = entry.d_tag.get(e);
+            if tag == u64::from(elf::DT_NULL) {
+                break;
+            }
+            let value = entry.d_val.get(e);
+            let Ok(tag) = u32::try_from(tag) else {
+                continue;
+            };
+            if !matches!(tag, elf::DT_NEEDED | elf::DT_RUNPATH | elf::DT_RPATH)
+                || value >= strtab.sh_size(e)
+            {
+                continue;
+            }
+            let Ok(s) = self.layout.read_cstr(strtab.sh_offset(e) + value) else {
+                continue;
+            };
+            let s = String::from_utf8_lossy(&s).into_owned();
             match tag {
                 elf::DT_NEEDED => needed.push(s),
-                elf::DT_RUNPATH | elf::DT_RPATH => runpath.extend(s.split(':').map(str::to_owned)),
-                _ => {}
+                _ => runpath.extend(s.split(':').map(str::to_owned)),
             }
         }
         (needed, runpath)
     }
 
+    /// The first symbol table of type `kind` (`SHT_DYNSYM`, `SHT_SYMTAB`) and its strings.
+    fn load_symbols(&self, kind: u32) -> Option<Symbols> {
+        let e = self.layout.endian();
+        let sections = self.layout.sections();
+        let index = sections.iter().position(|s| s.sh_type(e) == kind)?;
+        let strings_index = sections[index].sh_link(e) as usize;
+        let read = || -> Result<Symbols, Refused> {
+            Ok(Symbols {
+                syms: self
+                    .layout
+                    .section_table(index, MAX_SYMBOL_TABLE, "symbol table")?,
+                strings: self.layout.section_bytes(
+                    strings_index,
+                    MAX_STRING_TABLE,
+                    "symbol string table",
+                )?,
+            })
+        };
+        read()
+            .inspect_err(|why| note_refusal(&self.path.display(), why))
+            .ok()
+    }
+
+    fn find_in(&self, table: &Symbols, name: &str) -> Option<(u64, u64)> {
+        let e = self.layout.endian();
+        table.syms.items().iter().find_map(|s| {
+            if !s.is_definition(e) || s.st_value(e) == 0 {
+                return None;
+            }
+            let at = table.strings.get(s.st_name(e) as usize..)?;
+            let found = at.split(|&b| b == 0).next()?;
+            (found == name.as_bytes()).then(|| (s.st_value(e), s.st_size(e)))
+        })
+    }
+
     /// The defined function named `name` (dynamic symbols first, then the full table).
     pub fn function(&self, name: &str) -> Option<FuncSymbol> {
-        let file = self.parsed();
-        let sym = file
-            .dynamic_symbols()
-            .chain(file.symbols())
-            .find(|s| s.is_definition() && s.address() != 0 && s.name() == Ok(name))?;
-        let vaddr = sym.address();
-        let size = sym.size().clamp(1, 4096);
-        let file_offset = file.segments().find_map(|seg| {
-            let (start, len) = (seg.address(), seg.size());
-            let (off, flen) = seg.file_range();
-            (vaddr >= start && vaddr < start + len && vaddr - start < flen)
-                .then(|| off + (vaddr - start))
-        })?;
-        let end = (file_offset + size).min(self.data.len() as u64);
-        let code = self.data.get(file_offset as usize..end as usize)?.to_vec();
+        let dynsym = self
+            .dynsym
+            .get_or_init(|| self.load_symbols(elf::SHT_DYNSYM));
+        let (vaddr, size) = match dynsym.as_ref().and_then(|t| self.find_in(t, name)) {
+            Some(found) => found,
+            None => {
+                let symtab = self
+                    .symtab
+                    .get_or_init(|| self.load_symbols(elf::SHT_SYMTAB));
+                symtab.as_ref().and_then(|t| self.find_in(t, name))?
+            }
+        };
+        let file_offset = self.layout.file_offset(vaddr)?;
+        let file = self.layout.file();
+        let len = size
+            .clamp(1, MAX_CODE)
+            .min(file.size().saturating_sub(file_offset));
+        let code = match file.read_vec(file_offset, len, MAX_CODE, "function code") {
+            Ok(code) if file.unchanged() => code,
+            Ok(_) => {
+                note_refusal(&self.path.display(), &Refused::Changed);
+                return None;
+            }
+            Err(why) => {
+                note_refusal(&self.path.display(), &why);
+                return None;
+            }
+        };
         Some(FuncSymbol {
             name: name.to_owned(),
             vaddr,
@@ -115,5 +215,49 @@ impl ElfObject {
     /// Whether the object defines `name`.
     pub fn defines(&self, name: &str) -> bool {
         self.function(name).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn libc_path() -> PathBuf {
+        crate::probe::target::system_libc().expect("libc.so.6 is installed")
+    }
+
+    #[test]
+    fn libc_defines_malloc_with_code_at_its_offset() {
+        let elf = ElfObject::open(&libc_path()).unwrap();
+        let f = elf.function("malloc").expect("libc defines malloc");
+        assert_eq!(f.name, "malloc");
+        assert!(!f.code.is_empty() && f.code.len() <= MAX_CODE as usize);
+        // The code is the file's bytes at that offset.
+        let mut again = vec![0u8; f.code.len()];
+        elf.file().read_exact_at(&mut again, f.file_offset).unwrap();
+        assert_eq!(again, f.code);
+        assert!(!elf.defines("no_such_function_here"));
+        assert!(elf.has_interp(), "Debian's libc.so.6 has an interpreter");
+    }
+
+    #[test]
+    fn deps_of_sh_include_libc() {
+        let sh = crate::probe::target::resolve_command(std::ffi::OsStr::new("sh")).unwrap();
+        let elf = ElfObject::open(&sh).unwrap();
+        let (needed, _) = elf.dynamic_deps();
+        assert!(needed.iter().any(|n| n == "libc.so.6"), "{needed:?}");
+    }
+
+    #[test]
+    fn non_elf_files_are_refused() {
+        let text = std::env::temp_dir().join(format!("oomtrace-elf-test-{}", std::process::id()));
+        std::fs::write(&text, "not an object file\n").unwrap();
+        let err = ElfObject::open(&text).err().expect("not ELF");
+        std::fs::remove_file(&text).unwrap();
+        assert!(format!("{err:#}").contains("no ELF magic"), "{err:#}");
+        let err = ElfObject::open(Path::new("/dev/zero"))
+            .err()
+            .expect("a device");
+        assert!(format!("{err:#}").contains("character device"), "{err:#}");
     }
 }

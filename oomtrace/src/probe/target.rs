@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use super::elf::ElfObject;
+use crate::objfile::{FileId, ObjFile, maps, note_refusal};
 
 /// Why no allocator can be probed for a target. Callers branch on it for the exit code.
 #[derive(Debug)]
@@ -55,32 +56,67 @@ impl std::fmt::Display for TargetError {
 
 impl std::error::Error for TargetError {}
 
-/// The object whose allocator functions get probed for pid `pid`.
+/// The object whose allocator functions get probed for pid `pid`: its path as the process names
+/// it ([`allocator_mapping_of_pid`] has the mapped object itself).
 pub fn allocator_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
+    allocator_mapping_of_pid(pid).map(|m| m.path)
+}
+
+/// The object a running process gets `malloc` from, as that process maps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocatorMapping {
+    /// Its path as the process names it (inside the process's root, " (deleted)" removed).
+    pub path: PathBuf,
+    /// `/proc/PID/map_files/START-END`: the mapped file itself while the process maps it, even
+    /// deleted or inside another mount namespace, where `path` may name another file on the host.
+    pub map_file: PathBuf,
+    /// The mapped file's (device, inode).
+    pub id: FileId,
+}
+
+/// Which mapped object defines `malloc` in process `pid`. Each executable file mapping is opened
+/// through the mapping ([`ObjFile::open_mapping`]) and only its ELF headers and symbol tables are
+/// read; anything else (PostgreSQL's `/dev/zero` shared memory, data files) is never opened.
+pub fn allocator_mapping_of_pid(pid: u32) -> Result<AllocatorMapping, TargetError> {
+    let maps = maps::read(pid).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             TargetError::NoSuchProcess(pid)
         } else {
             TargetError::Io(format!("cannot read /proc/{pid}/maps: {e}"))
         }
     })?;
+    if maps.truncated && crate::objfile::verbose() {
+        eprintln!(
+            "oomtrace: verbose: only the first {} bytes of /proc/{pid}/maps were read",
+            maps::MAX_MAPS_BYTES
+        );
+    }
     let mut seen = HashSet::new();
     for line in maps.lines() {
-        let Some(path) = line.split_whitespace().nth(5) else {
+        let Some(path) = line.file() else {
             continue;
         };
-        if !path.starts_with('/') || !seen.insert(path.to_owned()) {
+        // malloc is code: an object that defines it is mapped executable.
+        if !line.exec() || !seen.insert(line.id) {
             continue;
         }
-        // Read through the process's root so containers resolve their own files.
-        let via_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
-        let file = if via_root.exists() {
-            via_root
-        } else {
-            PathBuf::from(path)
-        };
-        if ElfObject::open(&file).is_ok_and(|o| o.defines("malloc")) {
-            return Ok(PathBuf::from(path));
+        let what = format!("{path} (mapped by pid {pid})");
+        let path = Path::new(path);
+        let elf = ObjFile::open_mapping(pid, line.start, line.end, line.id, path)
+            .and_then(|file| ElfObject::from_file(file, path));
+        match elf {
+            Ok(elf) if elf.defines("malloc") => {
+                return Ok(AllocatorMapping {
+                    path: path.to_owned(),
+                    map_file: PathBuf::from(format!(
+                        "/proc/{pid}/map_files/{:x}-{:x}",
+                        line.start, line.end
+                    )),
+                    id: line.id,
+                });
+            }
+            Ok(_) => {}
+            Err(why) => note_refusal(&what, &why),
         }
     }
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -144,7 +180,11 @@ pub fn allocator_of_program(exe: &Path) -> Result<PathBuf, TargetError> {
 fn interpreter_of_script(path: &Path) -> Option<PathBuf> {
     use std::io::Read as _;
     let mut head = [0u8; 256];
-    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    // Never a blocking open: the path may name a FIFO by now.
+    let n = crate::objfile::open_regular_trusted(path)
+        .ok()?
+        .read(&mut head)
+        .ok()?;
     let head = head.get(..n)?.strip_prefix(b"#!")?;
     let line = head.split(|&b| b == b'\n').next()?;
     let interp = std::str::from_utf8(line).ok()?.split_whitespace().next()?;

@@ -361,12 +361,14 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                 (true, 0) => String::new(),
                 (true, n) => format!(" and its {n} descendant(s)"),
             };
+            // Its maps (and mapped objects) before saying it is attached: a process that exits
+            // right after would otherwise keep no symbols.
+            session.symbols.read_maps(*pid, 0);
             eprintln!(
                 "oomtrace: attached to pid {pid} ({comm}){children}, {}; Ctrl-C to stop and report",
                 crate::mode::probing(opts.mode, &allocator)
             );
             session.feed(&comm_event(*pid, &comm));
-            session.symbols.read_maps(*pid, 0);
             root = Some(*pid);
         }
         Target::All => {
@@ -409,6 +411,9 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             "oomtrace: warning: the kernel dropped {lost_maps} mapping record(s) (its ring was \
              full): frames of processes that exited early may show as bare addresses"
         );
+    }
+    for notice in session.symbols.notices() {
+        eprintln!("{notice}");
     }
     let losses = Losses {
         lost_events: drops.lost_events + session.ring.get_ref().malformed,

@@ -67,6 +67,7 @@ impl Images {
                     addr,
                     len,
                     pgoff,
+                    id: file_id,
                     path,
                 } => {
                     // Anonymous executable memory (JIT code, "//anon") has no file to read.
@@ -91,6 +92,7 @@ impl Images {
                             end: addr.saturating_add(len),
                             offset: pgoff,
                             exec: true,
+                            id: file_id,
                             path,
                         };
                         img.maps.push((ts, m));
@@ -246,6 +248,7 @@ mod tests {
             addr,
             len: 0x1000,
             pgoff: 0x2000,
+            id: crate::objfile::FileId::from_parts(8, 1, 42),
             path: path.into(),
         }
     }

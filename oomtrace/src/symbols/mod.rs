@@ -1,21 +1,37 @@
 //! Addresses to functions, files and lines.
 //!
 //! A process's memory map is read while it lives (at its exec and its first allocation of each
-//! image) and kept, so a process that has exited still symbolizes: addresses become (file,
-//! offset) pairs and blazesym reads the ELF/DWARF of the file itself. A process may also finish
+//! image) and kept, so a process that has exited still symbolizes: addresses become (object,
+//! offset) pairs and blazesym reads the ELF/DWARF of the object. A process may also finish
 //! before its maps can be read; the kernel's own mapping records ([`perf`]) cover it then.
+//!
+//! The object is the mapped file itself, held open from the moment the maps are read
+//! ([`objects`]), never a path looked up again on the host: a deleted library, a library inside
+//! a container, or one whose path was since swapped for a symlink symbolizes from what was
+//! mapped, and oomtrace opens nothing else (see [`crate::objfile`]).
 
 mod images;
+mod objects;
 pub mod perf;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze, source::Elf, source::Source};
+use blazesym::symbolize::{
+    Input, Symbolized, Symbolizer as Blaze, evict::Elf as EvictElf, source::Elf, source::Source,
+};
+
+use crate::objfile::{FileId, maps};
 
 /// Images whose maps are kept; past this the oldest are dropped.
 const MAX_IMAGES: usize = 16_384;
+/// Executable mappings kept per image snapshot.
+const MAX_MAPPINGS: usize = 4096;
+/// Executable mappings kept over all snapshots; past this the oldest images are dropped.
+const MAX_TOTAL_MAPPINGS: usize = 1 << 18;
+/// Symbolized frames cached; past this the cache starts over.
+const MAX_FRAMES: usize = 1 << 18;
 
 /// One symbolized address.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -43,15 +59,26 @@ struct Mapping {
     end: u64,
     offset: u64,
     exec: bool,
+    /// The mapped file's (device, inode), as the kernel reported it.
+    id: FileId,
+    /// Its path as the process names it (for the module name, and to find it once it is gone).
     path: Arc<PathBuf>,
 }
 
 /// Memory-map snapshots per (pid, image generation) and a symbol cache.
 pub struct Symbolizer {
     maps: HashMap<(u32, u32), Vec<Mapping>>,
-    order: Vec<(u32, u32)>,
+    order: std::collections::VecDeque<(u32, u32)>,
+    /// Mappings in `maps`, all images together.
+    total_mappings: usize,
     blaze: Blaze,
-    cache: HashMap<(Arc<PathBuf>, u64), Frame>,
+    cache: HashMap<(FileId, u64), Frame>,
+    /// The mapped objects, held open.
+    objects: objects::Objects,
+    /// Blazesym paths (`/proc/self/fd/N`) of objects just closed, to evict from its cache.
+    closed: Vec<PathBuf>,
+    /// Processes whose `/proc/PID/maps` passed its bound.
+    maps_truncated: u64,
     /// The last range `covers` matched: most events come from the same module.
     last_hit: Option<(u32, u32, u64, u64)>,
     /// Processes whose maps could not be read (gone): not retried.
@@ -78,9 +105,13 @@ impl Symbolizer {
     pub fn new() -> Self {
         Self {
             maps: HashMap::new(),
-            order: Vec::new(),
+            order: Default::default(),
+            total_mappings: 0,
             blaze: Blaze::new(),
             cache: HashMap::new(),
+            objects: Default::default(),
+            closed: Vec::new(),
+            maps_truncated: 0,
             last_hit: None,
             gone: Default::default(),
             settled: Default::default(),
@@ -130,6 +161,37 @@ impl Symbolizer {
         self.images.lost
     }
 
+    /// What the symbolizer's bounds left out, one notice each (none when nothing was).
+    pub fn notices(&self) -> Vec<String> {
+        let c = self.objects.counts;
+        let mut out = Vec::new();
+        if c.refused > 0 {
+            out.push(format!(
+                "oomtrace: notice: {} mapped object(s) were not read (not a regular ELF file, \
+                 changed, too large, or not the file mapped; {}=1 names each): their frames \
+                 show as addresses",
+                c.refused,
+                crate::objfile::VERBOSE_ENV
+            ));
+        }
+        if c.evicted > 0 {
+            out.push(format!(
+                "oomtrace: notice: {} object file(s) were closed to stay under the cap on open \
+                 objects: frames in them may show as addresses",
+                c.evicted
+            ));
+        }
+        if self.maps_truncated > 0 {
+            out.push(format!(
+                "oomtrace: notice: the maps of {} process(es) passed {} MiB and were read only \
+                 that far",
+                self.maps_truncated,
+                maps::MAX_MAPS_BYTES >> 20
+            ));
+        }
+        out
+    }
+
     /// `pid` exec'd at `ts`, starting image `generation`: its maps now, while it most likely
     /// still runs, and the kernel's records of the exec in case it does not.
     pub fn exec(&mut self, pid: u32, generation: u32, ts: u64) {
@@ -154,7 +216,7 @@ impl Symbolizer {
             self.settled.clear();
         }
         if !self.read_maps(pid, generation) && !self.has_maps(pid, generation) {
-            self.gone.insert(pid);
+            self.mark_gone(pid);
         }
     }
 
@@ -177,14 +239,29 @@ impl Symbolizer {
             self.last_hit = Some((pid, generation, m.start, m.end));
             return;
         }
-        // A library mapped since: the kernel's record of it is cheaper than reading /proc.
+        // A library mapped since: the kernel's record of it is cheaper than reading /proc. Its
+        // object is opened now, while the process most likely still maps it.
         self.poll();
-        if self.images.mapping(pid, generation, addr).is_some() || self.gone.contains(&pid) {
+        if let Some(m) = self.images.mapping(pid, generation, addr).cloned() {
+            if !self.objects.settled(m.id) {
+                self.objects.open_live(&place(pid, &m), &mut self.closed);
+                self.evict_closed();
+            }
+            return;
+        }
+        if self.gone.contains(&pid) {
             return;
         }
         if !self.read_maps(pid, generation) {
-            self.gone.insert(pid);
+            self.mark_gone(pid);
         }
+    }
+
+    fn mark_gone(&mut self, pid: u32) {
+        if self.gone.len() >= MAX_IMAGES {
+            self.gone.clear();
+        }
+        self.gone.insert(pid);
     }
 
     /// A forked child starts with its parent's layout.
@@ -198,27 +275,51 @@ impl Symbolizer {
     }
 
     fn insert(&mut self, pid: u32, generation: u32, maps: Vec<Mapping>) {
-        if self.maps.insert((pid, generation), maps).is_none() {
-            self.order.push((pid, generation));
-            if self.order.len() > MAX_IMAGES {
-                let old = self.order.remove(0);
-                self.maps.remove(&old);
+        self.total_mappings += maps.len();
+        match self.maps.insert((pid, generation), maps) {
+            Some(old) => self.total_mappings -= old.len(),
+            None => self.order.push_back((pid, generation)),
+        }
+        while self.order.len() > MAX_IMAGES || self.total_mappings > MAX_TOTAL_MAPPINGS {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(maps) = self.maps.remove(&old) {
+                self.total_mappings -= maps.len();
             }
         }
         self.last_hit = None;
     }
 
-    /// Reads `/proc/PID/maps` for image `generation`; false if the process is gone.
+    /// Reads `/proc/PID/maps` for image `generation` and opens the executable objects it maps
+    /// that are not held yet; false if the process is gone.
     pub fn read_maps(&mut self, pid: u32, generation: u32) -> bool {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        let Ok(text) = maps::read(pid) else {
             return false;
         };
-        let maps = parse_maps(&text);
-        if maps.is_empty() {
+        if text.text.is_empty() {
             return false;
         }
+        if text.truncated {
+            self.maps_truncated += 1;
+        }
+        let maps = parse_maps(&text);
+        for m in &maps {
+            if !self.objects.settled(m.id) {
+                self.objects.open_live(&place(pid, m), &mut self.closed);
+            }
+        }
+        self.evict_closed();
         self.insert(pid, generation, maps);
         true
+    }
+
+    /// Drops what blazesym cached for objects just closed: their `/proc/self/fd/N` paths will
+    /// name other files.
+    fn evict_closed(&mut self) {
+        for path in self.closed.drain(..) {
+            let _ = self.blaze.evict(&EvictElf::new(path).into());
+        }
     }
 
     /// Whether a map snapshot of that image exists.
@@ -250,29 +351,60 @@ impl Symbolizer {
         };
         frame.module = m.path.file_name().map(|n| n.to_string_lossy().into_owned());
         let file_offset = addr.saturating_sub(1) - m.start + m.offset;
-        let key = (m.path.clone(), file_offset);
+        let key = (m.id, file_offset);
         if let Some(hit) = self.cache.get(&key) {
             return Frame {
                 addr,
+                module: frame.module,
                 ..hit.clone()
             };
         }
-        let src = Source::Elf(Elf::new(m.path.as_path()));
-        if let Ok(Symbolized::Sym(sym)) = self
-            .blaze
-            .symbolize_single(&src, Input::FileOffset(file_offset))
-        {
-            frame.function = Some(sym.name.to_string());
-            if let Some(ci) = sym.code_info.as_deref() {
-                frame.file = Some(match &ci.dir {
-                    Some(dir) => dir.join(&ci.file).to_string_lossy().into_owned(),
-                    None => ci.file.to_string_lossy().into_owned(),
-                });
-                frame.line = ci.line;
+        if !self.objects.settled(m.id) {
+            // Not opened while the process lived (the kernel's record of a short-lived one, or
+            // closed under the cap): now, through the mapping or, the process gone, checked.
+            self.objects.open_late(&place(pid, &m), &mut self.closed);
+        }
+        // The host's debug file first (by virtual address), then the object itself.
+        let mut lookups = Vec::with_capacity(2);
+        if let Some(h) = self.objects.get(m.id, &mut self.closed) {
+            if let (Some((debug, _)), Some(vaddr)) = (&h.debug_file, h.virt_offset(file_offset)) {
+                lookups.push((debug.clone(), true, Input::VirtOffset(vaddr)));
             }
+            lookups.push((h.path.clone(), h.debug_syms, Input::FileOffset(file_offset)));
+        }
+        self.evict_closed();
+        for (path, debug_syms, input) in lookups {
+            let mut elf = Elf::new(path);
+            elf.debug_syms = debug_syms;
+            if let Ok(Symbolized::Sym(sym)) = self.blaze.symbolize_single(&Source::Elf(elf), input)
+            {
+                frame.function = Some(sym.name.to_string());
+                if let Some(ci) = sym.code_info.as_deref() {
+                    frame.file = Some(match &ci.dir {
+                        Some(dir) => dir.join(&ci.file).to_string_lossy().into_owned(),
+                        None => ci.file.to_string_lossy().into_owned(),
+                    });
+                    frame.line = ci.line;
+                }
+                break;
+            }
+        }
+        if self.cache.len() >= MAX_FRAMES {
+            self.cache.clear();
         }
         self.cache.insert(key, frame.clone());
         frame
+    }
+}
+
+/// Where mapping `m` of `pid` lies, for opening its object.
+fn place(pid: u32, m: &Mapping) -> objects::Place<'_> {
+    objects::Place {
+        pid,
+        start: m.start,
+        end: m.end,
+        path: m.path.as_path(),
+        id: m.id,
     }
 }
 
@@ -314,35 +446,35 @@ impl crate::report::SymbolSource for RecordedSymbols {
     }
 }
 
-/// Parses file-backed mappings from `/proc/PID/maps` text.
-fn parse_maps(text: &str) -> Vec<Mapping> {
+/// The executable file mappings of `/proc/PID/maps` text (at most [`MAX_MAPPINGS`]): where
+/// return addresses lie.
+fn parse_maps(text: &maps::MapsText) -> Vec<Mapping> {
     let mut paths: HashMap<&str, Arc<PathBuf>> = HashMap::new();
     text.lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let (range, perms, offset) = (f.next()?, f.next()?, f.next()?);
-            let path = f.nth(2)?;
-            if !path.starts_with('/') {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
+        .filter(|l| l.exec())
+        .filter_map(|l| {
+            let path = l.file()?;
             let path = paths
                 .entry(path)
                 .or_insert_with(|| Arc::new(PathBuf::from(path)))
                 .clone();
             Some(Mapping {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                offset: u64::from_str_radix(offset, 16).ok()?,
-                exec: perms.contains('x'),
+                start: l.start,
+                end: l.end,
+                offset: l.offset,
+                exec: true,
+                id: l.id,
                 path,
             })
         })
+        .take(MAX_MAPPINGS)
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[inline(never)]
@@ -375,14 +507,36 @@ mod tests {
     }
 
     #[test]
-    fn maps_parse_skips_anonymous() {
-        let text =
-            "55d0-55e0 r-xp 00001000 08:01 42 /usr/bin/x\n7f00-7f10 rw-p 00000000 00:00 0 \n";
-        let maps = parse_maps(text);
-        assert_eq!(maps.len(), 1);
+    fn maps_parse_keeps_executable_files_only() {
+        let text = maps::MapsText {
+            text: "55d0-55e0 r-xp 00001000 08:01 42 /usr/bin/x\n\
+                   55e0-55f0 rw-p 00002000 08:01 42 /usr/bin/x\n\
+                   7f00-7f10 rw-s 00000000 00:01 3074 /dev/zero (deleted)\n\
+                   7f10-7f20 r-xp 00000000 08:01 43 /tmp/lib.so (deleted)\n\
+                   7f20-7f30 rw-p 00000000 00:00 0 \n"
+                .into(),
+            truncated: false,
+        };
+        let maps = parse_maps(&text);
+        assert_eq!(maps.len(), 2);
         assert_eq!(
-            (maps[0].start, maps[0].offset, maps[0].exec),
-            (0x55d0, 0x1000, true)
+            (maps[0].start, maps[0].offset, maps[0].exec, maps[0].id),
+            (0x55d0, 0x1000, true, FileId::from_parts(8, 1, 42))
         );
+        assert_eq!(maps[1].path.as_path(), Path::new("/tmp/lib.so"));
+    }
+
+    /// Reading the maps opens the executable objects: blazesym reads them by descriptor.
+    #[test]
+    fn our_executable_is_held_open_from_its_maps() {
+        let addr = marker() + 1;
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let mut s = Symbolizer::new();
+        assert!(s.read_maps(std::process::id(), 0));
+        let m = s.mapping(std::process::id(), 0, addr).cloned().unwrap();
+        assert_eq!(m.path.as_path(), exe);
+        assert!(s.objects.settled(m.id), "our executable is held");
+        let held = s.objects.get(m.id, &mut Vec::new()).unwrap().path.clone();
+        assert!(held.starts_with("/proc/self/fd"), "{}", held.display());
     }
 }

@@ -11,6 +11,8 @@ use std::sync::atomic::{Ordering, fence};
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::objfile::FileId;
+
 /// Pages of record data per CPU (plus one header page). Exec mappings are rare: 64 KiB holds
 /// hundreds of execs between two reads.
 const DATA_PAGES: usize = 16;
@@ -65,13 +67,15 @@ const _: () = assert!(std::mem::size_of::<PerfEventAttr>() == 112);
 pub enum Record {
     /// `pid` exec'd a new image at `ts` (CLOCK_MONOTONIC ns, as the BPF events' stamps).
     Exec { pid: u32, ts: u64 },
-    /// `pid` mapped `len` bytes of `path` at `addr`, from file offset `pgoff`, executable.
+    /// `pid` mapped `len` bytes of `path` (the file `id`) at `addr`, from file offset `pgoff`,
+    /// executable.
     Map {
         pid: u32,
         ts: u64,
         addr: u64,
         len: u64,
         pgoff: u64,
+        id: FileId,
         path: String,
     },
     /// The kernel dropped `count` records: a ring was full.
@@ -101,6 +105,7 @@ pub fn decode(raw: &[u8]) -> Option<Record> {
                 addr: u64_at(16)?,
                 len: u64_at(24)?,
                 pgoff: u64_at(32)?,
+                id: FileId::from_parts(u32_at(40)?, u32_at(44)?, u64_at(48)?),
                 path: String::from_utf8_lossy(&name[..end]).into_owned(),
             })
         }
@@ -290,7 +295,10 @@ mod tests {
         body.extend(0x7f00_0000_1000u64.to_ne_bytes());
         body.extend(0x2000u64.to_ne_bytes());
         body.extend(0x1000u64.to_ne_bytes());
-        body.extend([0u8; 24]);
+        body.extend(0xfeu32.to_ne_bytes());
+        body.extend(1u32.to_ne_bytes());
+        body.extend(1835043u64.to_ne_bytes());
+        body.extend(0u64.to_ne_bytes());
         body.extend(5u32.to_ne_bytes());
         body.extend(2u32.to_ne_bytes());
         body.extend(b"/usr/lib/libc.so.6\0\0\0\0\0\0");
@@ -303,6 +311,7 @@ mod tests {
                 addr: 0x7f00_0000_1000,
                 len: 0x2000,
                 pgoff: 0x1000,
+                id: FileId::from_parts(0xfe, 1, 1835043),
                 path: "/usr/lib/libc.so.6".into()
             })
         );

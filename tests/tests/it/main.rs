@@ -4,6 +4,7 @@
 mod allocator;
 mod cost;
 mod errors;
+mod files;
 mod gpu;
 mod groundtruth;
 mod growth;
