@@ -135,6 +135,117 @@ pub enum AllocFn {
     Pvalloc = 8,
     /// A syscall (mmap, mremap, brk): not an allocator function.
     Syscall = 9,
+    /// C++ `operator new`/`new[]` (and allocators' own `new` entry points).
+    New = 10,
+    /// `free`, `operator delete`, `sdallocx`, ...: a block returned.
+    Free = 11,
+    /// Another allocation entry point (`mallocx`, `mi_zalloc`, ...): a plain allocation.
+    Other = 12,
+}
+
+impl AllocFn {
+    /// Decodes the low byte of an event's `alloc_fn`.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Malloc,
+            1 => Self::Calloc,
+            2 => Self::Realloc,
+            3 => Self::Reallocarray,
+            4 => Self::PosixMemalign,
+            5 => Self::AlignedAlloc,
+            6 => Self::Memalign,
+            7 => Self::Valloc,
+            8 => Self::Pvalloc,
+            9 => Self::Syscall,
+            10 => Self::New,
+            11 => Self::Free,
+            12 => Self::Other,
+            _ => return None,
+        })
+    }
+}
+
+/// Allocator families: heaps that must never be mixed up. A block allocated through one family
+/// and freed through another is a mismatched free, never a free. The family is the high byte of
+/// an allocator event's `alloc_fn`.
+pub mod family {
+    /// The standard names (`malloc`, `free`, ...) of whichever object provides them to the
+    /// process (libc, jemalloc, tcmalloc, mimalloc), with that object's own aliases.
+    pub const STANDARD: u8 = 0;
+    /// jemalloc built with the `je_` prefix (beside another `malloc`).
+    pub const JE: u8 = 1;
+    /// Rust's tikv-jemallocator (`_rjem_` prefix).
+    pub const RJEM: u8 = 2;
+    /// gperftools tcmalloc's `tc_` names in an object that does not provide `malloc`.
+    pub const TC: u8 = 3;
+    /// mimalloc's `mi_` names in an object that does not provide `malloc`.
+    pub const MI: u8 = 4;
+}
+
+/// The attach cookie of an allocator entry probe: everything the kernel side needs to know about
+/// the function it fired in, so one entry program serves every allocator and every family.
+///
+/// Bits 0-3: the operation; 4-7: the argument holding the size; 8-11: an argument the size is
+/// multiplied by ([`cookie::NONE`]: none); 12-15: the argument holding the pointer (the old block
+/// of a realloc, the block freed, or `memptr`); 16-23: the [`AllocFn`] reported; 24-31: the
+/// allocator [`family`].
+pub mod cookie {
+    use super::AllocFn;
+
+    /// Returns a new block (NULL: failed).
+    pub const OP_ALLOC: u64 = 0;
+    /// Resizes the block at the pointer argument; returns the new one (NULL: failed, old kept).
+    pub const OP_REALLOC: u64 = 1;
+    /// Returns the block at the pointer argument.
+    pub const OP_FREE: u64 = 2;
+    /// Stores a new block at `*memptr` (the pointer argument) and returns 0 on success.
+    pub const OP_MEMPTR: u64 = 3;
+    /// "No such argument".
+    pub const NONE: u64 = 0xf;
+
+    /// A cookie.
+    pub const fn encode(op: u64, size: u64, mul: u64, ptr: u64, f: AllocFn, family: u8) -> u64 {
+        (op & 0xf)
+            | ((size & 0xf) << 4)
+            | ((mul & 0xf) << 8)
+            | ((ptr & 0xf) << 12)
+            | ((f as u64) << 16)
+            | ((family as u64) << 24)
+    }
+
+    /// The operation.
+    pub const fn op(c: u64) -> u64 {
+        c & 0xf
+    }
+    /// The size argument's index.
+    pub const fn size_arg(c: u64) -> u64 {
+        (c >> 4) & 0xf
+    }
+    /// The multiplier argument's index, or [`NONE`].
+    pub const fn mul_arg(c: u64) -> u64 {
+        (c >> 8) & 0xf
+    }
+    /// The pointer argument's index, or [`NONE`].
+    pub const fn ptr_arg(c: u64) -> u64 {
+        (c >> 12) & 0xf
+    }
+    /// The event's `alloc_fn`: the function in the low byte, the family in the high one.
+    pub const fn alloc_fn(c: u64) -> u16 {
+        (((c >> 16) & 0xff) | (((c >> 24) & 0xff) << 8)) as u16
+    }
+    /// The highest argument index it reads, plus one (for probe placement).
+    pub const fn args_read(c: u64) -> usize {
+        let mut n = 0;
+        let parts = [size_arg(c), mul_arg(c), ptr_arg(c)];
+        let mut i = 0;
+        while i < 3 {
+            if parts[i] != NONE && parts[i] + 1 > n {
+                n = parts[i] + 1;
+            }
+            i += 1;
+        }
+        n as usize
+    }
 }
 
 /// Which kernel allocator a [`EventKind::KAlloc`]/[`EventKind::KFree`] came from.
@@ -208,10 +319,6 @@ pub enum KernelField {
 
 /// Number of [`KernelField`] slots.
 pub const KERNEL_FIELDS: u32 = 17;
-
-/// The attach cookie of the entry probe on `free`. Every other entry probe's cookie is its
-/// [`AllocFn`], so one entry program serves every allocator function.
-pub const COOKIE_FREE: u64 = 0x100;
 
 /// Number of [`AllocFn`] variants that are allocator functions (pending-state keys use them).
 pub const ALLOC_FNS: usize = 9;
@@ -298,6 +405,11 @@ pub const MODE_SAMPLE: u64 = 1;
 pub const MODE_GROWTH: u64 = 2;
 
 impl MemEvent {
+    /// The allocator [`family`] of an allocation or free event.
+    pub fn family(&self) -> u8 {
+        (self.alloc_fn >> 8) as u8
+    }
+
     /// Packs a comm (at most 16 bytes) into `addr` and `size`, as `Exec`/`Exit`/`Comm` carry it.
     pub fn pack_comm(&mut self, comm: &[u8]) {
         let mut raw = [0u8; 16];
@@ -321,4 +433,41 @@ impl MemEvent {
 mod user {
     // SAFETY: MemEvent is #[repr(C)], Copy, and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::MemEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_round_trip() {
+        let c = cookie::encode(
+            cookie::OP_REALLOC,
+            2,
+            1,
+            0,
+            AllocFn::Reallocarray,
+            family::MI,
+        );
+        assert_eq!(cookie::op(c), cookie::OP_REALLOC);
+        assert_eq!(
+            (cookie::size_arg(c), cookie::mul_arg(c), cookie::ptr_arg(c)),
+            (2, 1, 0)
+        );
+        assert_eq!(cookie::alloc_fn(c), AllocFn::Reallocarray as u16 | (4 << 8));
+        assert_eq!(cookie::args_read(c), 3);
+        let free = cookie::encode(
+            cookie::OP_FREE,
+            cookie::NONE,
+            cookie::NONE,
+            0,
+            AllocFn::Free,
+            family::STANDARD,
+        );
+        assert_eq!(cookie::args_read(free), 1);
+        for v in 0..=12u8 {
+            assert_eq!(AllocFn::from_u8(v).map(|f| f as u8), Some(v));
+        }
+        assert_eq!(AllocFn::from_u8(13), None);
+    }
 }

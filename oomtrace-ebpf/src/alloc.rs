@@ -10,17 +10,18 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use oomtrace_common::{
-    AllocFn, COOKIE_FREE, ConfigKey, DropReason, EventKind, MODE_SAMPLE, MemEvent,
-};
+use oomtrace_common::{ConfigKey, DropReason, EventKind, MODE_SAMPLE, MemEvent, cookie};
 
 use crate::{
     Pending, config, count_drop, depth, emit_with, event, first_of_image, ids, sample, stack,
     thread, traced, traced_flags,
 };
 
-/// `Pending::alloc_fn` bits above the [`AllocFn`] (kernel-internal, never emitted).
-const FN_MASK: u16 = 0xff;
+// `Pending::flags`: what the return must do (kernel-internal, never emitted).
+/// The call resizes a block: report a `Realloc` of `old_addr`.
+const OP_REALLOC_BIT: u16 = 0x1;
+/// The block is stored at `*aux` (`memptr`), and the call returns 0 on success.
+const OP_MEMPTR_BIT: u16 = 0x2;
 /// `--mode sample`: the call was decided at entry (the bits below say what to report).
 const SAMPLE_MODE: u16 = 0x100;
 /// The new block is sampled.
@@ -36,7 +37,7 @@ const STALE_CALL_NS: u64 = 1_000_000_000;
 
 /// Records an outermost allocator call; nested calls only deepen the thread's depth.
 #[inline(always)]
-fn enter(ctx: &ProbeContext, f: AllocFn, size: u64, old_addr: u64, aux: u64) -> u32 {
+fn enter(ctx: &ProbeContext, f: u16, op: u16, size: u64, old_addr: u64, aux: u64) -> u32 {
     let (tgid, tid) = ids();
     if !traced(tgid) {
         return 0;
@@ -55,22 +56,22 @@ fn enter(ctx: &ProbeContext, f: AllocFn, size: u64, old_addr: u64, aux: u64) -> 
     if t.depth > 1 {
         return 0;
     }
-    let mut fn_bits = f as u16;
+    let mut bits = op;
     if config(ConfigKey::Mode) == MODE_SAMPLE {
         let new = sample::take(&mut t.countdown, size);
         let old = old_addr != 0 && sample::is_sampled(tgid, old_addr);
         if !new && !old {
             // The common case: no call site, no stack walk, and the return only unwinds depth.
             t.call.ts_ns = now;
-            t.call.alloc_fn = SKIP;
+            t.call.flags = SKIP;
             return 0;
         }
-        fn_bits |= SAMPLE_MODE;
+        bits |= SAMPLE_MODE;
         if new {
-            fn_bits |= SAMPLED_NEW;
+            bits |= SAMPLED_NEW;
         }
         if old {
-            fn_bits |= SAMPLED_OLD;
+            bits |= SAMPLED_OLD;
         }
     }
     // SAFETY: regs is the probe's pt_regs; [rsp] is read from user memory with the helper.
@@ -88,15 +89,10 @@ fn enter(ctx: &ProbeContext, f: AllocFn, size: u64, old_addr: u64, aux: u64) -> 
         call_site,
         aux,
         stack_id: stack::stack_id(rbp),
-        alloc_fn: fn_bits,
-        _pad: 0,
+        alloc_fn: f,
+        flags: bits,
     };
     0
-}
-
-#[inline(always)]
-fn arg(ctx: &ProbeContext, n: usize) -> u64 {
-    ctx.arg::<u64>(n).unwrap_or(0)
 }
 
 /// `a * b`, or `u64::MAX` on overflow (BPF has no 128-bit multiply for `checked_mul`).
@@ -116,33 +112,64 @@ fn mul_or_max(a: u64, b: u64) -> u64 {
     if sum < low { u64::MAX } else { sum }
 }
 
-/// The one entry program of every allocator function: its attach cookie says which function
-/// fired (an [`AllocFn`], or [`COOKIE_FREE`]). One program lets a single multi-uprobe link per
-/// process carry every entry point.
+/// The one entry program of every allocator function: its attach cookie ([`cookie`]) says what
+/// the function does, where its size and pointer arguments are, what to report it as and which
+/// allocator family it belongs to. One program lets a single multi-uprobe link per process
+/// carry every entry point of every allocator.
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
     // SAFETY: the helper reads the cookie of the link that ran this program.
-    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let (a0, a1, a2) = (arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
-    // (function, requested bytes, old block, aux)
-    let (f, size, old, aux) = match cookie {
-        COOKIE_FREE => return free(&ctx, a0),
-        c if c == AllocFn::Malloc as u64 => (AllocFn::Malloc, a0, 0, 0),
+    let c = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let args = args(&ctx);
+    let ptr = arg_at(&args, cookie::ptr_arg(c));
+    let f = cookie::alloc_fn(c);
+    let op = cookie::op(c);
+    if op == cookie::OP_FREE {
+        return free(ptr, f);
+    }
+    let mut size = arg_at(&args, cookie::size_arg(c));
+    if cookie::mul_arg(c) != cookie::NONE {
         // An overflowing n*m fails in the allocator; record it as a failure of u64::MAX bytes.
-        c if c == AllocFn::Calloc as u64 => (AllocFn::Calloc, mul_or_max(a0, a1), 0, 0),
-        c if c == AllocFn::Realloc as u64 => (AllocFn::Realloc, a1, a0, 0),
-        c if c == AllocFn::Reallocarray as u64 => {
-            (AllocFn::Reallocarray, mul_or_max(a1, a2), a0, 0)
-        }
+        size = mul_or_max(size, arg_at(&args, cookie::mul_arg(c)));
+    }
+    match op {
+        cookie::OP_REALLOC => enter(&ctx, f, OP_REALLOC_BIT, size, ptr, 0),
         // aux keeps `memptr`: the block's address is read from it at return.
-        c if c == AllocFn::PosixMemalign as u64 => (AllocFn::PosixMemalign, a2, 0, a0),
-        c if c == AllocFn::AlignedAlloc as u64 => (AllocFn::AlignedAlloc, a1, 0, 0),
-        c if c == AllocFn::Memalign as u64 => (AllocFn::Memalign, a1, 0, 0),
-        c if c == AllocFn::Valloc as u64 => (AllocFn::Valloc, a0, 0, 0),
-        c if c == AllocFn::Pvalloc as u64 => (AllocFn::Pvalloc, a0, 0, 0),
-        _ => return 0,
-    };
-    enter(&ctx, f, size, old, aux)
+        cookie::OP_MEMPTR => enter(&ctx, f, OP_MEMPTR_BIT, size, 0, ptr),
+        _ => enter(&ctx, f, 0, size, 0, 0),
+    }
+}
+
+/// The six integer argument registers. Read one by one at fixed offsets: the verifier refuses a
+/// context load at a computed offset, which is what indexing the registers would compile to.
+#[inline(always)]
+fn args(ctx: &ProbeContext) -> [u64; 6] {
+    // SAFETY: regs is this probe's pt_regs; volatile keeps each a load at its own offset.
+    unsafe {
+        let r = ctx.regs;
+        [
+            core::ptr::read_volatile(&raw const (*r).rdi),
+            core::ptr::read_volatile(&raw const (*r).rsi),
+            core::ptr::read_volatile(&raw const (*r).rdx),
+            core::ptr::read_volatile(&raw const (*r).rcx),
+            core::ptr::read_volatile(&raw const (*r).r8),
+            core::ptr::read_volatile(&raw const (*r).r9),
+        ]
+    }
+}
+
+/// Argument `i` of the probed function (0 when `i` is [`cookie::NONE`]).
+#[inline(always)]
+fn arg_at(args: &[u64; 6], i: u64) -> u64 {
+    match i {
+        0 => args[0],
+        1 => args[1],
+        2 => args[2],
+        3 => args[3],
+        4 => args[4],
+        5 => args[5],
+        _ => 0,
+    }
 }
 
 /// One return program serves every allocator function: the open call says which it was.
@@ -166,18 +193,17 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let p = t.call;
-    if p.alloc_fn & SKIP != 0 {
+    if p.flags & SKIP != 0 {
         return 0;
     }
     let ret: u64 = ctx.ret::<u64>();
-    let f = p.alloc_fn & FN_MASK;
     let mut ev = event(EventKind::Alloc, tgid, tid);
-    ev.alloc_fn = f;
+    ev.alloc_fn = p.alloc_fn;
     ev.size = p.size;
     ev.call_site = p.call_site;
     ev.stack_id = p.stack_id;
     ev.addr = ret;
-    if f == AllocFn::PosixMemalign as u16 {
+    if p.flags & OP_MEMPTR_BIT != 0 {
         // posix_memalign returns 0 on success and stores the block in *memptr.
         ev.addr = if ret as u32 == 0 {
             // SAFETY: user pointer read through the helper.
@@ -186,12 +212,12 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
             0
         };
     }
-    let is_realloc = f == AllocFn::Realloc as u16 || f == AllocFn::Reallocarray as u16;
+    let is_realloc = p.flags & OP_REALLOC_BIT != 0;
     if is_realloc {
         ev.kind = EventKind::Realloc as u16;
         ev.old_addr = p.old_addr;
     }
-    if p.alloc_fn & SAMPLE_MODE != 0 && !sampled_return(&mut ev, p.alloc_fn, is_realloc) {
+    if p.flags & SAMPLE_MODE != 0 && !sampled_return(&mut ev, p.flags, is_realloc) {
         return 0;
     }
     emit_with(&ev, first_of_image(flags));
@@ -236,9 +262,10 @@ fn sampled_return(ev: &mut MemEvent, bits: u16, is_realloc: bool) -> bool {
     false
 }
 
-/// `free(addr)`, from [`alloc_enter`].
+/// A block returned (`free`, `operator delete`, `sdallocx`, ...), from [`alloc_enter`]; `f`
+/// carries its allocator family.
 #[inline(always)]
-fn free(_ctx: &ProbeContext, addr: u64) -> u32 {
+fn free(addr: u64, f: u16) -> u32 {
     // free(NULL) is a no-op.
     if addr == 0 {
         return 0;
@@ -261,6 +288,7 @@ fn free(_ctx: &ProbeContext, addr: u64) -> u32 {
     }
     let mut ev = event(EventKind::Free, tgid, tid);
     ev.addr = addr;
+    ev.alloc_fn = f;
     emit_with(&ev, first_of_image(flags));
     0
 }

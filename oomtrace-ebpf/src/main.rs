@@ -42,8 +42,10 @@ pub struct Pending {
     pub call_site: u64,
     pub aux: u64,
     pub stack_id: i32,
+    /// What the event reports: the function in the low byte, the allocator family above.
     pub alloc_fn: u16,
-    pub _pad: u16,
+    /// Kernel-internal bits (`alloc.rs`): what the return must do.
+    pub flags: u16,
 }
 
 /// Per-thread allocator state, updated in place.
@@ -169,7 +171,7 @@ pub fn thread(tid: u32) -> Option<*mut Thread> {
             aux: 0,
             stack_id: -1,
             alloc_fn: 0,
-            _pad: 0,
+            flags: 0,
         },
         countdown: 0,
     };

@@ -70,7 +70,7 @@ fn syscall_enter(class: u64, size: u64, old: u64, aux: u64) {
         aux,
         stack_id: stack::stack_id(rbp),
         alloc_fn: AllocFn::Syscall as u16,
-        _pad: 0,
+        flags: 0,
     };
     if PENDING.insert(pend_key(tid, class), p, 0).is_err() {
         count_drop(DropReason::PendingFull);
@@ -152,7 +152,7 @@ pub fn brk_enter(ctx: TracePointContext) -> u32 {
             aux: tp(&ctx, 16),
             stack_id: -1,
             alloc_fn: AllocFn::Syscall as u16,
-            _pad: 0,
+            flags: 0,
         };
         let _ = PENDING.insert(pend_key(tid, PEND_BRK), p, 0);
     }

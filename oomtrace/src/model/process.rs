@@ -90,11 +90,25 @@ pub const MAX_LIFETIME_HISTS: usize = 2048;
 struct Block {
     /// Bytes it counts for (its requested size; an estimate when sampled).
     size: u64,
-    stack: u32,
+    /// Its stack's index (low 24 bits: stacks are capped well below) and the allocator family
+    /// that handed it out (high 8 bits): packed, since there is one of these per live block.
+    stack_family: u32,
     /// Blocks it counts for (1; an estimate when sampled).
     blocks: u32,
     ts_ns: u64,
 }
+
+impl Block {
+    fn stack(&self) -> u32 {
+        self.stack_family & 0x00ff_ffff
+    }
+
+    fn family(&self) -> u8 {
+        (self.stack_family >> 24) as u8
+    }
+}
+
+const _: () = assert!(MAX_STACKS_PER_PROCESS < 1 << 24);
 
 /// How a process ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -131,6 +145,9 @@ pub struct Process {
     pub stacks: Vec<StackStats>,
     /// Frees of addresses never seen allocated (made before attach).
     pub unknown_frees: u64,
+    /// Frees (or reallocs) through another allocator family than the one that allocated the
+    /// block (`je_free` of a glibc block, say): never counted as frees; the block stays held.
+    pub mismatched_frees: u64,
     index: FastMap<StackKey, u32>,
     blocks: FastMap<u64, Block>,
     ranges: Ranges,
@@ -157,6 +174,7 @@ impl Process {
             interval_peak: 0,
             stacks: Vec::new(),
             unknown_frees: 0,
+            mismatched_frees: 0,
             index: FastMap::default(),
             blocks: FastMap::default(),
             ranges: Ranges::default(),
@@ -214,7 +232,7 @@ impl Process {
             addr,
             Block {
                 size: bytes,
-                stack,
+                stack_family: stack | (u32::from(ev.family()) << 24),
                 blocks,
                 ts_ns: ev.ts_ns,
             },
@@ -245,7 +263,7 @@ impl Process {
     }
 
     fn release_block(&mut self, b: Block) {
-        self.stacks[b.stack as usize]
+        self.stacks[b.stack() as usize]
             .counts
             .release_n(b.size, b.blocks.into());
         self.totals.release_n(b.size, b.blocks.into());
@@ -255,7 +273,7 @@ impl Process {
     fn free_block(&mut self, b: Block, ts_ns: u64) {
         self.release_block(b);
         let room = self.lifetime_hists < MAX_LIFETIME_HISTS;
-        let st = &mut self.stacks[b.stack as usize];
+        let st = &mut self.stacks[b.stack() as usize];
         if st.lifetimes.is_none() && room {
             st.lifetimes = Some(Box::default());
             self.lifetime_hists += 1;
@@ -265,8 +283,15 @@ impl Process {
         }
     }
 
-    fn free(&mut self, addr: u64, ts_ns: u64) -> bool {
+    /// A free through allocator `family`; false when nothing was freed.
+    fn free(&mut self, addr: u64, ts_ns: u64, family: u8) -> bool {
         match self.blocks.remove(&addr) {
+            Some(b) if b.family() != family => {
+                // Another heap's block: the allocator never freed it.
+                self.blocks.insert(addr, b);
+                self.mismatched_frees += 1;
+                false
+            }
             Some(b) => {
                 self.free_block(b, ts_ns);
                 true
@@ -326,7 +351,7 @@ impl Process {
             EventKind::Alloc if track_blocks => self.add_block(ev, ev.addr, ev.size),
             EventKind::Alloc => self.count_untracked(ev),
             EventKind::Free => {
-                self.free(ev.addr, ev.ts_ns);
+                self.free(ev.addr, ev.ts_ns, ev.family());
             }
             EventKind::Realloc => self.realloc(ev, track_blocks),
             EventKind::Mmap if ev.addr == 0 => self.fail(ev),
@@ -413,11 +438,11 @@ impl Process {
             (0, _) => self.count_untracked(ev),
             // glibc's realloc(p, 0) frees p and returns NULL.
             (old, 0) if ev.size == 0 => {
-                self.free(old, ev.ts_ns);
+                self.free(old, ev.ts_ns, ev.family());
             }
             (_, 0) => self.fail(ev),
             (old, new) => {
-                self.free(old, ev.ts_ns);
+                self.free(old, ev.ts_ns, ev.family());
                 if track_blocks {
                     self.add_block(ev, new, ev.size);
                 } else {

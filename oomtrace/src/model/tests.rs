@@ -148,3 +148,31 @@ fn ticks_sample_the_high_water_mark_since_the_last_tick() {
     assert_eq!(points, [1500.0, 0.0, 200.0]);
     assert_eq!(stack(&m, 7).outstanding_bytes, 200);
 }
+
+/// Two heaps in one process (glibc's and a prefixed jemalloc's): a free pairs only with a block
+/// of its own family; a free through the other one is a mismatch and frees nothing.
+#[test]
+fn frees_pair_only_within_an_allocator_family() {
+    use oomtrace_common::family;
+    let with = |mut e: MemEvent, f: u8| {
+        e.alloc_fn = (e.alloc_fn & 0xff) | (u16::from(f) << 8);
+        e
+    };
+    let mut m = Model::new();
+    m.apply(&with(
+        ev(EventKind::Alloc, 0x1000, 100, 1),
+        family::STANDARD,
+    ));
+    m.apply(&with(ev(EventKind::Alloc, 0x2000, 70, 2), family::RJEM));
+    // _rjem_free of the glibc block: a mismatch, the block stays.
+    m.apply(&with(ev(EventKind::Free, 0x1000, 0, 0), family::RJEM));
+    assert_eq!(stack(&m, 1).outstanding_bytes, 100);
+    assert_eq!(m.process(100).unwrap().mismatched_frees, 1);
+    // Each through its own: both go.
+    m.apply(&with(ev(EventKind::Free, 0x1000, 0, 0), family::STANDARD));
+    m.apply(&with(ev(EventKind::Free, 0x2000, 0, 0), family::RJEM));
+    assert_eq!(stack(&m, 1).outstanding_bytes, 0);
+    assert_eq!(stack(&m, 2).outstanding_bytes, 0);
+    assert_eq!(m.process(100).unwrap().mismatched_frees, 1);
+    assert_eq!(m.unknown_frees(), 0);
+}

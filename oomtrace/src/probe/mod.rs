@@ -4,6 +4,7 @@
 pub mod detach;
 pub mod drm;
 pub mod elf;
+pub mod entries;
 pub mod kernel;
 pub mod modes;
 pub mod placement;
@@ -22,85 +23,13 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use oomtrace_common::{AllocFn, COOKIE_FREE, ConfigKey, DropReason, STACK_DEPTH};
+use oomtrace_common::{ConfigKey, DropReason, STACK_DEPTH};
 
 use self::elf::ElfObject;
 use self::placement::{Placement, PlacementMode};
 use self::uprobes::{Attacher, Mechanism, ProgramPair, Scope};
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomtrace"));
-
-/// An allocator entry point: exported name, attach cookie (what the entry program reads to know
-/// which function fired), integer args read, whether it has a return probe.
-struct AllocEntry {
-    name: &'static str,
-    cookie: u64,
-    nargs: usize,
-    returns: bool,
-}
-
-const ALLOC_ENTRIES: &[AllocEntry] = &[
-    AllocEntry {
-        name: "malloc",
-        cookie: AllocFn::Malloc as u64,
-        nargs: 1,
-        returns: true,
-    },
-    AllocEntry {
-        name: "calloc",
-        cookie: AllocFn::Calloc as u64,
-        nargs: 2,
-        returns: true,
-    },
-    AllocEntry {
-        name: "realloc",
-        cookie: AllocFn::Realloc as u64,
-        nargs: 2,
-        returns: true,
-    },
-    AllocEntry {
-        name: "reallocarray",
-        cookie: AllocFn::Reallocarray as u64,
-        nargs: 3,
-        returns: true,
-    },
-    AllocEntry {
-        name: "posix_memalign",
-        cookie: AllocFn::PosixMemalign as u64,
-        nargs: 3,
-        returns: true,
-    },
-    AllocEntry {
-        name: "aligned_alloc",
-        cookie: AllocFn::AlignedAlloc as u64,
-        nargs: 2,
-        returns: true,
-    },
-    AllocEntry {
-        name: "memalign",
-        cookie: AllocFn::Memalign as u64,
-        nargs: 2,
-        returns: true,
-    },
-    AllocEntry {
-        name: "valloc",
-        cookie: AllocFn::Valloc as u64,
-        nargs: 1,
-        returns: true,
-    },
-    AllocEntry {
-        name: "pvalloc",
-        cookie: AllocFn::Pvalloc as u64,
-        nargs: 1,
-        returns: true,
-    },
-    AllocEntry {
-        name: "free",
-        cookie: COOKIE_FREE,
-        nargs: 1,
-        returns: false,
-    },
-];
 
 /// The entry and return programs of real tracing, and of the bare probe floor.
 const TRACING_PROGRAMS: [&str; 2] = ["alloc_enter", "alloc_return"];
@@ -466,39 +395,60 @@ impl Probes {
     }
 }
 
-/// For each distinct allocator function `elf` defines: its names, table entry, symbol, placement.
-/// Aliases (glibc's `aligned_alloc` is `memalign`) share one probe under both names.
+/// One probe of a plan: its function's names, cookie (family included), symbol and placement.
+struct PlannedProbe {
+    names: String,
+    cookie: u64,
+    func: elf::FuncSymbol,
+    placement: Placement,
+}
+
+/// For each distinct function of `sets` that `elf` defines: one probe. Aliases (glibc's
+/// `aligned_alloc` is `memalign`, tcmalloc's `malloc` is `tc_malloc`) share one probe under all
+/// their names, counted as the first.
 fn plan_allocator(
     elf: &ElfObject,
+    sets: &entries::ObjectSets,
     mode: PlacementMode,
-) -> Vec<(String, &'static AllocEntry, elf::FuncSymbol, Placement)> {
+) -> Vec<PlannedProbe> {
     let mut by_addr: StdHashMap<u64, usize> = StdHashMap::new();
-    let mut plan: Vec<(String, &'static AllocEntry, elf::FuncSymbol, Placement)> = Vec::new();
-    for entry in ALLOC_ENTRIES {
-        let Some(func) = elf.function(entry.name) else {
-            continue;
-        };
-        if let Some(&i) = by_addr.get(&func.vaddr) {
-            plan[i].0 = format!("{}/{}", plan[i].0, entry.name);
-            continue;
+    let mut plan: Vec<PlannedProbe> = Vec::new();
+    for &(set, family) in sets {
+        for (name, entry) in set.entries() {
+            let Some(func) = elf.function(&name) else {
+                continue;
+            };
+            if let Some(&i) = by_addr.get(&func.vaddr) {
+                plan[i].names = format!("{}/{name}", plan[i].names);
+                continue;
+            }
+            let placement = placement::choose(&func.code, func.vaddr, entry.nargs(), mode);
+            by_addr.insert(func.vaddr, plan.len());
+            plan.push(PlannedProbe {
+                names: name,
+                cookie: entry.cookie_in(family),
+                func,
+                placement,
+            });
         }
-        let placement = placement::choose(&func.code, func.vaddr, entry.nargs, mode);
-        by_addr.insert(func.vaddr, plan.len());
-        plan.push((entry.name.to_owned(), entry, func, placement));
     }
     plan
 }
 
 /// The probes oomtrace would attach on `object`, without loading anything (`oomtrace probes`).
-pub fn planned_probes(object: &Path, mode: PlacementMode) -> Result<Vec<AttachedProbe>> {
+pub fn planned_probes(
+    object: &Path,
+    sets: &entries::ObjectSets,
+    mode: PlacementMode,
+) -> Result<Vec<AttachedProbe>> {
     let elf = ElfObject::open(object)?;
-    Ok(plan_allocator(&elf, mode)
+    Ok(plan_allocator(&elf, sets, mode)
         .into_iter()
-        .map(|(function, _, _, p)| AttachedProbe {
-            function,
+        .map(|p| AttachedProbe {
+            function: p.names,
             object: object.to_owned(),
-            offset: p.offset,
-            emulated: p.emulated,
+            offset: p.placement.offset,
+            emulated: p.placement.emulated,
         })
         .collect())
 }

@@ -32,7 +32,7 @@ use super::detach::Closer;
 use super::elf::ElfObject;
 use super::placement::PlacementMode;
 use super::sys::{self, PerfUprobePmu};
-use super::{AttachedProbe, plan_allocator};
+use super::{AttachedProbe, entries, plan_allocator};
 
 /// How probes are attached on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,7 +256,8 @@ impl Attacher {
             return Ok(p.clone());
         }
         let elf = ElfObject::open(object)?;
-        let planned = plan_allocator(&elf, self.placement);
+        let sets = entries::provider_sets(|n| elf.defines(n));
+        let planned = plan_allocator(&elf, &sets, self.placement);
         if planned.is_empty() {
             return Err(anyhow!(
                 "{} defines no allocator functions",
@@ -268,19 +269,19 @@ impl Attacher {
             entries: (Vec::new(), Vec::new()),
             returns: Vec::new(),
         };
-        for (names, entry, func, placement) in planned {
-            let offset = func.file_offset + placement.offset;
+        for p in planned {
+            let offset = p.func.file_offset + p.placement.offset;
             plan.entries.0.push(offset);
-            plan.entries.1.push(entry.cookie);
-            if entry.returns {
+            plan.entries.1.push(p.cookie);
+            if oomtrace_common::cookie::op(p.cookie) != oomtrace_common::cookie::OP_FREE {
                 // The same offset works for the return probe: rsp is still as at entry there.
                 plan.returns.push(offset);
             }
             plan.probes.push(AttachedProbe {
-                function: names,
+                function: p.names,
                 object: object.to_owned(),
-                offset: placement.offset,
-                emulated: placement.emulated,
+                offset: p.placement.offset,
+                emulated: p.placement.emulated,
             });
         }
         let plan = Arc::new(plan);

@@ -143,6 +143,7 @@ pub(super) mod tests {
             duration_s: 2.5,
             lost_events: 0,
             unknown_frees: 0,
+            mismatched_frees: 0,
             stack_collisions: 0,
             processes: procs
                 .iter()

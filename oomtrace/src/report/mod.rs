@@ -99,6 +99,9 @@ pub struct Report {
     pub lost_events: u64,
     /// Frees of blocks allocated before tracing began.
     pub unknown_frees: u64,
+    /// Frees through another allocator than the one that allocated the block (never counted as
+    /// frees: the block stays held).
+    pub mismatched_frees: u64,
     /// Stacks whose deeper frames are unknown.
     pub stack_collisions: u64,
     /// Per process, by outstanding bytes.
@@ -296,6 +299,7 @@ impl Report {
             duration_s,
             lost_events: losses.lost_events + model.counters.malformed_events,
             unknown_frees: model.unknown_frees(),
+            mismatched_frees: model.processes().map(|p| p.mismatched_frees).sum(),
             stack_collisions: losses.stack_collisions,
             processes,
             stacks: out,

@@ -24,6 +24,14 @@ pub fn render(report: &Report, top: usize) -> String {
     if let Some(cost) = &report.tracer_cost {
         s.push_str(&cost.render_text());
     }
+    if report.mismatched_frees > 0 {
+        let _ = writeln!(
+            s,
+            "warning: {} free(s) went to another allocator than the one that allocated the block \
+             (a mix-up such as je_free of a glibc block): those blocks are still counted as held",
+            report.mismatched_frees
+        );
+    }
     if let Some(limit) = &report.self_limit {
         let _ = writeln!(
             s,

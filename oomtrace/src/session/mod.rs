@@ -575,7 +575,9 @@ pub fn describe_probes(
         (None, None) => target::system_libc()?,
     };
     let mut out = format!("allocator object: {}\n", object.display());
-    for p in crate::probe::planned_probes(&object, mode).context("cannot plan the probes")? {
+    let elf = crate::probe::elf::ElfObject::open(&object).context("cannot read the allocator")?;
+    let sets = crate::probe::entries::provider_sets(|n| elf.defines(n));
+    for p in crate::probe::planned_probes(&object, &sets, mode).context("cannot plan the probes")? {
         let how = if p.emulated {
             "emulated"
         } else {
