@@ -172,11 +172,12 @@ pub fn label(label: String, mode: Mode) -> String {
 }
 
 /// What an attach says it probes: the allocator object, or none in growth mode.
-pub fn probing(mode: Mode, allocator: &std::path::Path) -> String {
+pub fn probing(mode: Mode, plan: Option<&crate::probe::allocators::AllocatorPlan>) -> String {
+    let what = plan.map_or_else(|| "no allocator".to_owned(), |p| p.summary());
     match mode {
         Mode::Growth => "mode growth: no allocator probes, page faults and unmaps only".to_owned(),
-        Mode::Exact => format!("probing {}", allocator.display()),
-        other => format!("probing {} in mode {other}", allocator.display()),
+        Mode::Exact => what,
+        other => format!("{what} in mode {other}"),
     }
 }
 

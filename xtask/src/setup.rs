@@ -21,6 +21,10 @@ const APT_PACKAGES: &[&str] = &[
     "tmux",
     "postgresql",
     "time",
+    // The allocators a process may really use (tests link the ground truth against each).
+    "libjemalloc-dev",
+    "libgoogle-perftools-dev",
+    "libmimalloc-dev",
 ];
 /// Debian packages only `cargo xtask bench` needs: the tools it compares oomtrace with, and the
 /// real application it drives (redis-server under redis-benchmark, from redis-tools).

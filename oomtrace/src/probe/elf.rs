@@ -87,6 +87,21 @@ impl ElfObject {
             .any(|ph| ph.p_type.get(e) == elf::PT_INTERP)
     }
 
+    /// Whether it has a dynamic section (a static-pie binary has one, a plain static one none).
+    pub fn is_dynamic(&self) -> bool {
+        let e = self.layout.endian();
+        self.layout
+            .segments()
+            .iter()
+            .any(|ph| ph.p_type.get(e) == elf::PT_DYNAMIC)
+    }
+
+    /// Whether it is a Go program (the Go toolchain's build-info section is there, stripped or
+    /// not).
+    pub fn is_go(&self) -> bool {
+        self.layout.has_section(b".go.buildinfo") || self.layout.has_section(b".note.go.buildid")
+    }
+
     /// `DT_NEEDED` names and `DT_RUNPATH`/`DT_RPATH` entries, in order.
     pub fn dynamic_deps(&self) -> (Vec<String>, Vec<String>) {
         let mut needed = Vec::new();

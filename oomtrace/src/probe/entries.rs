@@ -240,6 +240,10 @@ pub const PREFIXED: &[(u8, &str)] = &[(family::JE, "je_"), (family::RJEM, "_rjem
 pub enum Set {
     /// [`STANDARD`].
     Standard,
+    /// The entries of [`STANDARD`] whose bit is set (bit `i`: `STANDARD[i]`): the standard names
+    /// the dynamic linker binds to this object (it binds each name on its own, to the first
+    /// object that defines it).
+    StandardSome(u16),
     /// [`JEMALLOC_EXTRAS`], unprefixed.
     JemallocExtras,
     /// [`CXX`].
@@ -258,6 +262,12 @@ impl Set {
         let plain = |list: &[Entry]| list.iter().map(|e| (e.name.to_owned(), *e)).collect();
         match self {
             Self::Standard => plain(STANDARD),
+            Self::StandardSome(mask) => STANDARD
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, e)| (e.name.to_owned(), *e))
+                .collect(),
             Self::JemallocExtras => plain(JEMALLOC_EXTRAS),
             Self::Cxx => plain(CXX),
             Self::Tcmalloc => plain(TCMALLOC),
@@ -270,11 +280,22 @@ impl Set {
 /// What one object is probed for: sets of entry points, each counted under a family.
 pub type ObjectSets = Vec<(Set, u8)>;
 
+const _: () = assert!(STANDARD.len() <= 16);
+
+/// The mask of [`STANDARD`] names an object defines.
+pub fn standard_mask(defines: impl Fn(&str) -> bool) -> u16 {
+    STANDARD
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| defines(e.name))
+        .fold(0, |m, (i, _)| m | (1 << i))
+}
+
 /// The sets the object that provides a process's `malloc` gets, from what it defines: the
-/// standard names, and when it is an allocator library its own API and C++ operators too, all
-/// one heap (family [`family::STANDARD`]).
-pub fn provider_sets(defines: impl Fn(&str) -> bool) -> ObjectSets {
-    let mut sets = vec![(Set::Standard, family::STANDARD)];
+/// standard names bound to it (`mask`), and when it is an allocator library its own API and
+/// C++ operators too, all one heap (family [`family::STANDARD`]).
+pub fn provider_sets(mask: u16, defines: impl Fn(&str) -> bool) -> ObjectSets {
+    let mut sets = vec![(Set::StandardSome(mask), family::STANDARD)];
     let mut allocator_library = false;
     for (probe, set) in [
         ("mallocx", Set::JemallocExtras),
@@ -365,19 +386,30 @@ mod tests {
     #[test]
     fn a_provider_gets_its_library_api_as_one_heap() {
         let libc = |n: &str| matches!(n, "malloc" | "free" | "calloc");
-        assert_eq!(provider_sets(libc), vec![(Set::Standard, family::STANDARD)]);
+        let m = standard_mask(libc);
+        assert_eq!(m.count_ones(), 3);
+        assert_eq!(
+            provider_sets(m, libc),
+            vec![(Set::StandardSome(m), family::STANDARD)]
+        );
+        let names: Vec<String> = Set::StandardSome(m)
+            .entries()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(names, vec!["malloc", "calloc", "free"]);
         let tcmalloc = |n: &str| matches!(n, "malloc" | "tc_malloc" | "_Znwm");
         assert_eq!(
-            provider_sets(tcmalloc),
+            provider_sets(1, tcmalloc),
             vec![
-                (Set::Standard, family::STANDARD),
+                (Set::StandardSome(1), family::STANDARD),
                 (Set::Tcmalloc, family::STANDARD),
                 (Set::Cxx, family::STANDARD)
             ]
         );
         // libstdc++ defines operator new but is no allocator: never probed for it.
         let static_cxx = |n: &str| matches!(n, "malloc" | "_Znwm");
-        assert_eq!(provider_sets(static_cxx).len(), 1);
+        assert_eq!(provider_sets(1, static_cxx).len(), 1);
         // A Rust binary with tikv-jemallocator beside glibc: its own heap.
         let rust = |n: &str| n == "_rjem_malloc";
         assert_eq!(

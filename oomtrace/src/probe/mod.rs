@@ -1,11 +1,13 @@
 //! The kernel side's user-space handle: load the eBPF object, attach probes, fill the traced-pid
 //! map, and read the maps that are not the event stream (drop counters, stacks).
 
+pub mod allocators;
 pub mod detach;
 pub mod drm;
 pub mod elf;
 pub mod entries;
 pub mod kernel;
+pub mod linkmap;
 pub mod modes;
 pub mod placement;
 pub mod preflight;
@@ -262,11 +264,28 @@ impl Probes {
     /// `scope` (one process, or every process). Returns what was attached; attaching the same
     /// object twice for a scope is a no-op. In growth mode nothing is attached: that mode has
     /// no allocator probes.
-    pub fn attach_allocator(&self, scope: Scope, object: &Path) -> Result<Vec<AttachedProbe>> {
+    pub fn attach_allocator(
+        &self,
+        scope: Scope,
+        object: &allocators::PlannedObject,
+    ) -> Result<Vec<AttachedProbe>> {
         match &self.attacher {
             Some(a) => a.attach(scope, object),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Attaches every object of `plan` for `scope`; returns what was attached.
+    pub fn attach_plan(
+        &self,
+        scope: Scope,
+        plan: &allocators::AllocatorPlan,
+    ) -> Result<Vec<AttachedProbe>> {
+        let mut all = Vec::new();
+        for o in &plan.objects {
+            all.extend(self.attach_allocator(scope, o)?);
+        }
+        Ok(all)
     }
 
     /// Detaches everything without making the caller wait for it: the programs are quiesced
@@ -423,6 +442,13 @@ fn plan_allocator(
                 continue;
             }
             let placement = placement::choose(&func.code, func.vaddr, entry.nargs(), mode);
+            if !placement::decodes(&func.code) {
+                eprintln!(
+                    "oomtrace: notice: cannot decode the first instruction of {name} in {}: it \
+                     is probed at its first byte, which may cost a single-step per call",
+                    elf.path.display()
+                );
+            }
             by_addr.insert(func.vaddr, plan.len());
             plan.push(PlannedProbe {
                 names: name,

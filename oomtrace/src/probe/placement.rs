@@ -87,6 +87,12 @@ pub fn choose(code: &[u8], ip: u64, nargs: usize, mode: PlacementMode) -> Placem
     at_zero
 }
 
+/// Whether the function's first instruction decodes at all (placement falls back to offset 0
+/// when it does not, and the caller says so).
+pub fn decodes(code: &[u8]) -> bool {
+    !first_insn(code).is_empty()
+}
+
 fn first_insn(code: &[u8]) -> &[u8] {
     let mut decoder = Decoder::new(64, code, DecoderOptions::NONE);
     let insn = decoder.decode();
@@ -180,6 +186,14 @@ mod tests {
         // 0: cmp $0,%rdi (48 83 ff 00) ; 4: push %rbx ; 5: jmp 4 (eb fd)
         let code = [0x48, 0x83, 0xff, 0x00, 0x53, 0xeb, 0xfd];
         assert_eq!(choose(&code, 0, 1, PlacementMode::Auto).offset, 0);
+    }
+
+    #[test]
+    fn undecodable_code_is_recognized() {
+        assert!(decodes(&[0x53]));
+        assert!(!decodes(&[]));
+        // A lone operand-size prefix is no instruction.
+        assert!(!decodes(&[0x66]));
     }
 
     #[test]

@@ -1,16 +1,9 @@
-//! Which object file's `malloc` a process really calls.
-//!
-//! The dynamic linker binds `malloc` to the first object in load order that defines it: the
-//! executable, then its libraries breadth-first. Debian's redis-server gets it from jemalloc, not
-//! libc, so probing libc would see nothing. We resolve it the same way: from `/proc/PID/maps` for
-//! a running process, from the ELF dependency graph for a command about to start.
+//! Finding a target's files the way the system does: a command as `execvp` finds it, a script's
+//! interpreter, a library as the dynamic linker searches for it; and why a target cannot be
+//! traced ([`TargetError`]). Which of them provides the allocator is `allocators.rs`'s job.
 
-use std::collections::{HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-
-use super::elf::ElfObject;
-use crate::objfile::{FileId, ObjFile, maps, note_refusal};
 
 /// Why no allocator can be probed for a target. Callers branch on it for the exit code.
 #[derive(Debug)]
@@ -18,10 +11,14 @@ use crate::objfile::{FileId, ObjFile, maps, note_refusal};
 pub enum TargetError {
     /// `--pid N` names no running process.
     NoSuchProcess(u32),
+    /// The process has exited (a zombie) or its root filesystem is gone.
+    Gone(u32),
     /// The command was not found on `PATH`.
     CommandNotFound(String),
     /// The program is statically linked: there is no dynamic `malloc` to probe.
     Static(PathBuf),
+    /// A statically linked program with no allocator symbol left (stripped).
+    StaticStripped(String),
     /// No loaded object defines `malloc`.
     NoAllocator(String),
     /// Reading the target failed.
@@ -35,6 +32,11 @@ impl std::fmt::Display for TargetError {
                 f,
                 "no process with pid {pid} (check the pid with `ps -p {pid}`)"
             ),
+            Self::Gone(pid) => write!(
+                f,
+                "pid {pid} has exited or lost its root filesystem (a zombie, or a container \
+                 torn down): nothing is left to trace"
+            ),
             Self::CommandNotFound(cmd) => {
                 write!(f, "command not found: {cmd} (give a path or check PATH)")
             }
@@ -44,10 +46,15 @@ impl std::fmt::Display for TargetError {
                  (statically linked allocators are not supported yet; link it dynamically)",
                 path.display()
             ),
+            Self::StaticStripped(what) => write!(
+                f,
+                "{what} is statically linked and stripped: it has no allocator symbol to probe \
+                 (use --mode growth, which needs none, or trace an unstripped build)"
+            ),
             Self::NoAllocator(what) => write!(
                 f,
-                "{what} has no dynamic libc: no loaded object defines malloc \
-                 (statically linked allocators are not supported yet)"
+                "{what}: no loaded object defines malloc or a known allocator \
+                 (use --mode growth, which needs none)"
             ),
             Self::Io(msg) => f.write_str(msg),
         }
@@ -55,76 +62,6 @@ impl std::fmt::Display for TargetError {
 }
 
 impl std::error::Error for TargetError {}
-
-/// The object whose allocator functions get probed for pid `pid`: its path as the process names
-/// it ([`allocator_mapping_of_pid`] has the mapped object itself).
-pub fn allocator_of_pid(pid: u32) -> Result<PathBuf, TargetError> {
-    allocator_mapping_of_pid(pid).map(|m| m.path)
-}
-
-/// The object a running process gets `malloc` from, as that process maps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AllocatorMapping {
-    /// Its path as the process names it (inside the process's root, " (deleted)" removed).
-    pub path: PathBuf,
-    /// `/proc/PID/map_files/START-END`: the mapped file itself while the process maps it, even
-    /// deleted or inside another mount namespace, where `path` may name another file on the host.
-    pub map_file: PathBuf,
-    /// The mapped file's (device, inode).
-    pub id: FileId,
-}
-
-/// Which mapped object defines `malloc` in process `pid`. Each executable file mapping is opened
-/// through the mapping ([`ObjFile::open_mapping`]) and only its ELF headers and symbol tables are
-/// read; anything else (PostgreSQL's `/dev/zero` shared memory, data files) is never opened.
-pub fn allocator_mapping_of_pid(pid: u32) -> Result<AllocatorMapping, TargetError> {
-    let maps = maps::read(pid).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            TargetError::NoSuchProcess(pid)
-        } else {
-            TargetError::Io(format!("cannot read /proc/{pid}/maps: {e}"))
-        }
-    })?;
-    if maps.truncated && crate::objfile::verbose() {
-        eprintln!(
-            "oomtrace: verbose: only the first {} bytes of /proc/{pid}/maps were read",
-            maps::MAX_MAPS_BYTES
-        );
-    }
-    let mut seen = HashSet::new();
-    for line in maps.lines() {
-        let Some(path) = line.file() else {
-            continue;
-        };
-        // malloc is code: an object that defines it is mapped executable.
-        if !line.exec() || !seen.insert(line.id) {
-            continue;
-        }
-        let what = format!("{path} (mapped by pid {pid})");
-        let path = Path::new(path);
-        let elf = ObjFile::open_mapping(pid, line.start, line.end, line.id, path)
-            .and_then(|file| ElfObject::from_file(file, path));
-        match elf {
-            Ok(elf) if elf.defines("malloc") => {
-                return Ok(AllocatorMapping {
-                    path: path.to_owned(),
-                    map_file: PathBuf::from(format!(
-                        "/proc/{pid}/map_files/{:x}-{:x}",
-                        line.start, line.end
-                    )),
-                    id: line.id,
-                });
-            }
-            Ok(_) => {}
-            Err(why) => note_refusal(&what, &why),
-        }
-    }
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    Err(TargetError::NoAllocator(format!(
-        "pid {pid} ({})",
-        comm.trim()
-    )))
-}
 
 /// Finds `cmd` the way `execvp` does.
 pub fn resolve_command(cmd: &OsStr) -> Result<PathBuf, TargetError> {
@@ -145,39 +82,8 @@ pub fn resolve_command(cmd: &OsStr) -> Result<PathBuf, TargetError> {
         .ok_or_else(|| TargetError::CommandNotFound(cmd.to_string_lossy().into_owned()))
 }
 
-/// The object that will provide `malloc` once `exe` is loaded.
-pub fn allocator_of_program(exe: &Path) -> Result<PathBuf, TargetError> {
-    let exe = interpreter_of_script(exe).unwrap_or_else(|| exe.to_owned());
-    let obj = ElfObject::open(&exe).map_err(|e| TargetError::Io(format!("{e:#}")))?;
-    if !obj.has_interp() {
-        return Err(TargetError::Static(exe));
-    }
-    let search = SearchPath::new();
-    let mut queue = VecDeque::from([exe.clone()]);
-    let mut seen = HashSet::new();
-    while let Some(path) = queue.pop_front() {
-        if !seen.insert(path.clone()) {
-            continue;
-        }
-        let Ok(obj) = ElfObject::open(&path) else {
-            continue;
-        };
-        if obj.defines("malloc") {
-            return Ok(path);
-        }
-        let (needed, runpath) = obj.dynamic_deps();
-        let origin = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        for name in needed {
-            if let Some(found) = search.find(&name, &runpath, &origin) {
-                queue.push_back(found);
-            }
-        }
-    }
-    Err(TargetError::NoAllocator(exe.display().to_string()))
-}
-
 /// For a `#!` script, the interpreter it runs under.
-fn interpreter_of_script(path: &Path) -> Option<PathBuf> {
+pub(super) fn interpreter_of_script(path: &Path) -> Option<PathBuf> {
     use std::io::Read as _;
     let mut head = [0u8; 256];
     // Never a blocking open: the path may name a FIFO by now.
@@ -192,13 +98,13 @@ fn interpreter_of_script(path: &Path) -> Option<PathBuf> {
 }
 
 /// The dynamic linker's library search order, minus the cases oomtrace does not need.
-struct SearchPath {
+pub(super) struct SearchPath {
     env: Vec<PathBuf>,
     cache: Vec<(String, PathBuf)>,
 }
 
 impl SearchPath {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let env = std::env::var_os("LD_LIBRARY_PATH")
             .map(|p| std::env::split_paths(&p).collect())
             .unwrap_or_default();
@@ -208,7 +114,7 @@ impl SearchPath {
         }
     }
 
-    fn find(&self, name: &str, runpath: &[String], origin: &Path) -> Option<PathBuf> {
+    pub(super) fn find(&self, name: &str, runpath: &[String], origin: &Path) -> Option<PathBuf> {
         if name.contains('/') {
             return Some(PathBuf::from(name));
         }
@@ -264,31 +170,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sh_gets_malloc_from_libc() {
+    fn commands_resolve_like_execvp() {
         let sh = resolve_command(OsStr::new("sh")).unwrap();
-        let alloc = allocator_of_program(&sh).unwrap();
-        assert!(
-            alloc.to_string_lossy().contains("libc.so"),
-            "{}",
-            alloc.display()
-        );
-    }
-
-    #[test]
-    fn our_own_process_resolves() {
-        let alloc = allocator_of_pid(std::process::id()).unwrap();
-        assert!(
-            alloc.to_string_lossy().contains("libc.so"),
-            "{}",
-            alloc.display()
-        );
-    }
-
-    #[test]
-    fn missing_pid_is_typed() {
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
         assert!(matches!(
-            allocator_of_pid(u32::MAX - 1),
-            Err(TargetError::NoSuchProcess(_))
+            resolve_command(OsStr::new("no-such-command-here")),
+            Err(TargetError::CommandNotFound(_))
         ));
+    }
+
+    #[test]
+    fn the_system_libc_is_found() {
+        let libc = system_libc().unwrap();
+        assert!(libc.to_string_lossy().contains("libc.so.6"));
     }
 }

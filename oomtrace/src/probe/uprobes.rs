@@ -28,11 +28,13 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::Ebpf;
 use aya::maps::Map;
 
+use super::allocators::{ObjectRef, PlannedObject};
 use super::detach::Closer;
 use super::elf::ElfObject;
+use super::entries::ObjectSets;
 use super::placement::PlacementMode;
 use super::sys::{self, PerfUprobePmu};
-use super::{AttachedProbe, entries, plan_allocator};
+use super::{AttachedProbe, plan_allocator};
 
 /// How probes are attached on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,8 +69,8 @@ struct Plan {
 
 /// The links of one object in one process (or in every process).
 struct Attachment {
-    object: ObjectKey,
-    path: PathBuf,
+    key: ObjectKey,
+    object: PlannedObject,
     links: Vec<OwnedFd>,
 }
 
@@ -89,7 +91,7 @@ pub struct Attacher {
     mechanism: Mechanism,
     programs: ProgramPair,
     placement: PlacementMode,
-    plans: Mutex<HashMap<ObjectKey, Arc<Plan>>>,
+    plans: Mutex<HashMap<(ObjectKey, ObjectSets), Arc<Plan>>>,
     attached: Mutex<HashMap<Scope, Vec<Attachment>>>,
     closer: Closer,
     /// Time spent attaching, and attachments made (for the report's own-cost figures).
@@ -123,31 +125,32 @@ impl Attacher {
         &self.programs
     }
 
-    /// Attaches the allocator probes of `object` for `scope`. Attaching an object a scope has
-    /// already is a no-op (returns nothing). Returns what was attached.
-    pub fn attach(&self, scope: Scope, object: &Path) -> Result<Vec<AttachedProbe>> {
+    /// Attaches the allocator probes `object` plans for `scope`. Attaching an object a scope
+    /// has already is a no-op (returns nothing). Returns what was attached.
+    pub fn attach(&self, scope: Scope, object: &PlannedObject) -> Result<Vec<AttachedProbe>> {
         if self.shut.load(Ordering::Relaxed) {
             return Ok(Vec::new());
         }
         let started = Instant::now();
-        let key = object_key(object)?;
+        let path = path_for(scope, object)?;
+        let key = object_key(&path)?;
         if self.has(scope, key) {
             return Ok(Vec::new());
         }
-        let plan = self.plan(key, object)?;
+        let plan = self.plan(key, &path, object)?;
         let links = self
-            .link(scope, object, &plan)
-            .with_context(|| format!("cannot attach probes to {}", object.display()))?;
+            .link(scope, &path, &plan)
+            .with_context(|| format!("cannot attach probes to {}", object.name.display()))?;
         let mut attached = self.attached.lock().expect("attacher lock");
         let list = attached.entry(scope).or_default();
-        if list.iter().any(|a| a.object == key) {
+        if list.iter().any(|a| a.key == key) {
             // Another thread attached it meanwhile: ours go.
             self.closer.close(links);
             return Ok(Vec::new());
         }
         list.push(Attachment {
-            object: key,
-            path: object.to_owned(),
+            key,
+            object: object.clone(),
             links,
         });
         drop(attached);
@@ -157,13 +160,12 @@ impl Attacher {
         Ok(plan.probes.clone())
     }
 
-    /// Gives `child` the probes its parent has (a fork: same objects, new address space).
-    /// Returns how many objects were attached.
+    /// Gives `child` the probes its parent has (a fork: same objects at the same places, a new
+    /// address space). Returns how many objects were attached.
     pub fn attach_like(&self, parent: u32, child: u32) -> Result<usize> {
-        let objects = self.objects(Some(parent));
         let mut n = 0;
-        for path in objects {
-            if !self.attach(Some(child), &path)?.is_empty() {
+        for object in self.objects(Some(parent)) {
+            if !self.attach(Some(child), &object)?.is_empty() {
                 n += 1;
             }
         }
@@ -171,11 +173,11 @@ impl Attacher {
     }
 
     /// The objects attached for `scope`.
-    pub fn objects(&self, scope: Scope) -> Vec<PathBuf> {
+    pub fn objects(&self, scope: Scope) -> Vec<PlannedObject> {
         let attached = self.attached.lock().expect("attacher lock");
         attached
             .get(&scope)
-            .map(|l| l.iter().map(|a| a.path.clone()).collect())
+            .map(|l| l.iter().map(|a| a.object.clone()).collect())
             .unwrap_or_default()
     }
 
@@ -189,7 +191,7 @@ impl Attacher {
         let attached = self.attached.lock().expect("attacher lock");
         attached
             .get(&scope)
-            .is_some_and(|l| l.iter().any(|a| a.object == key))
+            .is_some_and(|l| l.iter().any(|a| a.key == key))
     }
 
     /// Process `pid` is gone (or no longer traced): its links are closed off this thread.
@@ -213,9 +215,12 @@ impl Attacher {
         if self.mechanism != Mechanism::Multi {
             return;
         }
-        for path in self.objects(Some(parent)) {
+        for object in self.objects(Some(parent)) {
+            let Ok(path) = path_for(Some(child), &object) else {
+                continue;
+            };
             let Ok(key) = object_key(&path) else { continue };
-            let Ok(plan) = self.plan(key, &path) else {
+            let Ok(plan) = self.plan(key, &path, &object) else {
                 continue;
             };
             if let Ok(links) = self.link(Some(child), &path, &plan) {
@@ -251,17 +256,17 @@ impl Attacher {
         *self.attach_time.lock().expect("attacher lock")
     }
 
-    fn plan(&self, key: ObjectKey, object: &Path) -> Result<Arc<Plan>> {
-        if let Some(p) = self.plans.lock().expect("attacher lock").get(&key) {
+    fn plan(&self, key: ObjectKey, path: &Path, object: &PlannedObject) -> Result<Arc<Plan>> {
+        let cache_key = (key, object.sets.clone());
+        if let Some(p) = self.plans.lock().expect("attacher lock").get(&cache_key) {
             return Ok(p.clone());
         }
-        let elf = ElfObject::open(object)?;
-        let sets = entries::provider_sets(|n| elf.defines(n));
-        let planned = plan_allocator(&elf, &sets, self.placement);
+        let elf = ElfObject::open(path)?;
+        let planned = plan_allocator(&elf, &object.sets, self.placement);
         if planned.is_empty() {
             return Err(anyhow!(
                 "{} defines no allocator functions",
-                object.display()
+                object.name.display()
             ));
         }
         let mut plan = Plan {
@@ -279,7 +284,7 @@ impl Attacher {
             }
             plan.probes.push(AttachedProbe {
                 function: p.names,
-                object: object.to_owned(),
+                object: object.name.clone(),
                 offset: p.placement.offset,
                 emulated: p.placement.emulated,
             });
@@ -287,7 +292,7 @@ impl Attacher {
         let plan = Arc::new(plan);
         let mut plans = self.plans.lock().expect("attacher lock");
         if plans.len() < MAX_PLANS {
-            plans.insert(key, plan.clone());
+            plans.insert(cache_key, plan.clone());
         }
         Ok(plan)
     }
@@ -359,6 +364,18 @@ impl Drop for Attacher {
 
 /// Plans kept (one per distinct allocator object seen).
 const MAX_PLANS: usize = 1024;
+
+/// The path that reaches `object` for `scope` (a mapping is reached through the process).
+fn path_for(scope: Scope, object: &PlannedObject) -> Result<PathBuf> {
+    match (scope, &object.object) {
+        (_, ObjectRef::Path(p)) => Ok(p.clone()),
+        (Some(pid), r) => Ok(r.path_in(pid)),
+        (None, ObjectRef::Mapping { .. }) => Err(anyhow!(
+            "{} is a process's mapping: it cannot be probed in every process",
+            object.name.display()
+        )),
+    }
+}
 
 fn object_key(object: &Path) -> Result<ObjectKey> {
     use std::os::unix::fs::MetadataExt as _;

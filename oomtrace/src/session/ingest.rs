@@ -36,8 +36,10 @@ pub struct Session {
     pub trace_all: bool,
     /// `run` holds its processes at fork and exec ([`crate::hold`]): they are attached there.
     pub held: bool,
-    /// Which allocator object each exec'd program uses.
-    pub allocators: super::allocators::AllocatorCache,
+    /// Which allocators each exec'd program uses.
+    pub plans: super::plans::PlanCache,
+    /// Allocators traced processes map after they started.
+    pub mapped: super::mapped::MappedAllocators,
     /// Children attached after they started (`--pid`).
     pub late: LateAttach,
     /// GPU memory, sampled at each tick.
@@ -298,6 +300,16 @@ impl Session {
                 execs.push(ev.tgid);
             }
         }
+        // Allocator libraries traced processes mapped since (dlopen, or a program that exec'd in
+        // another mount namespace).
+        let new_maps = self.symbols.take_new_mappings();
+        if !self.trace_all {
+            for m in &new_maps {
+                if self.model.process(m.pid).is_some_and(|p| p.exit.is_none()) {
+                    self.mapped.consider(&self.probes, m);
+                }
+            }
+        }
         // After the batch: reading new processes' maps comes first (they may exit any moment);
         // resolving an exec'd program's allocator takes milliseconds.
         for pid in execs {
@@ -307,7 +319,7 @@ impl Session {
                 .ok()
                 .or_else(|| self.symbols.program(pid, generation));
             if let Some(exe) = exe {
-                attach_new_allocator(&self.probes, &mut self.allocators, pid, &exe);
+                attach_new_allocator(&self.probes, &mut self.plans, pid, &exe);
             }
         }
         if let Some(r) = &mut self.recorder {
@@ -319,28 +331,36 @@ impl Session {
 /// A process that exec'd a program with its own allocator (jemalloc, say) gets it probed too.
 fn attach_new_allocator(
     probes: &Probes,
-    allocators: &mut super::allocators::AllocatorCache,
+    plans: &mut super::plans::PlanCache,
     pid: u32,
     exe: &Path,
 ) {
-    // At exec only the executable and the dynamic linker are mapped: resolve from the ELF.
-    let Some(object) = allocators.allocator_of(exe) else {
+    if !super::mapped::same_mount_namespace(pid) {
+        // Another filesystem view: probed when it maps its allocator (the kernel's records).
+        probes.forget_pid(pid);
+        return;
+    }
+    // At exec only the executable and the dynamic linker are mapped: decide from the ELF.
+    let preload = crate::probe::allocators::preload_of_pid(pid);
+    let Some(plan) = plans.plan_of(exe, preload.as_deref()) else {
         return;
     };
-    match probes.attach_allocator(Some(pid), &object) {
-        // Probing took a while, and the program ran meanwhile: say so rather than let a
-        // smaller figure pass for the whole truth.
-        Ok(attached) if !attached.is_empty() => eprintln!(
-            "oomtrace: warning: pid {pid} ({}) allocates through {}, probed only after it \
-             started: its allocations up to this moment are not counted",
-            exe.display(),
-            object.display()
-        ),
-        Ok(_) => {}
-        Err(e) => eprintln!(
-            "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
-            object.display()
-        ),
+    for object in &plan.objects {
+        match probes.attach_allocator(Some(pid), object) {
+            // Probing took a while, and the program ran meanwhile: say so rather than let a
+            // smaller figure pass for the whole truth.
+            Ok(attached) if !attached.is_empty() => eprintln!(
+                "oomtrace: warning: pid {pid} ({}) allocates through {}, probed only after it \
+                 started: its allocations up to this moment are not counted",
+                exe.display(),
+                object.name.display()
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!(
+                "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
+                object.name.display()
+            ),
+        }
     }
 }
 

@@ -2,11 +2,12 @@
 //! ([`ingest`]) that drains the ring buffer into the model until the target is done or a
 //! signal arrives; with `record`, the same events are teed into a recording.
 
-mod allocators;
 pub mod cost;
 mod ingest;
 pub mod kernel;
+mod mapped;
 pub mod monitor;
+mod plans;
 pub mod selfmem;
 pub mod view;
 
@@ -23,6 +24,7 @@ use self::ingest::Session;
 use crate::hold::{self, OnStop, Stop};
 use crate::launch::ChildStatus;
 use crate::model::Model;
+use crate::probe::allocators;
 use crate::probe::placement::PlacementMode;
 use crate::probe::uprobes::Attacher;
 use crate::probe::{ProbeConfig, Probes, preflight, target};
@@ -193,12 +195,13 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     preflight::check()?;
     // Growth mode probes no allocator: a program without a dynamic one (static, Go) is fine.
     let needs_allocator = opts.mode.probes_allocator();
-    let (allocator, exe) = match &opts.target {
+    let (plan, exe) = match &opts.target {
         Target::Run(argv) => {
             let exe = target::resolve_command(&argv[0])?;
-            match target::allocator_of_program(&exe) {
-                Ok(allocator) => (allocator, Some(exe)),
-                Err(_) if !needs_allocator => (PathBuf::new(), Some(exe)),
+            let preload = std::env::var("LD_PRELOAD").ok();
+            match allocators::plan_for_program(&exe, preload.as_deref()) {
+                Ok(plan) => (Some(plan), Some(exe)),
+                Err(_) if !needs_allocator => (None, Some(exe)),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -207,16 +210,22 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                 "pid {pid} is oomtrace itself, which never traces itself: give another pid"
             )
         }
-        Target::Pid(pid) => match target::allocator_of_pid(*pid) {
-            Ok(allocator) => (allocator, None),
-            Err(target::TargetError::NoSuchProcess(pid)) => {
-                return Err(target::TargetError::NoSuchProcess(pid).into());
+        Target::Pid(pid) => match allocators::plan_for_pid(*pid) {
+            Ok(plan) => (Some(plan), None),
+            Err(e @ (target::TargetError::NoSuchProcess(_) | target::TargetError::Gone(_))) => {
+                return Err(e.into());
             }
-            Err(_) if !needs_allocator => (PathBuf::new(), None),
+            Err(_) if !needs_allocator => (None, None),
             Err(e) => return Err(e.into()),
         },
-        Target::All => (target::system_libc()?, None),
+        Target::All => (Some(allocators::plan_for_system()?), None),
     };
+    if needs_allocator
+        && let Some(p) = &plan
+        && p.program == allocators::Program::Go
+    {
+        eprintln!("oomtrace: notice: {}", p.reason);
+    }
     let recorder = match &opts.record {
         Some(path) => Some(Recorder::create(
             path,
@@ -249,8 +258,8 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         .kernel
         .then(|| kernel::start(&mut probes))
         .transpose()?;
-    if trace_all {
-        probes.attach_allocator(None, &allocator)?;
+    if trace_all && let Some(p) = &plan {
+        probes.attach_plan(None, p)?;
     }
     let reader = RingReader::new(probes.take_ring()?);
     // SAFETY: RingReader owns the ring map's fd, which stays open and unchanged for its lifetime.
@@ -285,7 +294,8 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         monitor,
         trace_all,
         held: false,
-        allocators: allocators::AllocatorCache::default(),
+        plans: plans::PlanCache::default(),
+        mapped: mapped::MappedAllocators::default(),
         late: ingest::LateAttach::default(),
         gpu: crate::gpu::Sampler::from_env(),
         cost: cost::CostMeter::start(),
@@ -314,7 +324,9 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                 );
             }
             session.probes.trace_pid(pid)?;
-            session.probes.attach_allocator(Some(pid), &allocator)?;
+            if let Some(p) = &plan {
+                session.probes.attach_plan(Some(pid), p)?;
+            }
             if let Some(m) = &mut session.monitor {
                 // Joins the cgroup before exec: everything CMD runs is capped.
                 m.watch(pid)?;
@@ -333,12 +345,14 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             for &p in &tree {
                 session.probes.trace_pid(p)?;
             }
-            session.probes.attach_allocator(Some(*pid), &allocator)?;
+            if let Some(p) = &plan {
+                session.probes.attach_plan(Some(*pid), p)?;
+            }
             let mut others = 0;
             for &p in &tree[1..] {
-                match target::allocator_of_pid(p) {
-                    Ok(object) => {
-                        if let Err(e) = session.probes.attach_allocator(Some(p), &object) {
+                match allocators::plan_for_pid(p) {
+                    Ok(plan) => {
+                        if let Err(e) = session.probes.attach_plan(Some(p), &plan) {
                             eprintln!("oomtrace: warning: cannot attach to pid {p}: {e:#}");
                         }
                     }
@@ -366,7 +380,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             session.symbols.read_maps(*pid, 0);
             eprintln!(
                 "oomtrace: attached to pid {pid} ({comm}){children}, {}; Ctrl-C to stop and report",
-                crate::mode::probing(opts.mode, &allocator)
+                crate::mode::probing(opts.mode, plan.as_ref())
             );
             session.feed(&comm_event(*pid, &comm));
             root = Some(*pid);
@@ -379,7 +393,12 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             eprintln!(
                 "oomtrace: {}; Ctrl-C to stop and report",
                 crate::mode::label(
-                    format!("tracing every process that uses {}", allocator.display()),
+                    format!(
+                        "tracing every process that uses {}",
+                        plan.as_ref()
+                            .and_then(|p| p.provider())
+                            .map_or_else(String::new, |p| p.display().to_string())
+                    ),
                     opts.mode
                 )
             );
@@ -512,7 +531,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
 /// What the holder thread does while a process of `run` waits: a new process gets its parent's
 /// probes; a new program gets its own allocator probed before it runs.
 fn on_stop(attacher: Option<Arc<Attacher>>) -> OnStop {
-    let mut allocators = allocators::AllocatorCache::default();
+    let mut cache = plans::PlanCache::default();
     Box::new(move |stop| {
         let Some(a) = &attacher else { return };
         match stop {
@@ -522,25 +541,35 @@ fn on_stop(attacher: Option<Arc<Attacher>>) -> OnStop {
                 }
             }
             Stop::Execed { pid, former_tid } => {
+                if !mapped::same_mount_namespace(pid) {
+                    // Its files are not ours to resolve by path: its allocator is probed when
+                    // it maps it (the kernel's mapping records).
+                    a.detach(pid);
+                    return;
+                }
                 if former_tid != pid {
                     // Another thread exec'd: the kernel's filter followed the old leader's
                     // task, so the process gets fresh links.
                     let objects = a.objects(Some(pid));
                     a.detach(pid);
-                    for o in objects {
-                        let _ = a.attach(Some(pid), &o);
+                    for o in &objects {
+                        let _ = a.attach(Some(pid), o);
                     }
                 }
                 let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
                     return;
                 };
-                if let Some(object) = allocators.allocator_of(&exe)
-                    && let Err(e) = a.attach(Some(pid), &object)
-                {
-                    eprintln!(
-                        "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
-                        object.display()
-                    );
+                let preload = allocators::preload_of_pid(pid);
+                let Some(plan) = cache.plan_of(&exe, preload.as_deref()) else {
+                    return;
+                };
+                for object in &plan.objects {
+                    if let Err(e) = a.attach(Some(pid), object) {
+                        eprintln!(
+                            "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
+                            object.name.display()
+                        );
+                    }
                 }
             }
         }
@@ -567,23 +596,39 @@ pub fn describe_probes(
     binary: Option<PathBuf>,
     mode: PlacementMode,
 ) -> Result<String> {
-    let object = match (pid, binary) {
-        (Some(pid), _) => target::allocator_of_pid(pid)?,
-        (None, Some(bin)) => {
-            target::allocator_of_program(&target::resolve_command(bin.as_os_str())?)?
-        }
-        (None, None) => target::system_libc()?,
+    let plan = match (pid, binary) {
+        (Some(pid), _) => allocators::plan_for_pid(pid)?,
+        (None, Some(bin)) => allocators::plan_for_program(
+            &target::resolve_command(bin.as_os_str())?,
+            std::env::var("LD_PRELOAD").ok().as_deref(),
+        )?,
+        (None, None) => allocators::plan_for_system()?,
     };
-    let mut out = format!("allocator object: {}\n", object.display());
-    let elf = crate::probe::elf::ElfObject::open(&object).context("cannot read the allocator")?;
-    let sets = crate::probe::entries::provider_sets(|n| elf.defines(n));
-    for p in crate::probe::planned_probes(&object, &sets, mode).context("cannot plan the probes")? {
-        let how = if p.emulated {
-            "emulated"
-        } else {
-            "single-stepped"
-        };
-        out.push_str(&format!("{:<28} +{:<4} {how}\n", p.function, p.offset));
+    let mut out = String::new();
+    if plan.objects.is_empty() {
+        out.push_str("allocator object: none\n");
     }
+    for o in &plan.objects {
+        out.push_str(&format!("allocator object: {}\n", o.name.display()));
+        let mut fams: Vec<&str> = o
+            .sets
+            .iter()
+            .map(|&(_, f)| crate::probe::entries::family_name(f))
+            .collect();
+        fams.dedup();
+        out.push_str(&format!("  heap: {}\n", fams.join(", ")));
+        let path = o.object.path_in(pid.unwrap_or(0));
+        for p in
+            crate::probe::planned_probes(&path, &o.sets, mode).context("cannot plan the probes")?
+        {
+            let how = if p.emulated {
+                "emulated"
+            } else {
+                "single-stepped"
+            };
+            out.push_str(&format!("{:<28} +{:<4} {how}\n", p.function, p.offset));
+        }
+    }
+    out.push_str(&format!("why: {}\n", plan.reason));
     Ok(out)
 }

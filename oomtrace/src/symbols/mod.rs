@@ -33,6 +33,24 @@ const MAX_TOTAL_MAPPINGS: usize = 1 << 18;
 /// Symbolized frames cached; past this the cache starts over.
 const MAX_FRAMES: usize = 1 << 18;
 
+/// New mappings kept between two [`Symbolizer::take_new_mappings`] calls.
+pub const MAX_NEW_MAPPINGS: usize = 4096;
+
+/// An executable file mapping a process made (from the kernel's records).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMapping {
+    /// The process.
+    pub pid: u32,
+    /// First address.
+    pub start: u64,
+    /// One past the last.
+    pub end: u64,
+    /// The file's identity.
+    pub id: crate::objfile::FileId,
+    /// Its path as the process names it.
+    pub path: PathBuf,
+}
+
 /// One symbolized address.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Frame {
@@ -92,6 +110,8 @@ pub struct Symbolizer {
     kernel_maps: Option<perf::MapRecords>,
     /// What those records say, per image.
     images: images::Images,
+    /// Mappings reported since the last [`Symbolizer::take_new_mappings`].
+    new_maps: Vec<NewMapping>,
 }
 
 impl Default for Symbolizer {
@@ -118,6 +138,7 @@ impl Symbolizer {
             last_settled: None,
             kernel_maps: None,
             images: Default::default(),
+            new_maps: Vec::new(),
         }
     }
 
@@ -146,8 +167,36 @@ impl Symbolizer {
         if let Some(k) = &mut self.kernel_maps {
             let mut records = Vec::new();
             k.read(&mut records);
+            for r in &records {
+                if let perf::Record::Map {
+                    pid,
+                    addr,
+                    len,
+                    id,
+                    path,
+                    ..
+                } = r
+                    && self.new_maps.len() < MAX_NEW_MAPPINGS
+                    && path.starts_with('/')
+                {
+                    self.new_maps.push(NewMapping {
+                        pid: *pid,
+                        start: *addr,
+                        end: addr.saturating_add(*len),
+                        id: *id,
+                        path: PathBuf::from(path),
+                    });
+                }
+            }
             self.images.apply(records);
         }
+    }
+
+    /// Executable file mappings the kernel reported since the last call, any process's (at
+    /// most [`MAX_NEW_MAPPINGS`] between calls): where a traced process maps an allocator
+    /// library after it started (`dlopen`), the session probes it.
+    pub fn take_new_mappings(&mut self) -> Vec<NewMapping> {
+        std::mem::take(&mut self.new_maps)
     }
 
     /// The program image (pid, generation) runs, as the kernel recorded its exec: known even

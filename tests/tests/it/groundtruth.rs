@@ -19,7 +19,15 @@ const ALLOCATOR_INTERNALS: &[&str] = &[
     "tcache_init",
 ];
 
-fn assert_kinds(report: &Value) {
+pub fn assert_kinds(report: &Value) {
+    assert_allocator_kinds(report);
+    let pid = report["processes"][0]["pid"].as_u64().unwrap();
+    // Direct mmap of 4 pages with the middle one unmapped: one allocation, three pages.
+    assert_figures(report, "map_pages", Some(pid), MAP_PAGES);
+}
+
+/// The `kinds` scenario's allocator figures (everything but the direct mmap).
+pub fn assert_allocator_kinds(report: &Value) {
     assert_eq!(report["schema"], "oomtrace.report/1");
     assert_eq!(
         report["lost_events"], 0,
@@ -83,19 +91,20 @@ fn assert_kinds(report: &Value) {
     );
     // Served by mmap inside malloc: counted once, as the malloc.
     assert_figures(report, "leak_large", Some(pid), leak(2 << 20, 2));
-    // Direct mmap of 4 pages with the middle one unmapped: one allocation, three pages.
-    assert_figures(
-        report,
-        "map_pages",
-        Some(pid),
-        Figures {
-            outstanding_bytes: 3 * 4096,
-            outstanding_allocs: 1,
-            allocated_bytes: 4 * 4096,
-            allocs: 1,
-            failed_allocs: 0,
-        },
-    );
+    assert_allocator_internals_hidden(report);
+}
+
+/// `map_pages`: a direct mmap of 4 pages with the middle one unmapped.
+pub const MAP_PAGES: Figures = Figures {
+    outstanding_bytes: 3 * 4096,
+    outstanding_allocs: 1,
+    allocated_bytes: 4 * 4096,
+    allocs: 1,
+    failed_allocs: 0,
+};
+
+/// Every process's totals add up, and no allocator-internal frame shows.
+pub fn assert_allocator_internals_hidden(report: &Value) {
     assert_consistent(report);
     for st in report["stacks"].as_array().unwrap() {
         for f in st["frames"].as_array().unwrap() {
