@@ -40,6 +40,9 @@ pub struct Session {
     pub plans: super::plans::PlanCache,
     /// Allocators traced processes map after they started.
     pub mapped: super::mapped::MappedAllocators,
+    /// `--all`: the system libc, probed in every process already; a process's own plan adds
+    /// only what lies beyond it.
+    pub system_libc: Option<crate::objfile::FileId>,
     /// Children attached after they started (`--pid`).
     pub late: LateAttach,
     /// GPU memory, sampled at each tick.
@@ -296,7 +299,7 @@ impl Session {
                 }
                 Hint::None => {}
             }
-            if kind == Some(EventKind::Exec) && !self.trace_all && !self.held {
+            if kind == Some(EventKind::Exec) && !self.held {
                 execs.push(ev.tgid);
             }
         }
@@ -319,7 +322,7 @@ impl Session {
                 .ok()
                 .or_else(|| self.symbols.program(pid, generation));
             if let Some(exe) = exe {
-                attach_new_allocator(&self.probes, &mut self.plans, pid, &exe);
+                attach_new_allocator(&self.probes, &mut self.plans, pid, &exe, self.system_libc);
             }
         }
         if let Some(r) = &mut self.recorder {
@@ -334,6 +337,7 @@ fn attach_new_allocator(
     plans: &mut super::plans::PlanCache,
     pid: u32,
     exe: &Path,
+    system_libc: Option<crate::objfile::FileId>,
 ) {
     if !super::mapped::same_mount_namespace(pid) {
         // Another filesystem view: probed when it maps its allocator (the kernel's records).
@@ -345,6 +349,7 @@ fn attach_new_allocator(
     let Some(plan) = plans.plan_of(exe, preload.as_deref()) else {
         return;
     };
+    let plan = beyond_system(plan, system_libc);
     for object in &plan.objects {
         match probes.attach_allocator(Some(pid), object) {
             // Probing took a while, and the program ran meanwhile: say so rather than let a
@@ -362,6 +367,27 @@ fn attach_new_allocator(
             ),
         }
     }
+}
+
+/// `plan` less the system libc (`--all` probes it in every process already: twice would count
+/// twice).
+pub fn beyond_system(
+    mut plan: crate::probe::allocators::AllocatorPlan,
+    system_libc: Option<crate::objfile::FileId>,
+) -> crate::probe::allocators::AllocatorPlan {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(sys) = system_libc else {
+        return plan;
+    };
+    plan.objects.retain(|o| {
+        let path = match &o.object {
+            crate::probe::allocators::ObjectRef::Path(p) => p.clone(),
+            // The mapped file's identity, seen through any process that maps it: the name's.
+            crate::probe::allocators::ObjectRef::Mapping { .. } => o.name.clone(),
+        };
+        std::fs::metadata(&path).map_or(true, |m| (m.dev(), m.ino()) != (sys.dev, sys.ino))
+    });
+    plan
 }
 
 /// Children attached when their fork event arrived: how many, and how late.

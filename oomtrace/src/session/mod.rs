@@ -295,6 +295,11 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         trace_all,
         held: false,
         plans: plans::PlanCache::default(),
+        system_libc: if trace_all {
+            target::system_libc().ok().and_then(|p| file_id(&p))
+        } else {
+            None
+        },
         mapped: mapped::MappedAllocators::default(),
         late: ingest::LateAttach::default(),
         gpu: crate::gpu::Sampler::from_env(),
@@ -386,9 +391,28 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             root = Some(*pid);
         }
         Target::All => {
-            // Processes already running: their maps now, before any of them can exit unread.
+            // Processes already running: their maps now, before any of them can exit unread;
+            // and the ones whose malloc is not the system libc's get their own allocator.
+            let mut own = Vec::new();
             for pid in ingest::running_pids() {
                 session.symbols.read_maps(pid, 0);
+                if !needs_allocator {
+                    continue;
+                }
+                if let Ok(p) = allocators::plan_for_pid(pid) {
+                    let p = ingest::beyond_system(p, session.system_libc);
+                    if !p.objects.is_empty() && session.probes.attach_plan(Some(pid), &p).is_ok() {
+                        own.push(format!("{pid} ({})", p.summary()));
+                    }
+                }
+            }
+            if !own.is_empty() {
+                eprintln!(
+                    "oomtrace: {} process(es) allocate through more than the system libc, probed \
+                     each: {}",
+                    own.len(),
+                    own.join("; ")
+                );
             }
             eprintln!(
                 "oomtrace: {}; Ctrl-C to stop and report",
@@ -573,6 +597,16 @@ fn on_stop(attacher: Option<Arc<Attacher>>) -> OnStop {
                 }
             }
         }
+    })
+}
+
+/// A file's (device, inode).
+fn file_id(path: &std::path::Path) -> Option<crate::objfile::FileId> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some(crate::objfile::FileId {
+        dev: m.dev(),
+        ino: m.ino(),
     })
 }
 

@@ -131,7 +131,14 @@ fn run_once(oomtrace: &Path, cfg: &Config, dir: &Path) -> Result<((f64, f64), Op
         .spawn()
         .with_context(|| format!("cannot start redis-server under {}", cfg.name))?;
     wait_ready(&mut child, &cfg.name)?;
+    let attached = match &cfg.tracer {
+        Tracer::OomtraceAttach(args) => Some(attach(oomtrace, child.id(), args, &report_path)?),
+        _ => None,
+    };
     let rps = drive();
+    if let Some(tracer) = attached {
+        detach(tracer)?;
+    }
     let _ = cli(&["shutdown", "nosave"]);
     let out = child.wait_with_output()?;
     let rps = rps?;
@@ -144,7 +151,7 @@ fn run_once(oomtrace: &Path, cfg: &Config, dir: &Path) -> Result<((f64, f64), Op
         );
     }
     let report = match cfg.tracer {
-        Tracer::Oomtrace(_) => {
+        Tracer::Oomtrace(_) | Tracer::OomtraceAttach(_) => {
             let r: Value = serde_json::from_slice(
                 &std::fs::read(&report_path)
                     .with_context(|| format!("{} wrote no report", cfg.name))?,
@@ -158,6 +165,40 @@ fn run_once(oomtrace: &Path, cfg: &Config, dir: &Path) -> Result<((f64, f64), Op
         _ => None,
     };
     Ok((rps, report))
+}
+
+/// `oomtrace --pid PID ARGS`, once it says it is attached.
+fn attach(oomtrace: &Path, pid: u32, args: &[String], report: &Path) -> Result<Child> {
+    use std::io::BufRead as _;
+    let mut t = Command::new(oomtrace)
+        .args(["--pid", &pid.to_string()])
+        .args(args)
+        .args(["--format", "json", "-o"])
+        .arg(report)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start oomtrace --pid")?;
+    let mut line = String::new();
+    std::io::BufReader::new(t.stderr.take().context("no stderr")?).read_line(&mut line)?;
+    if !line.contains("attached to pid") {
+        bail!("oomtrace --pid {pid} did not attach: {line}");
+    }
+    Ok(t)
+}
+
+/// Ctrl-C to an attached oomtrace: it writes its report and detaches.
+fn detach(tracer: Child) -> Result<()> {
+    let status = Command::new("kill")
+        .args(["-INT", &tracer.id().to_string()])
+        .status()?;
+    if !status.success() {
+        bail!("cannot stop oomtrace --pid");
+    }
+    let out = tracer.wait_with_output()?;
+    if !out.status.success() {
+        bail!("oomtrace --pid ended with {}", out.status);
+    }
+    Ok(())
 }
 
 /// Allocations the report shows in redis-server.

@@ -17,6 +17,8 @@ pub enum Tracer {
     Untraced,
     /// `oomtrace run ARGS --format json -o REPORT -- CMD`.
     Oomtrace(Vec<String>),
+    /// CMD started alone, then `oomtrace --pid PID ARGS --format json -o REPORT` attached to it.
+    OomtraceAttach(Vec<String>),
     /// `bpftrace -q -c CMD xtask/bench/memleak.bt ALLOCATOR`.
     Bpftrace,
     /// `heaptrack -o FILE CMD` (LD_PRELOAD).
@@ -167,7 +169,14 @@ pub fn free_phase_configs() -> Vec<Config> {
 /// Configurations of the redis benchmark: the multi-threaded loop's set (untraced, floor, each
 /// mode, heaptrack).
 pub fn redis_configs(oomtrace_bin: &Path) -> Result<Vec<Config>> {
-    mt_configs(oomtrace_bin)
+    let mut v = mt_configs(oomtrace_bin)?;
+    // Attached to the running server, as a user pages in: it must find jemalloc by itself.
+    v.push(config(
+        "oomtrace exact, attached by --pid",
+        Tracer::OomtraceAttach(vec!["--mode=exact".into()]),
+        Role::Other,
+    ));
+    Ok(v)
 }
 
 /// The memleak-style bpftrace script.
@@ -204,7 +213,7 @@ pub fn command(
     allocator: &str,
 ) -> Command {
     match &cfg.tracer {
-        Tracer::Untraced => {
+        Tracer::Untraced | Tracer::OomtraceAttach(_) => {
             let mut c = Command::new(&argv[0]);
             c.args(&argv[1..]);
             c
@@ -241,6 +250,9 @@ pub fn shown(cfg: &Config, argv: &[&str]) -> String {
     match &cfg.tracer {
         Tracer::Untraced => format!("`{cmd}`"),
         Tracer::Oomtrace(args) => format!("`oomtrace {} -- {cmd}`", args.join(" ")),
+        Tracer::OomtraceAttach(args) => {
+            format!("`{cmd}`, then `oomtrace --pid PID {}`", args.join(" "))
+        }
         Tracer::Bpftrace => format!("`bpftrace -q -c '{cmd}' xtask/bench/memleak.bt LIBC`"),
         Tracer::Heaptrack => format!("`heaptrack {cmd}`"),
     }
