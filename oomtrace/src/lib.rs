@@ -5,6 +5,16 @@
 //! [`session`] wires the live pipeline together; [`main`](../oomtrace/index.html) maps errors to
 //! exit codes.
 
+/// `eprintln!` that never panics: a closed standard error (whoever read it went away) must not
+/// bring down a tracing session before it writes its report.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod cli;
 pub mod gpu;
 pub mod hold;

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("oomtrace: error: {}", one_line(&err));
+            oomtrace::say!("oomtrace: error: {}", one_line(&err));
             match err.downcast_ref::<PreflightError>() {
                 Some(PreflightError::NotPrivileged) => ExitCode::from(code::NO_PERMISSION),
                 _ => ExitCode::from(code::ERROR),
@@ -72,7 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let snap = oomtrace::gpu::snapshot(&roots)?;
             for w in &snap.warnings {
-                eprintln!("oomtrace: warning: {w}");
+                oomtrace::say!("oomtrace: warning: {w}");
             }
             let body = match args.format {
                 Format::Json => serde_json::to_string_pretty(&snap)? + "\n",
@@ -227,7 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let written = write_report(&outcome.report, &output);
     if let Some(bytes) = outcome.recorded_bytes {
-        eprintln!(
+        oomtrace::say!(
             "oomtrace: recording written ({bytes} bytes); read it with `oomtrace report FILE`"
         );
     }
@@ -235,7 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let child = match outcome.pending_child.take() {
         // Stopped at --self-max: the command runs on, untraced, to its own end.
         Some(rx) => {
-            eprintln!("oomtrace: the command goes on untraced; waiting for it to end");
+            oomtrace::say!("oomtrace: the command goes on untraced; waiting for it to end");
             let runtime = tokio::runtime::Builder::new_current_thread().build()?;
             Some(runtime.block_on(rx)??)
         }

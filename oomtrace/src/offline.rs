@@ -19,7 +19,7 @@ pub fn load_report(path: &Path, at: Option<f64>) -> Result<Report> {
     }
     let (replay, warnings) = file::load(path, at)?;
     for w in &warnings {
-        eprintln!("oomtrace: warning: {}: {w}", path.display());
+        crate::say!("oomtrace: warning: {}: {w}", path.display());
     }
     Ok(replay.report())
 }

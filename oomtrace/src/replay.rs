@@ -20,7 +20,7 @@ pub fn run(path: &Path, speed: f64, refresh: Duration) -> Result<Ended> {
     let (rec, warnings) = RecordingReader::open(path)
         .map_err(|e| anyhow::anyhow!("cannot read recording {}: {e}", path.display()))?;
     for w in &warnings {
-        eprintln!("oomtrace: warning: {}: {w}", path.display());
+        crate::say!("oomtrace: warning: {}: {w}", path.display());
     }
     let name = path.file_name().map_or_else(
         || path.display().to_string(),

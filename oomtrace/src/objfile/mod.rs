@@ -42,7 +42,7 @@ pub fn verbose() -> bool {
 /// Reports, in verbose mode, that `what` was not read and why.
 pub fn note_refusal(what: &dyn std::fmt::Display, why: &Refused) {
     if verbose() {
-        eprintln!("oomtrace: verbose: not reading {what}: {why}");
+        crate::say!("oomtrace: verbose: not reading {what}: {why}");
     }
 }
 

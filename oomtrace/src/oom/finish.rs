@@ -62,17 +62,17 @@ pub fn finish_run(end: &RunEnd, m: &Monitored, outcome: &Outcome, status: i32) -
     let verdict = budget::evaluate(m.peak_heap_bytes, m.peak_rss_bytes, limit, end.warn_at);
     let peak = m.peak_heap_bytes.max(m.peak_rss_bytes);
     if let Some(msg) = verdict.message(peak, limit, end.warn_at) {
-        eprintln!("oomtrace: {msg}");
+        crate::say!("oomtrace: {msg}");
     }
     if let Verdict::Exceeded { .. } = verdict {
-        eprintln!("oomtrace: stacks holding the most at the peak:");
+        crate::say!("oomtrace: stacks holding the most at the peak:");
         for (i, st) in m.peak_stacks.iter().take(5).enumerate() {
             let site = st
                 .frames
                 .first()
                 .and_then(|f| f.function.as_deref())
                 .unwrap_or("??");
-            eprintln!(
+            crate::say!(
                 "  #{} {} in {} block(s) at {site} (pid {})",
                 i + 1,
                 human_bytes(st.outstanding_bytes),

@@ -104,7 +104,7 @@ pub async fn watch(json: bool, count: Option<u64>) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    eprintln!("oomtrace: watching the OOM killer; Ctrl-C to stop");
+    crate::say!("oomtrace: watching the OOM killer; Ctrl-C to stop");
     let mut pending: Option<Kill> = None;
     let mut printed = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(100));

@@ -360,7 +360,7 @@ impl Probes {
         if let Some(a) = &self.attacher
             && let Err(e) = a.attach_like(parent, child)
         {
-            eprintln!("oomtrace: warning: cannot attach to new process {child}: {e:#}");
+            crate::say!("oomtrace: warning: cannot attach to new process {child}: {e:#}");
         }
     }
 
@@ -443,7 +443,7 @@ fn plan_allocator(
             }
             let placement = placement::choose(&func.code, func.vaddr, entry.nargs(), mode);
             if !placement::decodes(&func.code) {
-                eprintln!(
+                crate::say!(
                     "oomtrace: notice: cannot decode the first instruction of {name} in {}: it \
                      is probed at its first byte, which may cost a single-step per call",
                     elf.path.display()

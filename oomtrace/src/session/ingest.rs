@@ -66,9 +66,12 @@ impl Session {
         root: Option<u32>,
         child_rx: &mut Option<tokio::sync::oneshot::Receiver<Result<ChildStatus>>>,
         started: Instant,
+        signals: Signals,
     ) -> Result<(StopReason, Option<ChildStatus>)> {
-        let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let Signals {
+            int: mut sigint,
+            term: mut sigterm,
+        } = signals;
         // The kernel side wakes us only past a fill threshold (or for a new process); the tick
         // bounds latency otherwise.
         // None fires at once: the command was just released, and its first events (and maps)
@@ -245,9 +248,16 @@ impl Session {
         self.symbols.poll();
         while let Some(ev) = self.ring.get_mut().next_event() {
             if debug {
-                eprintln!(
+                crate::say!(
                     "ev kind={} fn={} tgid={} tid={} addr={:#x} size={} site={:#x} ts={}",
-                    ev.kind, ev.alloc_fn, ev.tgid, ev.tid, ev.addr, ev.size, ev.call_site, ev.ts_ns
+                    ev.kind,
+                    ev.alloc_fn,
+                    ev.tgid,
+                    ev.tid,
+                    ev.addr,
+                    ev.size,
+                    ev.call_site,
+                    ev.ts_ns
                 );
             }
             let kind = EventKind::from_u16(ev.kind);
@@ -354,14 +364,14 @@ fn attach_new_allocator(
         match probes.attach_allocator(Some(pid), object) {
             // Probing took a while, and the program ran meanwhile: say so rather than let a
             // smaller figure pass for the whole truth.
-            Ok(attached) if !attached.is_empty() => eprintln!(
+            Ok(attached) if !attached.is_empty() => crate::say!(
                 "oomtrace: warning: pid {pid} ({}) allocates through {}, probed only after it \
                  started: its allocations up to this moment are not counted",
                 exe.display(),
                 object.name.display()
             ),
             Ok(_) => {}
-            Err(e) => eprintln!(
+            Err(e) => crate::say!(
                 "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
                 object.name.display()
             ),
@@ -388,6 +398,23 @@ pub fn beyond_system(
         std::fs::metadata(&path).map_or(true, |m| (m.dev(), m.ino()) != (sys.dev, sys.ino))
     });
     plan
+}
+
+/// SIGINT and SIGTERM, handled from before the session says it is tracing: a Ctrl-C right after
+/// that line must end the session with its report, not kill oomtrace.
+pub struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts handling both.
+    pub fn handle() -> Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
 }
 
 /// Children attached when their fork event arrived: how many, and how late.

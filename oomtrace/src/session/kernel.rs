@@ -24,7 +24,7 @@ pub fn start(probes: &mut Probes) -> Result<KernelMode> {
     let gpu = drm::attach(probes);
     notices.extend(drm::notices(&gpu));
     for n in notices {
-        eprintln!("oomtrace: notice: {n}");
+        crate::say!("oomtrace: notice: {n}");
     }
     Ok(KernelMode { probes: gpu })
 }
@@ -35,7 +35,7 @@ impl KernelMode {
         let kallsyms = match Kallsyms::load() {
             Ok(k) => Some(k),
             Err(e) => {
-                eprintln!("oomtrace: warning: {e:#}");
+                crate::say!("oomtrace: warning: {e:#}");
                 None
             }
         };

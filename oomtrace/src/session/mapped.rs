@@ -64,7 +64,7 @@ impl MappedAllocators {
         match attacher.attach(Some(m.pid), &object) {
             Ok(probes) if !probes.is_empty() => {
                 self.late += 1;
-                eprintln!(
+                crate::say!(
                     "oomtrace: warning: pid {} mapped {} after it started; it is probed from \
                      now on, and what the process allocated through it before is not counted",
                     m.pid,
@@ -72,7 +72,7 @@ impl MappedAllocators {
                 );
             }
             Ok(_) => {}
-            Err(e) => eprintln!(
+            Err(e) => crate::say!(
                 "oomtrace: warning: cannot probe {} for pid {}: {e:#}",
                 m.path.display(),
                 m.pid

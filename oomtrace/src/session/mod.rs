@@ -193,6 +193,7 @@ fn status_event(pid: u32, status: Option<ChildStatus>) -> MemEvent {
 /// Runs a whole session (with the TUI fed through `ui`, if given).
 pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     preflight::check()?;
+    let signals = ingest::Signals::handle()?;
     // Growth mode probes no allocator: a program without a dynamic one (static, Go) is fine.
     let needs_allocator = opts.mode.probes_allocator();
     let (plan, exe) = match &opts.target {
@@ -224,7 +225,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         && let Some(p) = &plan
         && p.program == allocators::Program::Go
     {
-        eprintln!("oomtrace: notice: {}", p.reason);
+        crate::say!("oomtrace: notice: {}", p.reason);
     }
     let recorder = match &opts.record {
         Some(path) => Some(Recorder::create(
@@ -249,7 +250,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         floor: opts.probe_floor,
     })?;
     if let Some(n) = probes.fallback_notice() {
-        eprintln!("{n}");
+        crate::say!("{n}");
     }
     if !opts.probe_floor {
         probes.attach_tracepoints()?;
@@ -282,7 +283,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     });
     let (symbols, notice) = Symbolizer::with_kernel_maps();
     if let Some(n) = notice {
-        eprintln!("{n}");
+        crate::say!("{n}");
     }
     let mut session = Session {
         ui,
@@ -322,7 +323,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             let pid = spawned.pid;
             session.held = spawned.held;
             if let Some(why) = &spawned.refused {
-                eprintln!(
+                crate::say!(
                     "oomtrace: notice: cannot hold the command's processes at fork and exec \
                      (ptrace: {why}): children are attached when their fork is seen, and what \
                      they allocate before that is not counted"
@@ -358,13 +359,13 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                 match allocators::plan_for_pid(p) {
                     Ok(plan) => {
                         if let Err(e) = session.probes.attach_plan(Some(p), &plan) {
-                            eprintln!("oomtrace: warning: cannot attach to pid {p}: {e:#}");
+                            crate::say!("oomtrace: warning: cannot attach to pid {p}: {e:#}");
                         }
                     }
                     // Gone meanwhile, or no dynamic allocator (growth mode needs none).
                     Err(target::TargetError::NoSuchProcess(_)) => continue,
                     Err(e) if needs_allocator => {
-                        eprintln!("oomtrace: warning: not tracing pid {p}: {e}");
+                        crate::say!("oomtrace: warning: not tracing pid {p}: {e}");
                         continue;
                     }
                     Err(_) => {}
@@ -383,7 +384,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             // Its maps (and mapped objects) before saying it is attached: a process that exits
             // right after would otherwise keep no symbols.
             session.symbols.read_maps(*pid, 0);
-            eprintln!(
+            crate::say!(
                 "oomtrace: attached to pid {pid} ({comm}){children}, {}; Ctrl-C to stop and report",
                 crate::mode::probing(opts.mode, plan.as_ref())
             );
@@ -406,15 +407,8 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                     }
                 }
             }
-            if !own.is_empty() {
-                eprintln!(
-                    "oomtrace: {} process(es) allocate through more than the system libc, probed \
-                     each: {}",
-                    own.len(),
-                    own.join("; ")
-                );
-            }
-            eprintln!(
+
+            crate::say!(
                 "oomtrace: {}; Ctrl-C to stop and report",
                 crate::mode::label(
                     format!(
@@ -426,14 +420,22 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                     opts.mode
                 )
             );
+            if !own.is_empty() {
+                crate::say!(
+                    "oomtrace: {} process(es) allocate through more than the system libc, probed \
+                     each: {}",
+                    own.len(),
+                    own.join("; ")
+                );
+            }
         }
     }
 
     let (stop, child) = session
-        .run_loop(&opts, root, &mut child_rx, started)
+        .run_loop(&opts, root, &mut child_rx, started, signals)
         .await?;
     if let StopReason::SelfLimit(rss) = stop {
-        eprintln!(
+        crate::say!(
             "oomtrace: warning: oomtrace's own memory reached {} (--self-max {}): tracing \
              stopped here, and the report covers what was traced until now",
             crate::report::human_bytes(rss),
@@ -450,13 +452,13 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     session.symbols.poll();
     let lost_maps = session.symbols.lost_map_records();
     if lost_maps > 0 {
-        eprintln!(
+        crate::say!(
             "oomtrace: warning: the kernel dropped {lost_maps} mapping record(s) (its ring was \
              full): frames of processes that exited early may show as bare addresses"
         );
     }
     for notice in session.symbols.notices() {
-        eprintln!("{notice}");
+        crate::say!("{notice}");
     }
     let losses = Losses {
         lost_events: drops.lost_events + session.ring.get_ref().malformed,
@@ -561,7 +563,7 @@ fn on_stop(attacher: Option<Arc<Attacher>>) -> OnStop {
         match stop {
             Stop::Forked { parent, child } => {
                 if let Err(e) = a.attach_like(parent, child) {
-                    eprintln!("oomtrace: warning: cannot attach to new process {child}: {e:#}");
+                    crate::say!("oomtrace: warning: cannot attach to new process {child}: {e:#}");
                 }
             }
             Stop::Execed { pid, former_tid } => {
@@ -589,7 +591,7 @@ fn on_stop(attacher: Option<Arc<Attacher>>) -> OnStop {
                 };
                 for object in &plan.objects {
                     if let Err(e) = a.attach(Some(pid), object) {
-                        eprintln!(
+                        crate::say!(
                             "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
                             object.name.display()
                         );

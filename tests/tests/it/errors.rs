@@ -79,13 +79,19 @@ fn missing_pid_is_named() {
 }
 
 #[test]
-fn statically_linked_program_is_named() {
+fn stripped_static_program_is_named() {
     if !require_bpf() {
         return;
     }
-    let exe = build_c("static", "static-binary", &["-O2", "-static"]);
+    // A static program is traced through the allocator inside it (tests/it/heaps.rs); a stripped
+    // one has no symbol left to probe.
+    let exe = build_c(
+        "static",
+        "static-binary-stripped",
+        &["-O2", "-static", "-s"],
+    );
     let out = output(oomtrace().args(["run", "--"]).arg(&exe));
-    assert_one_clear_line(&out, 1, "statically linked");
+    assert_one_clear_line(&out, 1, "statically linked and stripped");
 }
 
 #[test]

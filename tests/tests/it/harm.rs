@@ -378,6 +378,12 @@ impl Tracer {
             (t, None)
         } else {
             let target = Command::new("sleep").arg("600").spawn().unwrap();
+            // Attach once it has loaded its libc (before, there is no allocator to find).
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while libc_code_is_pristine(target.id()).is_none() {
+                assert!(Instant::now() < deadline, "sleep never mapped libc");
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let t = oomtrace()
                 .args([
                     "--pid",

@@ -29,7 +29,9 @@ fn all_mode_sees_a_process_it_did_not_start() {
     let out = tracer.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "Ctrl-C ends an --all session normally"
+        "Ctrl-C ends an --all session normally ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_figures(
