@@ -27,7 +27,7 @@
 //!
 //! let (recording, warnings) = RecordingReader::open("run.oomtrace")?;
 //! for w in &warnings {
-//!     crate::say!("warning: {w}");
+//!     eprintln!("warning: {w}");
 //! }
 //! println!("{} events", recording.events.len());
 //! # Ok(())
