@@ -14,7 +14,7 @@
 //! ```ignore
 //! let snap = gpu::snapshot(&gpu::Roots::default())?;
 //! for w in &snap.warnings {
-//!     crate::say!("warning: {w}");
+//!     eprintln!("warning: {w}");
 //! }
 //! print!("{}", snap.render_text()); // --format json: serde_json::to_writer_pretty(out, &snap)
 //! ```
