@@ -20,7 +20,8 @@ pub enum EventKind {
     Free = 2,
     /// `realloc(old_addr, size)` returned `addr` (0 = failed, old block kept).
     Realloc = 3,
-    /// A direct anonymous `mmap` by user code returned `addr` for `size` bytes.
+    /// A direct anonymous `mmap` by user code returned `addr` for `size` bytes; `aux` holds its
+    /// `prot` in the low 32 bits and its `flags` in the high ones.
     Mmap = 4,
     /// A direct `munmap(addr, size)` by user code.
     Munmap = 5,

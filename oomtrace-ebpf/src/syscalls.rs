@@ -109,7 +109,10 @@ fn syscall_exit(ctx: &TracePointContext, class: u64, kind: EventKind) {
 pub fn mmap_enter(ctx: TracePointContext) -> u32 {
     let flags: u64 = tp(&ctx, 40);
     if flags & MAP_ANONYMOUS != 0 {
-        syscall_enter(PEND_MMAP, tp(&ctx, 24), 0, 0);
+        // aux: the protection, and the flags above (MAP_STACK marks a thread's stack), so the
+        // user side can tell reserved address space from memory.
+        let prot: u64 = tp(&ctx, 32);
+        syscall_enter(PEND_MMAP, tp(&ctx, 24), 0, (prot & 0xffff_ffff) | (flags << 32));
     }
     0
 }

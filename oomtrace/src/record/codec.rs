@@ -120,6 +120,7 @@ fn extras(kind: u16) -> (bool, Aux) {
         Some(EventKind::Oom) => (true, Aux::Plain),
         Some(EventKind::ProcSample) => (true, Aux::None),
         Some(EventKind::Mremap) => (true, Aux::Plain),
+        Some(EventKind::Mmap) => (false, Aux::Plain),
         Some(EventKind::Brk) => (false, Aux::VsAddr),
         Some(EventKind::Fork | EventKind::ExitGroup | EventKind::Signal | EventKind::Status) => {
             (false, Aux::Plain)
