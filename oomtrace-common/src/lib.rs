@@ -393,10 +393,12 @@ pub enum ConfigKey {
     SampleRate = 4,
     /// Non-zero: `--kernel` tracing of kernel allocations is on.
     Kernel = 5,
+    /// The byte offset of `tgid` in the kernel's `struct task_struct` (from its BTF).
+    TaskTgidOffset = 6,
 }
 
 /// Number of config words.
-pub const CONFIG_WORDS: u32 = 6;
+pub const CONFIG_WORDS: u32 = 7;
 
 /// [`ConfigKey::Mode`]: every allocator call is traced.
 pub const MODE_EXACT: u64 = 0;

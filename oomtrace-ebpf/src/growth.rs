@@ -6,12 +6,11 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use oomtrace_common::EventKind;
 
-use crate::syscalls::tp;
 use crate::{emit, event, ids, stack, traced};
 
 const PAGE: u64 = 4096;
@@ -46,13 +45,14 @@ fn after_call(ret: u64) -> bool {
 
 /// Faults in user mode, and faults the kernel takes on user addresses for the process (a
 /// `read()` into a fresh buffer): the user registers are the process's own either way.
-#[tracepoint]
-pub fn page_fault(ctx: TracePointContext) -> u32 {
+/// Raw tracepoint: `(address, regs, error_code)`.
+#[raw_tracepoint]
+pub fn page_fault(ctx: RawTracePointContext) -> i32 {
     let (tgid, tid) = ids();
     if !traced(tgid) {
         return 0;
     }
-    let address: u64 = tp(&ctx, 8);
+    let address: u64 = ctx.arg(0);
     if address >= USER_END {
         return 0;
     }
@@ -81,24 +81,23 @@ pub fn page_fault(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `madvise` that drops pages: reported as a `Munmap` whose `aux` is the behaviour (non-zero).
-#[tracepoint]
-pub fn madvise_enter(ctx: TracePointContext) -> u32 {
-    let behavior: u64 = tp(&ctx, 32);
+/// `madvise(addr, len, behavior)` that drops pages: reported as a `Munmap` whose `aux` is the
+/// behaviour (non-zero). From `dispatch.rs`, in growth mode.
+#[inline(always)]
+pub fn madvise_enter(addr: u64, len: u64, behavior: u64) {
     if !matches!(
         behavior,
         MADV_DONTNEED | MADV_FREE | MADV_REMOVE | MADV_DONTNEED_LOCKED
     ) {
-        return 0;
+        return;
     }
     let (tgid, tid) = ids();
     if !traced(tgid) {
-        return 0;
+        return;
     }
     let mut ev = event(EventKind::Munmap, tgid, tid);
-    ev.addr = tp(&ctx, 16);
-    ev.size = tp(&ctx, 24);
+    ev.addr = addr;
+    ev.size = len;
     ev.aux = behavior;
     emit(&ev);
-    0
 }

@@ -1,63 +1,43 @@
 //! Process lifecycle: fork (followed children join the traced set before they first run),
 //! exec (a new image), exit (the last thread), and how it ended (exit code or fatal signal).
+//!
+//! Raw tracepoints: attaching and detaching them costs microseconds, where a perf tracepoint
+//! costs a grace period each way (about 70 ms here). The OOM killer's stays a perf tracepoint:
+//! its record carries the victim's sizes, computed by the kernel.
 
 use aya_ebpf::{
-    EbpfContext, helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext,
+    EbpfContext,
+    helpers::bpf_probe_read_kernel,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use oomtrace_common::{ConfigKey, DropReason, EventKind, MemEvent};
 
 use crate::syscalls::tp;
 use crate::{
-    CLONE_FLAGS, SEEN, SEEN_BIT, THREADS, TRACED, config, count_drop, emit, emit_with, event, ids,
-    traced,
+    SEEN, SEEN_BIT, THREADS, TRACED, config, count_drop, emit, emit_with, event, ids, traced,
 };
 
-const CLONE_THREAD: u64 = 0x10000;
-
-#[tracepoint]
-pub fn clone_enter(ctx: TracePointContext) -> u32 {
-    let (tgid, tid) = ids();
-    if traced(tgid) {
-        let flags: u64 = tp(&ctx, 16);
-        let _ = CLONE_FLAGS.insert(tid, flags, 0);
-    }
-    0
-}
-
-#[tracepoint]
-pub fn clone3_enter(ctx: TracePointContext) -> u32 {
-    let (tgid, tid) = ids();
-    if traced(tgid) {
-        let uargs: u64 = tp(&ctx, 16);
-        // SAFETY: struct clone_args starts with the u64 flags; read from user memory.
-        let flags = unsafe { bpf_probe_read_user(uargs as *const u64).unwrap_or(0) };
-        let _ = CLONE_FLAGS.insert(tid, flags, 0);
-    }
-    0
-}
-
-#[tracepoint]
-pub fn clone_exit(_ctx: TracePointContext) -> u32 {
-    let (_, tid) = ids();
-    let _ = CLONE_FLAGS.remove(tid);
-    0
-}
-
 /// Runs in the parent before the child is first scheduled, so a followed child is traced
-/// from its very first instruction.
-#[tracepoint]
-pub fn process_fork(ctx: TracePointContext) -> u32 {
+/// from its very first instruction. Raw tracepoint: `(parent, child)` task pointers; the child's
+/// thread group id is read at the offset the user side found in the kernel's BTF.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn process_fork(ctx: RawTracePointContext) -> i32 {
     let (tgid, tid) = ids();
     if !traced(tgid) {
         return 0;
     }
-    // SAFETY: copied out.
-    let flags = unsafe { CLONE_FLAGS.get(tid).copied().unwrap_or(0) };
-    if flags & CLONE_THREAD != 0 {
+    let child_task: u64 = ctx.arg(1);
+    let offset = config(ConfigKey::TaskTgidOffset);
+    // SAFETY: a kernel pointer the tracepoint passed, read through the helper.
+    let Ok(child) = (unsafe { bpf_probe_read_kernel((child_task + offset) as *const i32) }) else {
+        return 0;
+    };
+    let child = child as u32;
+    if child == tgid {
+        // A new thread of the same process.
         return 0;
     }
-    let child: i32 = tp(&ctx, 20);
-    let child = child as u32;
     let mut ev = event(EventKind::Fork, tgid, tid);
     ev.aux = child as u64;
     if config(ConfigKey::TraceAll) == 0 {
@@ -88,8 +68,8 @@ fn with_comm(mut ev: MemEvent) -> MemEvent {
     ev
 }
 
-#[tracepoint]
-pub fn process_exec(_ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn process_exec(_ctx: RawTracePointContext) -> i32 {
     let (tgid, tid) = ids();
     if traced(tgid) {
         // The old image's open calls died with it, and its next allocation is a first again.
@@ -104,15 +84,16 @@ pub fn process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn process_exit(ctx: TracePointContext) -> u32 {
+/// Raw tracepoint: `(task, group_dead)`.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn process_exit(ctx: RawTracePointContext) -> i32 {
     let (tgid, tid) = ids();
     let _ = THREADS.remove(tid);
     if !traced(tgid) {
         return 0;
     }
-    let group_dead: u8 = tp(&ctx, 32);
-    if group_dead != 0 {
+    let group_dead: u64 = ctx.arg(1);
+    if group_dead & 0xff != 0 {
         emit_with(&with_comm(event(EventKind::Exit, tgid, tid)), true);
         let _ = TRACED.remove(tgid);
         let _ = SEEN.remove(tgid);
@@ -120,27 +101,29 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn exit_group_enter(ctx: TracePointContext) -> u32 {
+/// `exit_group(code)` entered (from `dispatch.rs`).
+#[inline(always)]
+pub fn exit_group_enter(code: u64) {
     let (tgid, tid) = ids();
     if traced(tgid) {
-        let code: i32 = tp(&ctx, 16);
         let mut ev = event(EventKind::ExitGroup, tgid, tid);
-        ev.aux = code as u32 as u64;
+        ev.aux = code & 0xffff_ffff;
         emit(&ev);
     }
-    0
 }
 
-#[tracepoint]
-pub fn signal_deliver(ctx: TracePointContext) -> u32 {
+/// Raw tracepoint: `(sig, info, ka)`; the handler is the first word of `*ka`.
+#[raw_tracepoint(tracepoint = "signal_deliver")]
+pub fn signal_deliver(ctx: RawTracePointContext) -> i32 {
     let (tgid, tid) = ids();
     if traced(tgid) {
-        let handler: u64 = tp(&ctx, 24);
+        let ka: u64 = ctx.arg(2);
+        // SAFETY: a kernel pointer the tracepoint passed, read through the helper.
+        let handler = unsafe { bpf_probe_read_kernel(ka as *const u64).unwrap_or(1) };
         if handler == 0 {
-            let sig: i32 = tp(&ctx, 8);
+            let sig: u64 = ctx.arg(0);
             let mut ev = event(EventKind::Signal, tgid, tid);
-            ev.aux = sig as u32 as u64;
+            ev.aux = sig & 0xffff_ffff;
             emit(&ev);
         }
     }

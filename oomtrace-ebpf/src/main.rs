@@ -13,6 +13,7 @@
 #![no_main]
 
 mod alloc;
+mod dispatch;
 mod floor;
 mod growth;
 mod kgpu;
@@ -81,8 +82,6 @@ pub static THREADS: HashMap<u32, Thread> = HashMap::with_max_entries(65536, 0);
 /// (tid, class) → open mmap/mremap/brk syscall (rare: an LRU map is fine here).
 #[map]
 pub static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
-#[map]
-pub static CLONE_FLAGS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
 /// `--all` mode's stand-in for [`SEEN_BIT`] (no `TRACED` entries there).
 #[map]
 pub static SEEN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536, 0);

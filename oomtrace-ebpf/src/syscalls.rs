@@ -1,4 +1,5 @@
-//! Direct `mmap`/`munmap`/`mremap`/`brk` by user code, from syscall tracepoints.
+//! Direct `mmap`/`munmap`/`mremap`/`brk` by user code, from the raw syscall tracepoints
+//! (`dispatch.rs` calls these with the syscall's arguments).
 //!
 //! Calls made inside an allocator (malloc's own mmap) arrive with the thread's depth above zero
 //! and are ignored: they belong to that allocation.
@@ -7,7 +8,6 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
     },
-    macros::tracepoint,
     programs::TracePointContext,
 };
 use oomtrace_common::{AllocFn, DropReason, EventKind};
@@ -78,7 +78,7 @@ fn syscall_enter(class: u64, size: u64, old: u64, aux: u64) {
 }
 
 #[inline(always)]
-fn syscall_exit(ctx: &TracePointContext, class: u64, kind: EventKind) {
+fn syscall_exit(ret: i64, class: u64, kind: EventKind) {
     let (tgid, tid) = ids();
     if !traced(tgid) {
         return;
@@ -89,7 +89,6 @@ fn syscall_exit(ctx: &TracePointContext, class: u64, kind: EventKind) {
         return;
     };
     let _ = PENDING.remove(key);
-    let ret: i64 = tp(ctx, 16);
     let mut ev = event(kind, tgid, tid);
     // A negative errno is a failure: address 0.
     ev.addr = if (-4095..0).contains(&ret) {
@@ -105,45 +104,44 @@ fn syscall_exit(ctx: &TracePointContext, class: u64, kind: EventKind) {
     emit(&ev);
 }
 
-#[tracepoint]
-pub fn mmap_enter(ctx: TracePointContext) -> u32 {
-    let flags: u64 = tp(&ctx, 40);
+/// `mmap(addr, len, prot, flags, ...)` entered.
+#[inline(always)]
+pub fn mmap_enter(len: u64, prot: u64, flags: u64) {
     if flags & MAP_ANONYMOUS != 0 {
         // aux: the protection, and the flags above (MAP_STACK marks a thread's stack), so the
         // user side can tell reserved address space from memory.
-        let prot: u64 = tp(&ctx, 32);
-        syscall_enter(PEND_MMAP, tp(&ctx, 24), 0, (prot & 0xffff_ffff) | (flags << 32));
+        syscall_enter(PEND_MMAP, len, 0, (prot & 0xffff_ffff) | (flags << 32));
     }
-    0
 }
 
-#[tracepoint]
-pub fn mmap_exit(ctx: TracePointContext) -> u32 {
-    syscall_exit(&ctx, PEND_MMAP, EventKind::Mmap);
-    0
+/// `mmap` returned `ret`.
+#[inline(always)]
+pub fn mmap_exit(ret: i64) {
+    syscall_exit(ret, PEND_MMAP, EventKind::Mmap);
 }
 
-#[tracepoint]
-pub fn mremap_enter(ctx: TracePointContext) -> u32 {
+/// `mremap(addr, old_len, new_len, ...)` entered.
+#[inline(always)]
+pub fn mremap_enter(addr: u64, old_len: u64, new_len: u64) {
     // size = new_len, old_addr = addr, aux = old_len.
-    syscall_enter(PEND_MREMAP, tp(&ctx, 32), tp(&ctx, 16), tp(&ctx, 24));
-    0
+    syscall_enter(PEND_MREMAP, new_len, addr, old_len);
 }
 
-#[tracepoint]
-pub fn mremap_exit(ctx: TracePointContext) -> u32 {
-    syscall_exit(&ctx, PEND_MREMAP, EventKind::Mremap);
-    0
+/// `mremap` returned `ret`.
+#[inline(always)]
+pub fn mremap_exit(ret: i64) {
+    syscall_exit(ret, PEND_MREMAP, EventKind::Mremap);
 }
 
-#[tracepoint]
-pub fn brk_enter(ctx: TracePointContext) -> u32 {
+/// `brk(brk)` entered.
+#[inline(always)]
+pub fn brk_enter(brk: u64) {
     let (tgid, tid) = ids();
     if !traced(tgid) {
-        return 0;
+        return;
     }
     if depth(tid) == 0 {
-        syscall_enter(PEND_BRK, 0, 0, tp(&ctx, 16));
+        syscall_enter(PEND_BRK, 0, 0, brk);
     } else {
         // malloc moving the break: not an allocation of its own, but the user side must know
         // where the break is, or a later trim from free() would look like growth.
@@ -152,33 +150,32 @@ pub fn brk_enter(ctx: TracePointContext) -> u32 {
             size: BRK_NESTED,
             old_addr: 0,
             call_site: 0,
-            aux: tp(&ctx, 16),
+            aux: brk,
             stack_id: -1,
             alloc_fn: AllocFn::Syscall as u16,
             flags: 0,
         };
         let _ = PENDING.insert(pend_key(tid, PEND_BRK), p, 0);
     }
-    0
 }
 
-#[tracepoint]
-pub fn brk_exit(ctx: TracePointContext) -> u32 {
-    syscall_exit(&ctx, PEND_BRK, EventKind::Brk);
-    0
+/// `brk` returned `ret`.
+#[inline(always)]
+pub fn brk_exit(ret: i64) {
+    syscall_exit(ret, PEND_BRK, EventKind::Brk);
 }
 
-#[tracepoint]
-pub fn munmap_enter(ctx: TracePointContext) -> u32 {
+/// `munmap(addr, len)` entered.
+#[inline(always)]
+pub fn munmap_enter(addr: u64, len: u64) {
     let (tgid, tid) = ids();
     // munmap inside free() (of an mmapped chunk) arrives at depth 0: the user side only
     // trims blocks of kind mmap, so it cannot touch the malloc block freed by that call.
     if !traced(tgid) || depth(tid) > 0 {
-        return 0;
+        return;
     }
     let mut ev = event(EventKind::Munmap, tgid, tid);
-    ev.addr = tp(&ctx, 16);
-    ev.size = tp(&ctx, 24);
+    ev.addr = addr;
+    ev.size = len;
     emit(&ev);
-    0
 }

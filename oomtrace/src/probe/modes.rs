@@ -8,11 +8,11 @@ use oomtrace_common::ConfigKey;
 
 use crate::mode::{Mode, exp_table};
 
-/// (category, tracepoint, program) attached in growth mode only.
-pub const GROWTH_TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("exceptions", "page_fault_user", "page_fault"),
-    ("exceptions", "page_fault_kernel", "page_fault"),
-    ("syscalls", "sys_enter_madvise", "madvise_enter"),
+/// (raw tracepoint, program) attached in growth mode only (madvise comes through the syscall
+/// dispatcher, which reads the mode).
+pub const GROWTH_RAW_TRACEPOINTS: &[(&str, &str)] = &[
+    ("page_fault_user", "page_fault"),
+    ("page_fault_kernel", "page_fault"),
 ];
 
 /// Writes the mode's config words and, in sample mode, the exponential quantile table.

@@ -192,7 +192,17 @@ fn status_event(pid: u32, status: Option<ChildStatus>) -> MemEvent {
 
 /// Runs a whole session (with the TUI fed through `ui`, if given).
 pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let phase = |what: &str| {
+        if std::env::var_os("OOMTRACE_TIMING").is_some() {
+            crate::say!(
+                "timing: {what} at {:.1} ms",
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    };
     preflight::check()?;
+    phase("preflight");
     let signals = ingest::Signals::handle()?;
     // Growth mode probes no allocator: a program without a dynamic one (static, Go) is fine.
     let needs_allocator = opts.mode.probes_allocator();
@@ -227,6 +237,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     {
         crate::say!("oomtrace: notice: {}", p.reason);
     }
+    phase("plan");
     let recorder = match &opts.record {
         Some(path) => Some(Recorder::create(
             path,
@@ -249,12 +260,14 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         kernel: opts.kernel,
         floor: opts.probe_floor,
     })?;
+    phase("load");
     if let Some(n) = probes.fallback_notice() {
         crate::say!("{n}");
     }
     if !opts.probe_floor {
         probes.attach_tracepoints()?;
     }
+    phase("tracepoints");
     let kernel_mode = opts
         .kernel
         .then(|| kernel::start(&mut probes))
@@ -281,6 +294,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         link,
         view: view::ViewState::new(label, trace_all, monotonic_ns(), memory_max),
     });
+    phase("ring");
     let (symbols, notice) = Symbolizer::with_kernel_maps();
     if let Some(n) = notice {
         crate::say!("{n}");
@@ -431,9 +445,11 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         }
     }
 
+    phase("started");
     let (stop, child) = session
         .run_loop(&opts, root, &mut child_rx, started, signals)
         .await?;
+    phase("stopped");
     if let StopReason::SelfLimit(rss) = stop {
         crate::say!(
             "oomtrace: warning: oomtrace's own memory reached {} (--self-max {}): tracing \
@@ -535,6 +551,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         }
         None => None,
     };
+    phase("report");
     let pending_child = match stop {
         StopReason::SelfLimit(_) if child.is_none() => {
             // Nothing more is traced; the command runs on to its own end.
