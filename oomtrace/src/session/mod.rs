@@ -71,6 +71,8 @@ pub struct Options {
     pub children: bool,
     /// `--self-max`: oomtrace's own memory limit in bytes.
     pub self_max: u64,
+    /// `--stack-depth`: frames per stack, the call site included.
+    pub stack_depth: u64,
 }
 
 /// What the monitor of a `run` saw.
@@ -137,8 +139,8 @@ pub struct Outcome {
 struct KernelStacks<'a>(&'a Probes);
 
 impl StackSource for KernelStacks<'_> {
-    fn walk(&self, stack_id: u32) -> Option<Vec<u64>> {
-        self.0.stack(stack_id)
+    fn walk(&self, stack_id: u32) -> Option<crate::unwind::UserStack> {
+        self.0.stored_stack(stack_id)
     }
 }
 
@@ -242,6 +244,15 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     if let Some(n) = probes.fallback_notice() {
         eprintln!("{n}");
     }
+    let unwind = if opts.probe_floor {
+        None
+    } else {
+        let (u, notice) = probes.take_unwinder(opts.stack_depth)?;
+        if let Some(n) = notice {
+            eprintln!("{n}");
+        }
+        Some(u)
+    };
     if !opts.probe_floor {
         probes.attach_tracepoints()?;
     }
@@ -289,6 +300,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         late: ingest::LateAttach::default(),
         gpu: crate::gpu::Sampler::from_env(),
         cost: cost::CostMeter::start(),
+        unwind,
     };
     session.model.kernel.enabled = opts.kernel;
 
@@ -306,6 +318,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             let mut spawned = hold::spawn(&exe, argv, on_stop)?;
             let pid = spawned.pid;
             session.held = spawned.held;
+            session.sync_unwind(pid);
             if let Some(why) = &spawned.refused {
                 eprintln!(
                     "oomtrace: notice: cannot hold the command's processes at fork and exec \
@@ -332,6 +345,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             // All of them traced first, so what they fork from now on is followed.
             for &p in &tree {
                 session.probes.trace_pid(p)?;
+                session.sync_unwind(p);
             }
             session.probes.attach_allocator(Some(*pid), &allocator)?;
             let mut others = 0;
@@ -375,6 +389,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             // Processes already running: their maps now, before any of them can exit unread.
             for pid in ingest::running_pids() {
                 session.symbols.read_maps(pid, 0);
+                session.sync_unwind(pid);
             }
             eprintln!(
                 "oomtrace: {}; Ctrl-C to stop and report",
@@ -415,6 +430,9 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     for notice in session.symbols.notices() {
         eprintln!("{notice}");
     }
+    for notice in session.unwind.iter().flat_map(|u| u.notices()) {
+        eprintln!("{notice}");
+    }
     let losses = Losses {
         lost_events: drops.lost_events + session.ring.get_ref().malformed,
         stack_collisions: drops.stack_collisions,
@@ -436,6 +454,10 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         k.finish(&session.model, &session.probes, &mut report);
     }
     report.late_attach = session.late.report();
+    if opts.record.is_none() {
+        // Like the tracer's cost: a recording's report cannot know it.
+        report.unwind = session.unwind.as_ref().map(|u| u.stats);
+    }
     if let StopReason::SelfLimit(rss) = stop {
         report.self_limit = Some(crate::report::SelfLimitReport {
             limit_bytes: opts.self_max,
@@ -557,7 +579,7 @@ fn recorded_stacks(model: &Model, probes: &Probes) -> Vec<(i32, Vec<u64>)> {
     ids.sort_unstable();
     ids.dedup();
     ids.into_iter()
-        .filter_map(|id| Some((id, probes.stack(id as u32)?)))
+        .filter_map(|id| Some((id, probes.stored_stack(id as u32)?.to_words())))
         .collect()
 }
 
