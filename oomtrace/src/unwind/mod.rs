@@ -317,6 +317,21 @@ impl Unwinder {
     }
 }
 
+/// The virtual address of file offset `offset` among loadable segments.
+fn virt_offset(loads: &[(u64, u64, u64)], offset: u64) -> Option<u64> {
+    loads.iter().find_map(|&(start, size, vaddr)| {
+        let delta = offset.checked_sub(start)?;
+        (delta < size.max(1)).then(|| vaddr + delta)
+    })
+}
+
+/// FNV-1a of the maps text: unchanged maps are not published again.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,19 +362,4 @@ mod tests {
             }
         );
     }
-}
-
-/// The virtual address of file offset `offset` among loadable segments.
-fn virt_offset(loads: &[(u64, u64, u64)], offset: u64) -> Option<u64> {
-    loads.iter().find_map(|&(start, size, vaddr)| {
-        let delta = offset.checked_sub(start)?;
-        (delta < size.max(1)).then(|| vaddr + delta)
-    })
-}
-
-/// FNV-1a of the maps text: unchanged maps are not published again.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

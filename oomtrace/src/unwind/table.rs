@@ -198,8 +198,8 @@ where
             match row.cfa() {
                 CfaRule::RegisterAndOffset { register, offset } if fits_cfa_off(*offset) => {
                     span.cfa_off = *offset as i32;
+                    // RSP is the kind the span starts with (an unsupported RA rule stays so).
                     if *register == X86_64::RSP {
-                        span.kind = span.kind.max(kind::RSP);
                     } else if *register == X86_64::RBP {
                         span.kind = span.kind.max(kind::RBP);
                     } else {
@@ -329,11 +329,11 @@ fn pack(mut spans: Vec<Span>, stats: BuildStats) -> Result<ModuleRows, BuildErro
     for p in 0..n_pages as u64 {
         let page_start = vaddr_lo + (p << PAGE_SHIFT);
         let page_end = page_start + (1 << PAGE_SHIFT);
-        while first + 1 < rows.len() && u64::from(rows[first + 1] >> 32) <= page_start {
+        while first + 1 < rows.len() && (rows[first + 1] >> 32) <= page_start {
             first += 1;
         }
         end = end.max(first);
-        while end < rows.len() && u64::from(rows[end] >> 32) < page_end {
+        while end < rows.len() && (rows[end] >> 32) < page_end {
             end += 1;
         }
         let count = (end - first) as u32;
