@@ -129,15 +129,18 @@ pub fn render(report: &Report, top: usize) -> String {
             let _ = write!(s, "; size p50 {}", human_bytes(z.p50));
         }
         let _ = writeln!(s, "]");
-        if let Some(site) = st.frames.get(st.site) {
-            let _ = write!(s, "     site: {}", super::display_name(site));
-            if !st.via.is_empty() {
-                let _ = write!(s, "  via {}", st.via.join(" ← "));
-            }
-            let _ = writeln!(s);
-        }
         for f in &st.frames {
             let _ = writeln!(s, "       {}", frame_line(f));
+        }
+        if st.site > 0
+            && let Some(site) = st.frames.get(st.site)
+        {
+            let _ = writeln!(
+                s,
+                "       [site: {} via {}]",
+                super::display_name(site),
+                st.via.join(" ← ")
+            );
         }
         let notes: Vec<&str> = st
             .walk

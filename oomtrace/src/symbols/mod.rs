@@ -48,24 +48,14 @@ pub struct Frame {
     pub file: Option<String>,
     /// Source line, where debug info exists.
     pub line: Option<u32>,
-    /// The module's GNU build id (hex), so its name can be found later (`--debug-dir`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The module's GNU build id (hex), so its name can be found later (`--debug-dir`). Not
+    /// serialized yet: recordings do not carry it, and live and replayed reports must match.
+    #[serde(skip)]
     pub build_id: Option<String>,
     /// The address in the module's own address space (as in its symbol table; for an unnamed
     /// frame, `module+0xoffset`).
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "hex_opt",
-        default
-    )]
+    #[serde(skip)]
     pub offset: Option<u64>,
-}
-
-fn hex_opt<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.serialize_str(&format!("{v:#x}")),
-        None => s.serialize_none(),
-    }
 }
 
 fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
