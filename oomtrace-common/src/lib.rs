@@ -7,8 +7,165 @@
 #![no_std]
 #![deny(missing_docs)]
 
-/// Frames kept per user stack above the call site (the kernel side's own frame-pointer walk).
-pub const STACK_DEPTH: usize = 32;
+/// Words of one stored user stack: a [`stack`] header, then the return addresses above the call
+/// site, innermost first, zero-padded.
+pub const STACK_WORDS: usize = 64;
+/// The most frames stored above the call site (`--stack-depth` counts the call site too).
+pub const MAX_STACK_FRAMES: usize = STACK_WORDS - 1;
+/// `--stack-depth` when not given: frames per stack, the call site included.
+pub const DEFAULT_STACK_DEPTH: u64 = 32;
+
+/// The header word of a stored user stack: how many frames follow, and how the walk ended.
+pub mod stack {
+    /// Low 8 bits: the frames stored after the header.
+    pub const FRAMES_MASK: u64 = 0xff;
+    /// The walk reached the outermost frame (`_start`, a thread's start): the stack is whole.
+    pub const COMPLETE: u64 = 1 << 8;
+    /// The walk stopped at `--stack-depth` with frames left above.
+    pub const TRUNCATED: u64 = 1 << 9;
+    /// A return address lay in no module the unwinder knew (code mapped after the unwinder
+    /// last read the process's maps, or anonymous code such as a JIT's): frame pointers were
+    /// tried past it.
+    pub const UNKNOWN_MODULE: u64 = 1 << 10;
+    /// Some frame had no unwind rows (no `.eh_frame` coverage): frame pointers were used there.
+    pub const FRAME_POINTERS: u64 = 1 << 11;
+    /// The walk stopped early: memory it needed could not be read, or the frame it computed did
+    /// not lie above the previous one.
+    pub const STOPPED: u64 = 1 << 12;
+    /// A rule the kernel-side walker cannot evaluate (a DWARF expression other than the known
+    /// PLT, signal-frame and realigned-stack forms) met a frame without frame pointers.
+    pub const UNSUPPORTED_RULE: u64 = 1 << 13;
+    /// A frame under a pending uretprobe read as the trampoline and was given its real return
+    /// address back.
+    pub const TRAMPOLINE_FIXED: u64 = 1 << 14;
+    /// The walk crossed a signal frame.
+    pub const SIGNAL_FRAME: u64 = 1 << 15;
+}
+
+/// The kernel-side unwinder's tables, filled by the user side from each module's `.eh_frame`.
+///
+/// A module's rows are sorted by address; each says how to find the caller's frame from a pc in
+/// that range. Rows are grouped by 4 KiB page of the module's address range, so a lookup is one
+/// page read and a short binary search.
+pub mod unwind {
+    /// Modules with tables at once.
+    pub const MAX_MODULES: u32 = 4096;
+    /// Page entries over all modules (4 KiB of code each).
+    pub const MAX_PAGES: u32 = 1 << 20;
+    /// Rows over all modules (8 bytes each).
+    pub const MAX_ROWS: u32 = 1 << 22;
+    /// Executable mappings over all processes.
+    pub const MAX_MAPPINGS: u32 = 1 << 16;
+    /// Executable mappings per process (the walk's binary search is sized for it).
+    pub const MAX_PROC_MAPPINGS: u32 = 512;
+    /// Processes with a mapping table at once.
+    pub const MAX_PROCS: u32 = 8192;
+    /// Bits of a page number's shift.
+    pub const PAGE_SHIFT: u32 = 12;
+    /// `ExecMapping::module` of a mapping without unwind rows: frame pointers there.
+    pub const NO_MODULE: u32 = u32::MAX;
+    /// Pending uretprobes looked at per walk for the trampoline fix-up.
+    pub const MAX_PENDING_RETURNS: usize = 4;
+
+    /// Row kinds (bits 0-3 of a row's info).
+    pub mod kind {
+        /// CFA = rsp + offset.
+        pub const RSP: u32 = 0;
+        /// CFA = rbp + offset.
+        pub const RBP: u32 = 1;
+        /// No unwind information covers this address: frame pointers.
+        pub const GAP: u32 = 2;
+        /// A PLT stub: CFA = rsp + 8, + 8 more past the stub's 11th byte.
+        pub const PLT: u32 = 3;
+        /// A signal trampoline (`__restore_rt`): the interrupted registers are in the
+        /// `ucontext` at rsp.
+        pub const SIGNAL: u32 = 4;
+        /// The outermost frame (the return address is undefined).
+        pub const END: u32 = 5;
+        /// CFA = *(rbp + offset): a function that realigned its stack.
+        pub const RBP_DEREF: u32 = 6;
+        /// A rule the walker does not evaluate.
+        pub const UNSUPPORTED: u32 = 7;
+    }
+
+    /// A row: `pc << 32 | info`, info = kind (4 bits) | rbp slot (8 bits, signed: rbp saved at
+    /// CFA + 8·slot, 0 = unchanged) << 4 | CFA offset (20 bits, signed) << 12.
+    pub const fn row(pc: u32, kind: u32, rbp_slot: i8, cfa_off: i32) -> u64 {
+        let info =
+            (kind & 0xf) | ((rbp_slot as u8 as u32) << 4) | (((cfa_off as u32) & 0xf_ffff) << 12);
+        ((pc as u64) << 32) | info as u64
+    }
+    /// A row's address.
+    pub const fn row_pc(r: u64) -> u32 {
+        (r >> 32) as u32
+    }
+    /// A row's kind.
+    pub const fn row_kind(r: u64) -> u32 {
+        (r as u32) & 0xf
+    }
+    /// A row's rbp slot.
+    pub const fn row_rbp_slot(r: u64) -> i64 {
+        ((r as u32 >> 4) & 0xff) as u8 as i8 as i64
+    }
+    /// A row's CFA offset.
+    pub const fn row_cfa_off(r: u64) -> i64 {
+        // Sign-extend the 20-bit field.
+        (((r as u32) as i32) >> 12) as i64
+    }
+    /// Whether a CFA offset fits a row.
+    pub const fn fits_cfa_off(off: i64) -> bool {
+        off >= -(1 << 19) && off < (1 << 19)
+    }
+
+    /// One module's tables: its pages at `page_base..page_base + pages`, its rows at
+    /// `row_base..`, page 0 starting at address `vaddr_lo` of the module.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ModuleTable {
+        /// The module's lowest covered address (4 KiB aligned).
+        pub vaddr_lo: u64,
+        /// Index of its first page entry.
+        pub page_base: u32,
+        /// Its page entries.
+        pub pages: u32,
+        /// Index of its first row.
+        pub row_base: u32,
+        /// Its rows.
+        pub rows: u32,
+    }
+
+    /// A page entry: `first << 32 | count`: the rows (relative to the module's `row_base`) to
+    /// search for a pc in that page, the row covering the page's start first.
+    pub const fn page(first: u32, count: u32) -> u64 {
+        ((first as u64) << 32) | count as u64
+    }
+
+    /// An executable mapping of a traced process.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ExecMapping {
+        /// First address.
+        pub start: u64,
+        /// One past the last.
+        pub end: u64,
+        /// Subtracted from a pc to get the module's own address.
+        pub bias: u64,
+        /// Index in the module tables, or [`NO_MODULE`].
+        pub module: u32,
+        /// Reserved.
+        pub _pad: u32,
+    }
+
+    /// A process's mappings: `EXEC_MAPPINGS[base..base + count]`, sorted by start.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ProcMaps {
+        /// First entry.
+        pub base: u32,
+        /// Entries.
+        pub count: u32,
+    }
+}
 
 /// What a [`MemEvent`] records.
 #[repr(u16)]
@@ -70,6 +227,10 @@ pub enum EventKind {
     /// A traced process forked a child that is not followed (`--no-children`): `tgid` is the
     /// parent, `aux` the child. The user side disarms the breakpoints the child inherited.
     Unfollowed = 22,
+    /// A traced process ran code outside the mappings the stack walker knows (a library loaded
+    /// since, a new image): `addr` is that pc. The user side re-reads its maps; the model never
+    /// sees it.
+    NewCode = 23,
 }
 
 /// `size` of a [`EventKind::Brk`] made inside an allocator call: it moves the break (which the
@@ -107,6 +268,7 @@ impl EventKind {
             20 => Self::KFree,
             21 => Self::Fault,
             22 => Self::Unfollowed,
+            23 => Self::NewCode,
             _ => return None,
         })
     }
@@ -393,12 +555,24 @@ pub enum ConfigKey {
     SampleRate = 4,
     /// Non-zero: `--kernel` tracing of kernel allocations is on.
     Kernel = 5,
+    /// `--stack-depth` minus one: frames walked above the call site.
+    StackFrames = 6,
+    /// Byte offset of `utask` in `struct task_struct` (0: no uretprobe trampoline fix-up).
+    TaskUtask = 7,
+    /// Byte offset of `return_instances` in `struct uprobe_task`.
+    UtaskReturns = 8,
+    /// Byte offset of `stack` in `struct return_instance`.
+    ReturnStack = 9,
+    /// Byte offset of `orig_ret_vaddr` in `struct return_instance`.
+    ReturnOrig = 10,
+    /// Byte offset of `next` in `struct return_instance`.
+    ReturnNext = 11,
     /// The byte offset of `tgid` in the kernel's `struct task_struct` (from its BTF).
-    TaskTgidOffset = 6,
+    TaskTgidOffset = 12,
 }
 
 /// Number of config words.
-pub const CONFIG_WORDS: u32 = 7;
+pub const CONFIG_WORDS: u32 = 13;
 
 /// [`ConfigKey::Mode`]: every allocator call is traced.
 pub const MODE_EXACT: u64 = 0;
@@ -436,6 +610,12 @@ impl MemEvent {
 mod user {
     // SAFETY: MemEvent is #[repr(C)], Copy, and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::MemEvent {}
+    // SAFETY: #[repr(C)] plain integers, no padding holes that matter, any bit pattern valid.
+    unsafe impl aya::Pod for super::unwind::ModuleTable {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::unwind::ExecMapping {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::unwind::ProcMaps {}
 }
 
 #[cfg(test)]
@@ -472,5 +652,20 @@ mod tests {
             assert_eq!(AllocFn::from_u8(v).map(|f| f as u8), Some(v));
         }
         assert_eq!(AllocFn::from_u8(13), None);
+    }
+
+    #[test]
+    fn unwind_rows_round_trip() {
+        use unwind::*;
+        let r = row(0x1234_5678, kind::RBP, -2, 16);
+        assert_eq!(
+            (row_pc(r), row_kind(r), row_rbp_slot(r), row_cfa_off(r)),
+            (0x1234_5678, kind::RBP, -2, 16)
+        );
+        let r = row(7, kind::RBP_DEREF, 0, -8);
+        assert_eq!((row_rbp_slot(r), row_cfa_off(r)), (0, -8));
+        let r = row(7, kind::RSP, 127, (1 << 19) - 1);
+        assert_eq!((row_rbp_slot(r), row_cfa_off(r)), (127, (1 << 19) - 1));
+        assert!(fits_cfa_off(-(1 << 19)) && !fits_cfa_off(1 << 19));
     }
 }

@@ -75,12 +75,21 @@ fn enter(ctx: &ProbeContext, f: u16, op: u16, size: u64, old_addr: u64, aux: u64
         }
     }
     // SAFETY: regs is the probe's pt_regs; [rsp] is read from user memory with the helper.
-    let (call_site, rbp) = unsafe {
+    let (call_site, rsp, rbp) = unsafe {
         let regs = &*ctx.regs;
         (
             bpf_probe_read_user(regs.rsp as *const u64).unwrap_or(0),
+            regs.rsp,
             regs.rbp,
         )
+    };
+    // The caller's frame: the probe sits before the allocator touches rsp, so the caller's
+    // stack pointer is just past the return address.
+    let start = stack::Start {
+        pc: call_site,
+        sp: rsp + 8,
+        bp: rbp,
+        exact: false,
     };
     t.call = Pending {
         ts_ns: now,
@@ -88,7 +97,7 @@ fn enter(ctx: &ProbeContext, f: u16, op: u16, size: u64, old_addr: u64, aux: u64
         old_addr,
         call_site,
         aux,
-        stack_id: stack::stack_id(rbp),
+        stack_id: stack::stack_id(tgid, start),
         alloc_fn: f,
         flags: bits,
     };
@@ -132,12 +141,14 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
         // An overflowing n*m fails in the allocator; record it as a failure of u64::MAX bytes.
         size = mul_or_max(size, arg_at(&args, cookie::mul_arg(c)));
     }
-    match op {
-        cookie::OP_REALLOC => enter(&ctx, f, OP_REALLOC_BIT, size, ptr, 0),
+    // One call of `enter`: the stack walk inside it is code the verifier goes through once.
+    let (bits, old_addr, aux) = match op {
+        cookie::OP_REALLOC => (OP_REALLOC_BIT, ptr, 0),
         // aux keeps `memptr`: the block's address is read from it at return.
-        cookie::OP_MEMPTR => enter(&ctx, f, OP_MEMPTR_BIT, size, 0, ptr),
-        _ => enter(&ctx, f, 0, size, 0, 0),
-    }
+        cookie::OP_MEMPTR => (OP_MEMPTR_BIT, 0, ptr),
+        _ => (0, 0, 0),
+    };
+    enter(&ctx, f, bits, size, old_addr, aux)
 }
 
 /// The six integer argument registers. Read one by one at fixed offsets: the verifier refuses a

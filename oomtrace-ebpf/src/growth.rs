@@ -76,7 +76,7 @@ pub fn page_fault(ctx: RawTracePointContext) -> i32 {
     ev.size = PAGE;
     // The faulting instruction, + 1 so that it symbolizes like a return address (at addr - 1).
     ev.call_site = ip.wrapping_add(1);
-    ev.stack_id = stack::stack_id_from(first, bp);
+    ev.stack_id = stack::stack_id_from(tgid, first, bp);
     emit(&ev);
     0
 }

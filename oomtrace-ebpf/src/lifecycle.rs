@@ -38,6 +38,9 @@ pub fn process_fork(ctx: RawTracePointContext) -> i32 {
         // A new thread of the same process.
         return 0;
     }
+    // The child starts with its parent's layout: it unwinds with the parent's mappings until
+    // the user side publishes its own.
+    crate::unwind::inherit(tgid, child);
     let mut ev = event(EventKind::Fork, tgid, tid);
     ev.aux = child as u64;
     if config(ConfigKey::TraceAll) == 0 {
@@ -79,6 +82,8 @@ pub fn process_exec(_ctx: RawTracePointContext) -> i32 {
             // SAFETY: pointer into the map value, valid for this program run.
             unsafe { *flags &= !SEEN_BIT };
         }
+        // The old layout is gone: no walk may use its mappings.
+        crate::unwind::forget(tgid);
         emit(&with_comm(event(EventKind::Exec, tgid, tid)));
     }
     0
@@ -97,6 +102,7 @@ pub fn process_exit(ctx: RawTracePointContext) -> i32 {
         emit_with(&with_comm(event(EventKind::Exit, tgid, tid)), true);
         let _ = TRACED.remove(tgid);
         let _ = SEEN.remove(tgid);
+        crate::unwind::forget(tgid);
     }
     0
 }

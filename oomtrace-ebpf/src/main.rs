@@ -7,8 +7,8 @@
 //!
 //! Hot-path budget: an allocator call costs a uprobe trap (~0.45 µs) plus a uretprobe (~0.3 µs)
 //! whatever we do; the programs themselves avoid LRU maps and map updates on that path (per-thread
-//! state is updated in place) and walk frame pointers themselves (cheaper than
-//! `bpf_get_stackid`, which cost ~0.8 µs per call here).
+//! state is updated in place) and unwind the user stack themselves from tables the user side
+//! built from `.eh_frame` ([`unwind`]), frame pointers where no table covers a pc.
 #![no_std]
 #![no_main]
 
@@ -22,6 +22,7 @@ mod lifecycle;
 mod sample;
 mod stack;
 mod syscalls;
+mod unwind;
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -30,7 +31,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use oomtrace_common::{
-    AllocFn, CONFIG_WORDS, ConfigKey, DROP_COUNTERS, DropReason, EventKind, MemEvent, STACK_DEPTH,
+    AllocFn, CONFIG_WORDS, ConfigKey, DROP_COUNTERS, DropReason, EventKind, MemEvent, STACK_WORDS,
 };
 
 /// One open call: what the return (or syscall exit) needs from the entry.
@@ -85,12 +86,12 @@ pub static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(1638
 /// `--all` mode's stand-in for [`SEEN_BIT`] (no `TRACED` entries there).
 #[map]
 pub static SEEN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536, 0);
-/// Stack id → return addresses, zero-padded.
+/// Stack id → header word and return addresses, zero-padded.
 #[map]
-pub static STACKS: HashMap<u32, [u64; STACK_DEPTH]> = HashMap::with_max_entries(16384, 0);
-/// Per-CPU scratch for the frame walk (too big for the 512-byte BPF stack).
+pub static STACKS: HashMap<u32, [u64; STACK_WORDS]> = HashMap::with_max_entries(16384, 0);
+/// Per-CPU scratch for the walk (too big for the 512-byte BPF stack).
 #[map]
-pub static SCRATCH: PerCpuArray<[u64; STACK_DEPTH]> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<[u64; STACK_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn config(key: ConfigKey) -> u64 {

@@ -42,16 +42,16 @@ pub fn tp<T>(ctx: &TracePointContext, off: usize) -> T {
 }
 
 /// The return address at the syscall's user stack pointer (the call site when the libc wrapper
-/// is a leaf, as glibc's mmap/munmap/mremap/brk wrappers are) and the user `rbp`.
+/// is a leaf, as glibc's mmap/munmap/mremap/brk wrappers are) and the user `rsp` and `rbp`.
 #[inline(always)]
-fn syscall_call_site() -> (u64, u64) {
+fn syscall_call_site() -> (u64, u64, u64) {
     // SAFETY: task and regs come from BTF helpers; every read goes through probe-read helpers.
     unsafe {
         let task = bpf_get_current_task_btf();
         let regs = bpf_task_pt_regs(task) as *const u8;
         let sp: u64 = bpf_probe_read_kernel(regs.add(PT_REGS_SP) as *const u64).unwrap_or(0);
         let bp: u64 = bpf_probe_read_kernel(regs.add(PT_REGS_BP) as *const u64).unwrap_or(0);
-        (bpf_probe_read_user(sp as *const u64).unwrap_or(0), bp)
+        (bpf_probe_read_user(sp as *const u64).unwrap_or(0), sp, bp)
     }
 }
 
@@ -61,14 +61,20 @@ fn syscall_enter(class: u64, size: u64, old: u64, aux: u64) {
     if !traced(tgid) || depth(tid) > 0 {
         return;
     }
-    let (call_site, rbp) = syscall_call_site();
+    let (call_site, rsp, rbp) = syscall_call_site();
+    let start = stack::Start {
+        pc: call_site,
+        sp: rsp + 8,
+        bp: rbp,
+        exact: false,
+    };
     let p = Pending {
         ts_ns: 0,
         size,
         old_addr: old,
         call_site,
         aux,
-        stack_id: stack::stack_id(rbp),
+        stack_id: stack::stack_id(tgid, start),
         alloc_fn: AllocFn::Syscall as u16,
         flags: 0,
     };

@@ -141,6 +141,9 @@ pub struct ReportArgs {
     /// Stacks shown in the text report.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// How stacks are named and read.
+    #[command(flatten)]
+    pub names: NameArgs,
 }
 
 /// Formats `oomtrace diff` writes.
@@ -301,6 +304,36 @@ pub struct TracingArgs {
     /// what it has and says why, rather than grow. Default: an eighth of the machine's memory.
     #[arg(long, value_name = "SIZE", value_parser = crate::oom::sizes::parse_size_arg)]
     pub self_max: Option<u64>,
+    /// Frames per stack, the allocation call site included (2 to 64). Deeper stacks are cut
+    /// there and marked `truncated`.
+    #[arg(long, value_name = "N", default_value_t = oomtrace_common::DEFAULT_STACK_DEPTH,
+          value_parser = clap::value_parser!(u64).range(2..=64))]
+    pub stack_depth: u64,
+    /// How stacks are named and read (also on `report`).
+    #[command(flatten)]
+    pub names: NameArgs,
+}
+
+/// How stacks are named and where their allocation site is.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NameArgs {
+    /// A function (glob: `*`, `?`) that only wraps the allocator, such as `sqlite3Malloc*` or
+    /// `zmalloc`: the allocation site is the first frame outside it and the built-in wrappers
+    /// (`operator new`, `__rust_alloc`, `g_malloc`, `xmalloc`...). Repeatable.
+    #[arg(long = "wrapper", value_name = "GLOB")]
+    pub wrappers: Vec<String>,
+    /// Also look for debug files here, by build id (`.build-id/xx/rest.debug`, `xx/rest.debug`
+    /// or `<build id>.debug`). Repeatable.
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
+}
+
+impl NameArgs {
+    /// Makes the wrappers and debug directories the process-wide ones.
+    pub fn apply(&self) {
+        crate::report::site::set_extra_wrappers(self.wrappers.clone());
+        crate::symbols::debug_dirs::set_extra(self.debug_dirs.clone());
+    }
 }
 
 /// Ring sizes must be a power-of-two number of pages.

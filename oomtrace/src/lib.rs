@@ -34,3 +34,4 @@ pub mod session;
 pub mod source;
 pub mod symbols;
 pub mod tui;
+pub mod unwind;

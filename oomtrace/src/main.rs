@@ -106,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Some(Command::Report(args)) => {
+            args.names.apply();
             oomtrace::offline::report(&args)?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -135,7 +136,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 probe_floor: false,
                 children: !args.no_children,
                 self_max: self_max(&args.tracing),
+                stack_depth: args.tracing.stack_depth,
             };
+            args.tracing.names.apply();
             let output = OutputArgs {
                 format: Some(args.format),
                 refresh: std::time::Duration::from_secs(1),
@@ -147,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Run(args)) => {
             let monitored =
                 args.memory_max.is_some() || args.artifacts.is_some() || args.budget.is_some();
+            args.tracing.names.apply();
             run_end = Some(RunEnd {
                 artifacts: args.artifacts.clone(),
                 budget: args.budget,
@@ -165,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     probe_floor: args.probe_floor,
                     children: true,
                     self_max: self_max(&args.tracing),
+                    stack_depth: args.tracing.stack_depth,
                     // A monitored run samples its growth as often as its memory.
                     tick: if monitored {
                         args.tracing.tick.min(args.sample_interval)
@@ -182,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         None => {
             let a = cli.attach;
+            a.tracing.names.apply();
             let target = match (a.pid, a.all) {
                 (Some(pid), _) => Target::Pid(pid),
                 (None, true) => Target::All,
@@ -205,6 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     probe_floor: false,
                     children: !a.no_children,
                     self_max: self_max(&a.tracing),
+                    stack_depth: a.tracing.stack_depth,
                 },
                 a.output,
             )

@@ -124,7 +124,7 @@ impl Model {
                 return Hint::None;
             }
             // The session's business (it disarms the child); nothing to account.
-            EventKind::Unfollowed => return Hint::None,
+            EventKind::Unfollowed | EventKind::NewCode => return Hint::None,
             EventKind::KAlloc | EventKind::KFree => {
                 // Model-wide: a kernel free is matched by address, whoever frees.
                 self.kernel.apply(ev);

@@ -408,7 +408,8 @@ impl Process {
             | EventKind::KAlloc
             | EventKind::KFree
             | EventKind::Fault
-            | EventKind::Unfollowed => {}
+            | EventKind::Unfollowed
+            | EventKind::NewCode => {}
         }
     }
 

@@ -12,6 +12,7 @@ pub mod linkmap;
 pub mod modes;
 pub mod placement;
 pub mod preflight;
+pub mod stacks;
 pub mod stats;
 pub mod sys;
 pub mod target;
@@ -26,7 +27,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use oomtrace_common::{ConfigKey, DropReason, STACK_DEPTH};
+use oomtrace_common::{ConfigKey, DropReason};
 
 use self::elf::ElfObject;
 use self::placement::{Placement, PlacementMode};
@@ -429,10 +430,7 @@ impl Probes {
 
     /// The return addresses above the call site stored under `stack_id`, innermost first.
     pub fn stack(&self, stack_id: u32) -> Option<Vec<u64>> {
-        let map = self.ebpf.map("STACKS")?;
-        let stacks: HashMap<_, u32, [u64; STACK_DEPTH]> = HashMap::try_from(map).ok()?;
-        let frames = stacks.get(&stack_id, 0).ok()?;
-        Some(frames.iter().copied().take_while(|&a| a != 0).collect())
+        self.stored_stack(stack_id).map(|s| s.frames)
     }
 }
 

@@ -107,6 +107,7 @@ pub(super) mod tests {
             module: Some("demo".to_owned()),
             file: Some(file.to_owned()),
             line: Some(line),
+            ..Frame::default()
         }
     }
 
@@ -131,6 +132,9 @@ pub(super) mod tests {
             growth: crate::tui::snapshot::unknown_growth(),
             sizes: None,
             lifetime_ms: None,
+            site: crate::report::site::site_index(&frames),
+            via: Vec::new(),
+            walk: Vec::new(),
             frames,
         }
     }
@@ -145,6 +149,9 @@ pub(super) mod tests {
             unknown_frees: 0,
             mismatched_frees: 0,
             stack_collisions: 0,
+            stacks_truncated: 0,
+            stacks_incomplete: 0,
+            unwind: None,
             processes: procs
                 .iter()
                 .map(|&(pid, comm)| ProcessReport {

@@ -9,6 +9,7 @@ pub mod gpu;
 pub mod kernel;
 pub mod pprof;
 pub mod proto;
+pub mod site;
 pub mod text;
 
 use serde::Serialize;
@@ -22,8 +23,9 @@ use crate::symbols::Frame;
 
 /// Where deeper stack frames come from (the kernel's stack map live, a recording offline).
 pub trait StackSource {
-    /// The return addresses above the call site stored under `stack_id`, innermost first.
-    fn walk(&self, stack_id: u32) -> Option<Vec<u64>>;
+    /// The stack stored under `stack_id`: the return addresses above the call site, innermost
+    /// first, and how the walk ended.
+    fn walk(&self, stack_id: u32) -> Option<crate::unwind::UserStack>;
 }
 
 /// Where frames get their names (the live symbolizer, or a recording's symbol table).
@@ -32,6 +34,10 @@ pub trait SymbolSource {
     fn is_code(&self, pid: u32, generation: u32, addr: u64) -> bool;
     /// The symbolized frame of a return address.
     fn frame(&mut self, pid: u32, generation: u32, addr: u64) -> Frame;
+    /// Whether `addr` lies in executable memory backed by no file (a JIT's code).
+    fn is_anonymous_code(&self, _pid: u32, _generation: u32, _addr: u64) -> bool {
+        false
+    }
 }
 
 /// One model stack with its frames resolved, before identical stacks are merged.
@@ -51,6 +57,8 @@ pub struct ResolvedStack {
     pub counts: Counts,
     /// `frames[0]` is the call site.
     pub frames: Vec<Frame>,
+    /// How the walk above the call site ended ([`oomtrace_common::stack`] flags).
+    pub walk: u64,
 }
 
 /// Resolves the frames of every stack of the model, in model order.
@@ -63,6 +71,7 @@ pub fn resolve(
     let cfg = GrowthConfig::default();
     for p in model.processes() {
         for s in &p.stacks {
+            let (frames, walk) = stack_frames_and_walk(p, s, stacks, symbols);
             out.push(ResolvedStack {
                 pid: p.pid,
                 key: s.key,
@@ -70,7 +79,8 @@ pub fn resolve(
                 sizes: s.sizes.summary(),
                 lifetime_ms: s.lifetimes.as_ref().map(|h| h.summary()),
                 counts: s.counts,
-                frames: stack_frames(p, s, stacks, symbols),
+                frames,
+                walk,
             });
         }
     }
@@ -104,6 +114,14 @@ pub struct Report {
     pub mismatched_frees: u64,
     /// Stacks whose deeper frames are unknown.
     pub stack_collisions: u64,
+    /// Stacks cut at `--stack-depth` (each is marked `truncated`).
+    pub stacks_truncated: u64,
+    /// Stacks whose walk stopped before the outermost frame for another reason (each says
+    /// why in its `walk`).
+    pub stacks_incomplete: u64,
+    /// Live sessions: the unwind tables prepared for the traced processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<crate::unwind::UnwindStats>,
     /// Per process, by outstanding bytes.
     pub processes: Vec<ProcessReport>,
     /// Per stack, by outstanding bytes.
@@ -221,6 +239,59 @@ pub struct StackReport {
     pub lifetime_ms: Option<LifetimeSummary>,
     /// `frames[0]` is the allocation call site; the outermost caller is last.
     pub frames: Vec<Frame>,
+    /// Index in `frames` of the allocation site: the first frame outside the allocator's
+    /// wrappers ([`site`]).
+    pub site: usize,
+    /// The wrapper frames before the site, innermost first: `malloc` was reached via these.
+    pub via: Vec<String>,
+    /// How the walk ended: `complete` (it reached the outermost frame), `truncated` (at
+    /// `--stack-depth`), `stopped`, `unknown_module`, `unsupported_rule` (frames may be
+    /// missing), and `frame_pointers`, `signal_frame`, `trampoline_fixed` (how it got there).
+    pub walk: Vec<&'static str>,
+}
+
+/// The names of the [`oomtrace_common::stack`] flags set in `status`.
+pub fn walk_words(status: u64) -> Vec<&'static str> {
+    use oomtrace_common::stack as st;
+    [
+        (st::COMPLETE, "complete"),
+        (st::TRUNCATED, "truncated"),
+        (st::STOPPED, "stopped"),
+        (st::UNKNOWN_MODULE, "unknown_module"),
+        (st::UNSUPPORTED_RULE, "unsupported_rule"),
+        (st::FRAME_POINTERS, "frame_pointers"),
+        (st::SIGNAL_FRAME, "signal_frame"),
+        (st::TRAMPOLINE_FIXED, "trampoline_fixed"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| status & bit != 0)
+    .map(|(_, w)| w)
+    .collect()
+}
+
+/// Whether a walk with `status` may have missed frames (not cut at the depth, not whole).
+pub fn walk_incomplete(status: u64) -> bool {
+    use oomtrace_common::stack as st;
+    status & (st::STOPPED | st::UNKNOWN_MODULE | st::UNSUPPORTED_RULE) != 0
+}
+
+/// The site index and the "via" names of `frames`.
+fn site_and_via(frames: &[Frame]) -> (usize, Vec<String>) {
+    let site = site::site_index(frames);
+    let via = frames[..site].iter().map(display_name).collect();
+    (site, via)
+}
+
+/// A frame's name as a reader sees it: the function, else `module+0xoffset`, else the address.
+pub fn display_name(f: &Frame) -> String {
+    if let Some(name) = &f.function {
+        return name.clone();
+    }
+    match (&f.module, f.offset) {
+        (Some(m), Some(off)) => format!("{m}+{off:#x}"),
+        (Some(m), None) => format!("{m}@{:#x}", f.addr),
+        _ => format!("{:#x}", f.addr),
+    }
 }
 
 impl Report {
@@ -266,6 +337,7 @@ impl Report {
                 r.frames.iter().map(FrameIdentity::of).collect::<Vec<_>>(),
             );
             let c = r.counts;
+            let (site, via) = site_and_via(&r.frames);
             let report = StackReport {
                 pid: r.pid,
                 outstanding_bytes: c.outstanding_bytes,
@@ -277,6 +349,9 @@ impl Report {
                 sizes: r.sizes,
                 lifetime_ms: r.lifetime_ms,
                 frames: r.frames.clone(),
+                site,
+                via,
+                walk: walk_words(r.walk),
             };
             match seen.get(&id) {
                 Some(&i) => out[i].merge(&report),
@@ -293,6 +368,11 @@ impl Report {
                 .then(b.failed_allocs.cmp(&a.failed_allocs))
                 .then(a.pid.cmp(&b.pid))
         });
+        let stacks_truncated = resolved
+            .iter()
+            .filter(|r| r.walk & oomtrace_common::stack::TRUNCATED != 0)
+            .count() as u64;
+        let stacks_incomplete = resolved.iter().filter(|r| walk_incomplete(r.walk)).count() as u64;
         Self {
             schema: "oomtrace.report/1",
             mode: model.mode.report(),
@@ -301,6 +381,9 @@ impl Report {
             unknown_frees: model.unknown_frees(),
             mismatched_frees: model.processes().map(|p| p.mismatched_frees).sum(),
             stack_collisions: losses.stack_collisions,
+            stacks_truncated,
+            stacks_incomplete,
+            unwind: None,
             processes,
             stacks: out,
             oom_events: model
@@ -377,6 +460,8 @@ impl StackReport {
 /// A stack as it stood at some moment (`counts` then), with its resolved frames.
 pub fn stack_at(pid: u32, key: &StackKey, c: &Counts, resolved: &[ResolvedStack]) -> StackReport {
     let r = resolved.iter().find(|r| r.pid == pid && r.key == *key);
+    let frames = r.map(|r| r.frames.clone()).unwrap_or_default();
+    let (site, via) = site_and_via(&frames);
     StackReport {
         pid,
         outstanding_bytes: c.outstanding_bytes,
@@ -387,7 +472,10 @@ pub fn stack_at(pid: u32, key: &StackKey, c: &Counts, resolved: &[ResolvedStack]
         growth: r.map_or_else(unknown_growth, |r| r.growth.clone()),
         sizes: r.and_then(|r| r.sizes),
         lifetime_ms: r.and_then(|r| r.lifetime_ms),
-        frames: r.map(|r| r.frames.clone()).unwrap_or_default(),
+        frames,
+        site,
+        via,
+        walk: r.map(|r| walk_words(r.walk)).unwrap_or_default(),
     }
 }
 
@@ -451,33 +539,51 @@ fn process_report(model: &Model, p: &Process) -> ProcessReport {
     }
 }
 
-/// The frames of one model stack: the call site, then the walk's code frames.
+/// The frames of one model stack: the call site, then the walk's frames.
 pub fn stack_frames(
     p: &Process,
     s: &StackStats,
     stacks: &dyn StackSource,
     symbols: &mut dyn SymbolSource,
 ) -> Vec<Frame> {
+    stack_frames_and_walk(p, s, stacks, symbols).0
+}
+
+/// [`stack_frames`], and how the walk ended ([`oomtrace_common::stack`] flags).
+pub fn stack_frames_and_walk(
+    p: &Process,
+    s: &StackStats,
+    stacks: &dyn StackSource,
+    symbols: &mut dyn SymbolSource,
+) -> (Vec<Frame>, u64) {
     let key = s.key;
     let mut addrs = vec![key.call_site];
+    let mut status = 0;
     if key.stack_id >= 0
         && let Some(walk) = stacks.walk(key.stack_id as u32)
     {
-        for &a in &walk {
+        status = walk.status;
+        for &a in &walk.frames {
             if addrs.len() == 1 && a == key.call_site {
                 continue;
             }
-            // Without frame pointers the walk reads garbage: stop at the first non-code address.
-            if !symbols.is_code(p.pid, key.generation, a) {
+            // Past a frame the unwinder could only guess (frame pointers through code with
+            // neither tables nor frame pointers), stop at the first address that is not code.
+            if status & oomtrace_common::stack::FRAME_POINTERS != 0
+                && !symbols.is_code(p.pid, key.generation, a)
+                && !symbols.is_anonymous_code(p.pid, key.generation, a)
+            {
+                status |= oomtrace_common::stack::STOPPED;
                 break;
             }
             addrs.push(a);
         }
     }
-    addrs
+    let frames = addrs
         .into_iter()
         .map(|a| symbols.frame(p.pid, key.generation, a))
-        .collect()
+        .collect();
+    (frames, status)
 }
 
 /// Human-readable byte count in B, KiB, MiB or GiB, two decimals.

@@ -49,6 +49,13 @@ pub fn render(report: &Report, top: usize) -> String {
             late.processes, late.median_ms, late.max_ms
         );
     }
+    if report.stacks_truncated + report.stacks_incomplete > 0 {
+        let _ = writeln!(
+            s,
+            "stacks: {} cut at --stack-depth, {} whose unwinding stopped early (marked per stack)",
+            report.stacks_truncated, report.stacks_incomplete
+        );
+    }
     if report.lost_events > 0 {
         let _ = writeln!(
             s,
@@ -125,6 +132,25 @@ pub fn render(report: &Report, top: usize) -> String {
         for f in &st.frames {
             let _ = writeln!(s, "       {}", frame_line(f));
         }
+        if st.site > 0
+            && let Some(site) = st.frames.get(st.site)
+        {
+            let _ = writeln!(
+                s,
+                "       [site: {} via {}]",
+                super::display_name(site),
+                st.via.join(" ← ")
+            );
+        }
+        let notes: Vec<&str> = st
+            .walk
+            .iter()
+            .copied()
+            .filter(|w| !matches!(*w, "complete" | "frame_pointers"))
+            .collect();
+        if !notes.is_empty() {
+            let _ = writeln!(s, "       [stack: {}]", notes.join(", "));
+        }
     }
     with_kernel(s, report, top)
 }
@@ -148,10 +174,10 @@ fn growth_word(g: &crate::model::growth::Growth) -> String {
     }
 }
 
-/// One frame as the text reports print it: `function (file:line) [module]`.
+/// One frame as the text reports print it: `function (file:line) [module]` (an unnamed one as
+/// `module+0xoffset`).
 pub fn frame_line(f: &Frame) -> String {
-    let func = f.function.as_deref().unwrap_or("??");
-    let mut line = func.to_string();
+    let mut line = super::display_name(f);
     if let (Some(file), Some(l)) = (&f.file, f.line) {
         let short = file.rsplit('/').next().unwrap_or(file);
         let _ = write!(line, " ({short}:{l})");

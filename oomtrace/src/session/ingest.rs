@@ -49,6 +49,8 @@ pub struct Session {
     pub gpu: crate::gpu::Sampler,
     /// oomtrace's own cost (events read, BPF run-time statistics).
     pub cost: super::cost::CostMeter,
+    /// The stack walker's tables (none for the probe floor).
+    pub unwind: Option<crate::unwind::Unwinder>,
 }
 
 impl Session {
@@ -266,6 +268,11 @@ impl Session {
                 self.probes.release(ev.tgid, ev.aux as u32);
                 continue;
             }
+            if kind == Some(EventKind::NewCode) {
+                // The stack walker met code outside the mappings it knows: publish them anew.
+                self.sync_unwind(ev.tgid);
+                continue;
+            }
             let hint = self.feed(&ev);
             self.cost.count(kind);
             if kind == Some(EventKind::Exec) {
@@ -273,11 +280,16 @@ impl Session {
                 // anything slower (the allocator lookup below), so its frames still symbolize.
                 let generation = self.model.process(ev.tgid).map_or(0, |p| p.generation);
                 self.symbols.exec(ev.tgid, generation, ev.ts_ns);
+                if let Some(u) = &mut self.unwind {
+                    u.forget(ev.tgid);
+                }
+                self.sync_unwind(ev.tgid);
             }
             if kind.is_some_and(has_call_site) {
                 let generation = self.model.process(ev.tgid).map_or(0, |p| p.generation);
                 if matches!(kind, Some(EventKind::Alloc | EventKind::Realloc)) {
                     self.symbols.settle(ev.tgid, generation);
+                    self.settle_unwind(ev.tgid, generation);
                 }
                 self.symbols.observe(ev.tgid, generation, ev.call_site);
             }
@@ -296,8 +308,14 @@ impl Session {
                     }
                     let generation = self.model.process(parent).map_or(0, |p| p.generation);
                     self.symbols.inherit(parent, generation, child, ev.ts_ns);
+                    self.sync_unwind(child);
                 }
-                Hint::Exited(pid) => self.probes.forget_pid(pid),
+                Hint::Exited(pid) => {
+                    self.probes.forget_pid(pid);
+                    if let Some(u) = &mut self.unwind {
+                        u.forget(pid);
+                    }
+                }
                 Hint::Oom(pid) => {
                     // The victim dies in moments: its cgroup now, or never.
                     if let Some(cgroup) = crate::oom::cgroup::cgroup_of_pid(pid) {
@@ -337,6 +355,25 @@ impl Session {
         }
         if let Some(r) = &mut self.recorder {
             r.send_batch();
+        }
+    }
+}
+
+impl Session {
+    /// Publishes `pid`'s current mappings to the stack walker.
+    pub fn sync_unwind(&mut self, pid: u32) {
+        if let Some(u) = &mut self.unwind {
+            u.sync(pid);
+        }
+    }
+
+    /// At an image's first allocator calls its libraries are mapped: publish them (once per
+    /// image; later libraries come with the walker's own notices).
+    fn settle_unwind(&mut self, pid: u32, generation: u32) {
+        if let Some(u) = &mut self.unwind
+            && u.settle(pid, generation)
+        {
+            u.sync(pid);
         }
     }
 }

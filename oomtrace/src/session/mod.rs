@@ -73,6 +73,8 @@ pub struct Options {
     pub children: bool,
     /// `--self-max`: oomtrace's own memory limit in bytes.
     pub self_max: u64,
+    /// `--stack-depth`: frames per stack, the call site included.
+    pub stack_depth: u64,
 }
 
 /// What the monitor of a `run` saw.
@@ -139,8 +141,8 @@ pub struct Outcome {
 struct KernelStacks<'a>(&'a Probes);
 
 impl StackSource for KernelStacks<'_> {
-    fn walk(&self, stack_id: u32) -> Option<Vec<u64>> {
-        self.0.stack(stack_id)
+    fn walk(&self, stack_id: u32) -> Option<crate::unwind::UserStack> {
+        self.0.stored_stack(stack_id)
     }
 }
 
@@ -264,6 +266,15 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     if let Some(n) = probes.fallback_notice() {
         crate::say!("{n}");
     }
+    let unwind = if opts.probe_floor {
+        None
+    } else {
+        let (u, notice) = probes.take_unwinder(opts.stack_depth)?;
+        if let Some(n) = notice {
+            eprintln!("{n}");
+        }
+        Some(u)
+    };
     if !opts.probe_floor {
         probes.attach_tracepoints()?;
     }
@@ -319,6 +330,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         late: ingest::LateAttach::default(),
         gpu: crate::gpu::Sampler::from_env(),
         cost: cost::CostMeter::start(),
+        unwind,
     };
     session.model.kernel.enabled = opts.kernel;
 
@@ -336,6 +348,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             let mut spawned = hold::spawn(&exe, argv, on_stop)?;
             let pid = spawned.pid;
             session.held = spawned.held;
+            session.sync_unwind(pid);
             if let Some(why) = &spawned.refused {
                 crate::say!(
                     "oomtrace: notice: cannot hold the command's processes at fork and exec \
@@ -364,6 +377,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             // All of them traced first, so what they fork from now on is followed.
             for &p in &tree {
                 session.probes.trace_pid(p)?;
+                session.sync_unwind(p);
             }
             if let Some(p) = &plan {
                 session.probes.attach_plan(Some(*pid), p)?;
@@ -411,6 +425,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             let mut own = Vec::new();
             for pid in ingest::running_pids() {
                 session.symbols.read_maps(pid, 0);
+                session.sync_unwind(pid);
                 if !needs_allocator {
                     continue;
                 }
@@ -476,6 +491,9 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     for notice in session.symbols.notices() {
         crate::say!("{notice}");
     }
+    for notice in session.unwind.iter().flat_map(|u| u.notices()) {
+        eprintln!("{notice}");
+    }
     let losses = Losses {
         lost_events: drops.lost_events + session.ring.get_ref().malformed,
         stack_collisions: drops.stack_collisions,
@@ -497,6 +515,10 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         k.finish(&session.model, &session.probes, &mut report);
     }
     report.late_attach = session.late.report();
+    if opts.record.is_none() {
+        // Like the tracer's cost: a recording's report cannot know it.
+        report.unwind = session.unwind.as_ref().map(|u| u.stats);
+    }
     if let StopReason::SelfLimit(rss) = stop {
         report.self_limit = Some(crate::report::SelfLimitReport {
             limit_bytes: opts.self_max,
@@ -639,7 +661,7 @@ fn recorded_stacks(model: &Model, probes: &Probes) -> Vec<(i32, Vec<u64>)> {
     ids.sort_unstable();
     ids.dedup();
     ids.into_iter()
-        .filter_map(|id| Some((id, probes.stack(id as u32)?)))
+        .filter_map(|id| Some((id, probes.stored_stack(id as u32)?.to_words())))
         .collect()
 }
 

@@ -116,8 +116,9 @@ impl KernelSymbolSource for RecordedKernel {
 pub struct RecordedStacks(HashMap<i32, Vec<u64>>);
 
 impl StackSource for RecordedStacks {
-    fn walk(&self, stack_id: u32) -> Option<Vec<u64>> {
-        self.0.get(&(stack_id as i32)).cloned()
+    fn walk(&self, stack_id: u32) -> Option<crate::unwind::UserStack> {
+        let words = self.0.get(&(stack_id as i32))?;
+        Some(crate::unwind::UserStack::from_words(words))
     }
 }
 
@@ -205,6 +206,7 @@ impl Player {
                 module: text(s.module),
                 file: text(s.file),
                 line: (s.line > 0).then_some(s.line),
+                ..Frame::default()
             };
             symbols.insert(tgid, frame);
         }

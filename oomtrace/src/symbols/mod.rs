@@ -10,6 +10,7 @@
 //! a container, or one whose path was since swapped for a symlink symbolizes from what was
 //! mapped, and oomtrace opens nothing else (see [`crate::objfile`]).
 
+pub mod debug_dirs;
 mod images;
 mod objects;
 pub mod perf;
@@ -65,6 +66,14 @@ pub struct Frame {
     pub file: Option<String>,
     /// Source line, where debug info exists.
     pub line: Option<u32>,
+    /// The module's GNU build id (hex), so its name can be found later (`--debug-dir`). Not
+    /// serialized yet: recordings do not carry it, and live and replayed reports must match.
+    #[serde(skip)]
+    pub build_id: Option<String>,
+    /// The address in the module's own address space (as in its symbol table; for an unnamed
+    /// frame, `module+0xoffset`).
+    #[serde(skip)]
+    pub offset: Option<u64>,
 }
 
 fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -405,6 +414,7 @@ impl Symbolizer {
             return Frame {
                 addr,
                 module: frame.module,
+                offset: hit.offset.map(|o| o + 1),
                 ..hit.clone()
             };
         }
@@ -416,6 +426,8 @@ impl Symbolizer {
         // The host's debug file first (by virtual address), then the object itself.
         let mut lookups = Vec::with_capacity(2);
         if let Some(h) = self.objects.get(m.id, &mut self.closed) {
+            frame.build_id = h.build_id.clone();
+            frame.offset = h.virt_offset(file_offset).map(|o| o + 1);
             if let (Some((debug, _)), Some(vaddr)) = (&h.debug_file, h.virt_offset(file_offset)) {
                 lookups.push((debug.clone(), true, Input::VirtOffset(vaddr)));
             }
@@ -441,8 +453,20 @@ impl Symbolizer {
         if self.cache.len() >= MAX_FRAMES {
             self.cache.clear();
         }
-        self.cache.insert(key, frame.clone());
+        let mut cached = frame.clone();
+        cached.offset = cached.offset.map(|o| o - 1);
+        self.cache.insert(key, cached);
         frame
+    }
+
+    /// Whether `addr` lies in executable memory that maps no file (a JIT's code), by the
+    /// process's current maps.
+    pub fn is_anonymous_code(&self, pid: u32, addr: u64) -> bool {
+        let Ok(text) = maps::read(pid) else {
+            return false;
+        };
+        text.lines()
+            .any(|l| l.exec() && l.file().is_none() && addr >= l.start && addr < l.end)
     }
 }
 
@@ -464,6 +488,10 @@ impl crate::report::SymbolSource for Symbolizer {
 
     fn frame(&mut self, pid: u32, generation: u32, addr: u64) -> Frame {
         self.symbolize(pid, generation, addr)
+    }
+
+    fn is_anonymous_code(&self, pid: u32, _generation: u32, addr: u64) -> bool {
+        Symbolizer::is_anonymous_code(self, pid, addr)
     }
 }
 

@@ -22,7 +22,7 @@ const MAX_SYMBOL_TABLES: u64 = 256 << 20;
 /// in the host's [`DEBUG_DIR`] alone.
 const LINK_SECTIONS: [&[u8]; 3] = [b".gnu_debuglink", b".gnu_debugaltlink", b".debug_sup"];
 /// Where the host's debug files are, by build id (Debian's `-dbg`/`-dbgsym` packages).
-const DEBUG_DIR: &str = "/usr/lib/debug/.build-id";
+pub const DEBUG_DIR: &str = "/usr/lib/debug/.build-id";
 
 /// One held object.
 #[derive(Debug)]
@@ -39,6 +39,8 @@ pub struct Held {
     /// Its loadable segments: (file offset, file size, virtual address), for the debug file,
     /// which is looked up by virtual address.
     loads: Vec<(u64, u64, u64)>,
+    /// Its GNU build id, hex.
+    pub build_id: Option<String>,
     last_use: u64,
 }
 
@@ -218,11 +220,14 @@ impl Objects {
                 });
             }
             let links = LINK_SECTIONS.iter().any(|s| layout.has_section(s));
-            let debug_file = links.then(|| debug_file(&layout)).flatten();
+            // A stripped object (no .symtab) may have its names in a debug file too.
+            let stripped = !layout.has_section(b".symtab");
+            let debug_file = (links || stripped).then(|| debug_file(&layout)).flatten();
             let loads = loads(&layout);
-            Ok((layout.into_file(), !links, debug_file, loads))
+            let build_id = layout.build_id().map(|id| hex(&id));
+            Ok((layout.into_file(), !links, debug_file, loads, build_id))
         });
-        let (file, debug_syms, debug_file, loads) = match held {
+        let (file, debug_syms, debug_file, loads, build_id) = match held {
             Ok(h) => h,
             Err(why) => {
                 note_refusal(&what(), &why);
@@ -259,6 +264,7 @@ impl Objects {
                 debug_syms,
                 debug_file,
                 loads,
+                build_id,
                 last_use: self.clock,
             },
         );
@@ -276,24 +282,33 @@ fn loads(layout: &ElfLayout) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
-/// The host's debug file for `layout`'s build id, under [`DEBUG_DIR`], if it is a regular ELF
-/// file with the same build id and symbol tables under the bound.
+/// The debug file for `layout`'s build id: under the host's [`DEBUG_DIR`], in a local debuginfod
+/// cache, or in a `--debug-dir` (see [`super::debug_dirs`]), if it is a regular ELF file with the
+/// same build id and symbol tables under the bound.
 fn debug_file(layout: &ElfLayout) -> Option<(PathBuf, ObjFile)> {
     let id = layout.build_id()?;
-    let (first, rest) = id.split_first()?;
-    if rest.is_empty() {
-        return None;
-    }
-    let hex: String = rest.iter().map(|b| format!("{b:02x}")).collect();
-    let path = PathBuf::from(format!("{DEBUG_DIR}/{first:02x}/{hex}.debug"));
-    let debug = ElfLayout::read(ObjFile::open_trusted(&path).ok()?).ok()?;
-    if debug.build_id().as_deref() != Some(id.as_slice())
-        || symbol_tables_size(&debug) > MAX_SYMBOL_TABLES
-    {
-        return None;
-    }
-    let file = debug.into_file();
-    Some((file.proc_path(), file))
+    debug_file_for(&id)
+}
+
+/// The debug file of build id `id` (see [`debug_file`]).
+pub fn debug_file_for(id: &[u8]) -> Option<(PathBuf, ObjFile)> {
+    super::debug_dirs::candidates(id)
+        .into_iter()
+        .find_map(|path| {
+            let debug = ElfLayout::read(ObjFile::open_trusted(&path).ok()?).ok()?;
+            if debug.build_id().as_deref() != Some(id)
+                || symbol_tables_size(&debug) > MAX_SYMBOL_TABLES
+            {
+                return None;
+            }
+            let file = debug.into_file();
+            Some((file.proc_path(), file))
+        })
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Bytes of `.symtab` and `.dynsym` together.

@@ -1,0 +1,215 @@
+//! The kernel-side walker's maps, written from user space.
+//!
+//! Module rows, page entries, module records and mapping lists live in array maps created
+//! with `BPF_F_MMAPABLE`: they are written through a shared mapping (one `memcpy` per module,
+//! not one syscall per row). A process's mapping list is published last, with one map update
+//! of its `PROC_MAPS` entry, after everything it refers to is in place.
+
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::Ebpf;
+use aya::maps::{HashMap, Map, MapData};
+use oomtrace_common::unwind::{
+    ExecMapping, MAX_MAPPINGS, MAX_MODULES, MAX_PAGES, MAX_PROC_MAPPINGS, MAX_ROWS, ModuleTable,
+    ProcMaps,
+};
+
+use super::table::ModuleRows;
+
+/// An array map's values, mapped into our memory.
+struct Shared<T> {
+    ptr: *mut T,
+    len: usize,
+    /// Keeps the map (and so the memory) alive.
+    _map: MapData,
+}
+
+impl<T: Copy> Shared<T> {
+    /// Maps array map `name` of `ebpf` (taken out of it: the walker's maps are ours alone).
+    fn take(ebpf: &mut Ebpf, name: &str, len: u32) -> Result<Self> {
+        let map = match ebpf.take_map(name) {
+            Some(Map::Array(d)) => d,
+            _ => return Err(anyhow!("the eBPF object has no array map {name}")),
+        };
+        let bytes = (std::mem::size_of::<T>() * len as usize).next_multiple_of(4096);
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: a shared read-write mapping of an mmapable array map's values; its size is
+        // the map's (value size × entries, page-rounded), and `MapData` keeps the map alive.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot map {name}"));
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            len: len as usize,
+            _map: map,
+        })
+    }
+
+    /// Writes `values` from index `at`.
+    fn write(&mut self, at: usize, values: &[T]) {
+        assert!(at + values.len() <= self.len, "write past the map's end");
+        // SAFETY: in bounds (checked above) of memory we mapped and only we write.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(at), values.len()) };
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        let bytes = (std::mem::size_of::<T>() * self.len).next_multiple_of(4096);
+        // SAFETY: unmapping exactly what `take` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), bytes) };
+    }
+}
+
+// SAFETY: the mapping is plain memory owned by this value; nothing else in the process
+// aliases it.
+unsafe impl<T: Send> Send for Shared<T> {}
+
+/// Why a module or a process could not be given tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Full {
+    /// No room for more modules, pages or rows.
+    Tables,
+    /// No room for more mappings, or more processes.
+    Mappings,
+}
+
+/// The walker's maps and what of them is used.
+pub struct KernelTables {
+    modules: Shared<ModuleTable>,
+    pages: Shared<u64>,
+    rows: Shared<u64>,
+    mappings: Shared<ExecMapping>,
+    procs: HashMap<MapData, u32, ProcMaps>,
+    next_module: u32,
+    next_page: u32,
+    next_row: u32,
+    /// Free runs of `mappings`: (start, length).
+    free: Vec<(u32, u32)>,
+    /// Bytes of the maps in use.
+    pub used_bytes: u64,
+}
+
+impl KernelTables {
+    /// Takes the walker's maps out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let procs = match ebpf.take_map("PROC_MAPS") {
+            Some(m) => HashMap::try_from(m)?,
+            None => return Err(anyhow!("the eBPF object has no map PROC_MAPS")),
+        };
+        Ok(Self {
+            modules: Shared::take(ebpf, "UNWIND_MODULES", MAX_MODULES)?,
+            pages: Shared::take(ebpf, "UNWIND_PAGES", MAX_PAGES)?,
+            rows: Shared::take(ebpf, "UNWIND_ROWS", MAX_ROWS)?,
+            mappings: Shared::take(ebpf, "EXEC_MAPPINGS", MAX_MAPPINGS)?,
+            procs,
+            next_module: 0,
+            next_page: 0,
+            next_row: 0,
+            free: vec![(0, MAX_MAPPINGS)],
+            used_bytes: 0,
+        })
+    }
+
+    /// Bytes the maps take in the kernel (all preallocated).
+    pub fn capacity_bytes() -> u64 {
+        let m = std::mem::size_of::<ModuleTable>() as u64 * u64::from(MAX_MODULES);
+        let p = 8 * u64::from(MAX_PAGES) + 8 * u64::from(MAX_ROWS);
+        let e = std::mem::size_of::<ExecMapping>() as u64 * u64::from(MAX_MAPPINGS);
+        m + p + e
+    }
+
+    /// Copies one module's rows in; returns its index.
+    pub fn add_module(&mut self, m: &ModuleRows) -> Result<u32, Full> {
+        let (rows, pages) = (m.rows.len() as u32, m.pages.len() as u32);
+        if self.next_module >= MAX_MODULES
+            || MAX_ROWS - self.next_row < rows
+            || MAX_PAGES - self.next_page < pages
+        {
+            return Err(Full::Tables);
+        }
+        self.rows.write(self.next_row as usize, &m.rows);
+        self.pages.write(self.next_page as usize, &m.pages);
+        let index = self.next_module;
+        self.modules.write(
+            index as usize,
+            &[ModuleTable {
+                vaddr_lo: m.vaddr_lo,
+                page_base: self.next_page,
+                pages,
+                row_base: self.next_row,
+                rows,
+            }],
+        );
+        self.next_module += 1;
+        self.next_row += rows;
+        self.next_page += pages;
+        self.used_bytes += 8 * u64::from(rows + pages) + std::mem::size_of::<ModuleTable>() as u64;
+        Ok(index)
+    }
+
+    /// Publishes process `pid`'s mappings (sorted by start, at most [`MAX_PROC_MAPPINGS`]),
+    /// replacing what it had.
+    pub fn set_process(&mut self, pid: u32, maps: &[ExecMapping]) -> Result<(), Full> {
+        let n = maps.len().min(MAX_PROC_MAPPINGS as usize) as u32;
+        let Some(i) = self.free.iter().position(|&(_, len)| len >= n.max(1)) else {
+            return Err(Full::Mappings);
+        };
+        let (base, len) = self.free[i];
+        if len == n.max(1) {
+            self.free.remove(i);
+        } else {
+            self.free[i] = (base + n.max(1), len - n.max(1));
+        }
+        self.mappings.write(base as usize, &maps[..n as usize]);
+        let old = self.procs.get(&pid, 0).ok();
+        if self
+            .procs
+            .insert(pid, ProcMaps { base, count: n }, 0)
+            .is_err()
+        {
+            self.release(base, n.max(1));
+            return Err(Full::Mappings);
+        }
+        if let Some(old) = old {
+            self.release(old.base, old.count.max(1));
+        }
+        Ok(())
+    }
+
+    /// Drops process `pid`'s mappings (it exited or exec'd).
+    pub fn forget_process(&mut self, pid: u32) {
+        if let Ok(old) = self.procs.get(&pid, 0) {
+            let _ = self.procs.remove(&pid);
+            self.release(old.base, old.count.max(1));
+        }
+    }
+
+    fn release(&mut self, base: u32, len: u32) {
+        self.free.push((base, len));
+        if self.free.len() > 64 {
+            // Coalesce neighbours now and then so long runs come back.
+            self.free.sort_unstable();
+            let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.free.len());
+            for &(b, l) in &self.free {
+                match merged.last_mut() {
+                    Some((pb, pl)) if *pb + *pl == b => *pl += l,
+                    _ => merged.push((b, l)),
+                }
+            }
+            self.free = merged;
+        }
+    }
+}
