@@ -569,10 +569,26 @@ pub enum ConfigKey {
     ReturnNext = 11,
     /// The byte offset of `tgid` in the kernel's `struct task_struct` (from its BTF).
     TaskTgidOffset = 12,
+    /// `task_struct.comm` (the OOM victim's name).
+    TaskComm = 13,
+    /// `task_struct.mm`.
+    TaskMm = 14,
+    /// `task_struct.signal`.
+    TaskSignal = 15,
+    /// `signal_struct.oom_score_adj`.
+    SignalOomScoreAdj = 16,
+    /// `mm_struct.total_vm`.
+    MmTotalVm = 17,
+    /// `mm_struct.rss_stat` (an array of `percpu_counter`).
+    MmRssStat = 18,
+    /// `percpu_counter.count`.
+    CounterCount = 19,
+    /// The size of a `percpu_counter`.
+    CounterSize = 20,
 }
 
 /// Number of config words.
-pub const CONFIG_WORDS: u32 = 13;
+pub const CONFIG_WORDS: u32 = 21;
 
 /// [`ConfigKey::Mode`]: every allocator call is traced.
 pub const MODE_EXACT: u64 = 0;

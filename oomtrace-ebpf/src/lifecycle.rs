@@ -2,18 +2,14 @@
 //! exec (a new image), exit (the last thread), and how it ended (exit code or fatal signal).
 //!
 //! Raw tracepoints: attaching and detaching them costs microseconds, where a perf tracepoint
-//! costs a grace period each way (about 70 ms here). The OOM killer's stays a perf tracepoint:
-//! its record carries the victim's sizes, computed by the kernel.
+//! costs a grace period each way (about 70 ms here). Their arguments are bare pointers: the
+//! fields read from them sit at offsets the user side finds in the kernel's BTF.
 
 use aya_ebpf::{
-    EbpfContext,
-    helpers::bpf_probe_read_kernel,
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 use oomtrace_common::{ConfigKey, DropReason, EventKind, MemEvent};
 
-use crate::syscalls::tp;
 use crate::{
     SEEN, SEEN_BIT, THREADS, TRACED, config, count_drop, emit, emit_with, event, ids, traced,
 };
@@ -136,27 +132,47 @@ pub fn signal_deliver(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// A kernel word at `base + offset` (0 when it cannot be read).
+#[inline(always)]
+fn kernel_u64(base: u64, offset: u64) -> u64 {
+    // SAFETY: kernel memory read through the helper; a bad address just fails.
+    unsafe { bpf_probe_read_kernel((base + offset) as *const u64).unwrap_or(0) }
+}
+
 /// Every OOM kill on the machine, traced or not: the victim's size as the killer saw it.
-#[tracepoint]
-pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+/// Raw tracepoint `(task, uid)`: the victim's fields are read at the offsets the user side found
+/// in the kernel's BTF, computed as the kernel's own `mark_victim` record computes them (pages
+/// counted in the mm's rss counters, shown in KiB).
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn oom_mark_victim(ctx: RawTracePointContext) -> i32 {
     let (tgid, _) = ids();
-    let victim: i32 = tp(&ctx, 8);
-    let mut ev = event(EventKind::Oom, victim as u32, tgid);
-    ev.addr = tp(&ctx, 16);
-    ev.size = tp(&ctx, 24);
-    ev.old_addr = tp(&ctx, 32);
-    ev.call_site = tp(&ctx, 40);
-    let uid: u32 = tp(&ctx, 48);
-    let adj: i16 = tp(&ctx, 64);
-    ev.aux = u64::from(uid) | (u64::from(adj as u16) << 32);
+    let task: u64 = ctx.arg(0);
+    let uid: u64 = ctx.arg(1);
+    let victim = kernel_u64(task, config(ConfigKey::TaskTgidOffset)) as u32;
+    let mm = kernel_u64(task, config(ConfigKey::TaskMm));
+    let signal = kernel_u64(task, config(ConfigKey::TaskSignal));
+    let counters = mm + config(ConfigKey::MmRssStat);
+    let counter_size = config(ConfigKey::CounterSize);
+    let count = config(ConfigKey::CounterCount);
+    // percpu_counter_read_positive(): the counter's count, never below 0, in pages.
+    let rss_kib = |i: u64| {
+        let pages = kernel_u64(counters + i * counter_size, count) as i64;
+        (pages.max(0) as u64) << 2
+    };
+    let mut ev = event(EventKind::Oom, victim, tgid);
+    ev.addr = kernel_u64(mm, config(ConfigKey::MmTotalVm)) << 2;
+    // MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES.
+    ev.size = rss_kib(1);
+    ev.old_addr = rss_kib(0);
+    ev.call_site = rss_kib(3);
+    let adj = kernel_u64(signal, config(ConfigKey::SignalOomScoreAdj)) as u16;
+    ev.aux = (uid & 0xffff_ffff) | (u64::from(adj) << 32);
     emit_with(&ev, true);
-    // The comm is a __data_loc string: offset in the low 16 bits of the u32 at 12.
-    let loc: u32 = tp(&ctx, 12);
-    let mut comm = event(EventKind::OomComm, victim as u32, tgid);
+    let mut comm = event(EventKind::OomComm, victim, tgid);
     let mut raw = [0u8; 16];
-    // SAFETY: the record is kernel memory; the helper bounds the read and stops at NUL.
+    // SAFETY: kernel memory; the helper bounds the read and stops at NUL.
     unsafe {
-        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        let src = (task + config(ConfigKey::TaskComm)) as *const u8;
         let _ = aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src, &mut raw);
     }
     let (lo, hi) = raw.split_at(8);

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{TracePoint, UProbe};
+use aya::programs::{RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use oomtrace_common::{ConfigKey, DropReason};
 
@@ -43,6 +43,7 @@ const FLOOR_PROGRAMS: [&str; 2] = ["floor_enter", "floor_return"];
 /// lifecycle. Raw tracepoints attach and detach in microseconds; a perf tracepoint costs a grace
 /// period each way.
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[
+    ("mark_victim", "oom_mark_victim"),
     ("sys_enter", "sys_enter"),
     ("sys_exit", "sys_exit"),
     ("sched_process_fork", "process_fork"),
@@ -50,10 +51,6 @@ const RAW_TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_exit", "process_exit"),
     ("signal_deliver", "signal_deliver"),
 ];
-
-/// (category, tracepoint, program): the OOM killer's, whose record carries the victim's sizes as
-/// the kernel computed them.
-const PERF_TRACEPOINTS: &[(&str, &str, &str)] = &[("oom", "mark_victim", "oom_mark_victim")];
 
 /// What to trace.
 #[derive(Clone, Copy, Debug)]
@@ -142,15 +139,33 @@ impl Probes {
             0,
         )?;
         config.set(ConfigKey::Kernel as u32, u64::from(cfg.kernel), 0)?;
-        // The fork tracepoint reads the child's thread group id from its task_struct.
-        let tgid_offset = btf::Btf::kernel()
-            .and_then(|b| b.member_offset("task_struct", "tgid"))
-            .ok_or_else(|| {
-                anyhow!(
-                    "cannot find task_struct's tgid in the kernel's BTF (/sys/kernel/btf/vmlinux)"
-                )
+        // The raw tracepoints read kernel structures at the offsets this kernel's BTF gives.
+        let btf = btf::Btf::kernel()
+            .ok_or_else(|| anyhow!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)"))?;
+        let offsets = [
+            (ConfigKey::TaskTgidOffset, "task_struct", "tgid"),
+            (ConfigKey::TaskComm, "task_struct", "comm"),
+            (ConfigKey::TaskMm, "task_struct", "mm"),
+            (ConfigKey::TaskSignal, "task_struct", "signal"),
+            (
+                ConfigKey::SignalOomScoreAdj,
+                "signal_struct",
+                "oom_score_adj",
+            ),
+            (ConfigKey::MmTotalVm, "mm_struct", "total_vm"),
+            (ConfigKey::MmRssStat, "mm_struct", "rss_stat"),
+            (ConfigKey::CounterCount, "percpu_counter", "count"),
+        ];
+        for (key, st, member) in offsets {
+            let off = btf.member_offset(st, member).ok_or_else(|| {
+                anyhow!("cannot find {st}.{member} in the kernel's BTF (/sys/kernel/btf/vmlinux)")
             })?;
-        config.set(ConfigKey::TaskTgidOffset as u32, u64::from(tgid_offset), 0)?;
+            config.set(key as u32, u64::from(off), 0)?;
+        }
+        let counter_size = btf
+            .struct_size("percpu_counter")
+            .ok_or_else(|| anyhow!("cannot find struct percpu_counter in the kernel's BTF"))?;
+        config.set(ConfigKey::CounterSize as u32, u64::from(counter_size), 0)?;
         if cfg.mode.probes_allocator() {
             probes.attacher = Some(Arc::new(probes.load_attacher()?));
         }
@@ -240,12 +255,12 @@ impl Probes {
         if self.mode == crate::mode::Mode::Growth {
             self.attach_raw_tracepoints(modes::GROWTH_RAW_TRACEPOINTS)?;
         }
-        self.attach_some_tracepoints(PERF_TRACEPOINTS)
+        Ok(())
     }
 
     fn attach_raw_tracepoints(&mut self, which: &[(&str, &str)]) -> Result<()> {
         for &(name, program) in which {
-            let tp: &mut aya::programs::RawTracePoint = self
+            let tp: &mut RawTracePoint = self
                 .ebpf
                 .program_mut(program)
                 .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
@@ -262,25 +277,7 @@ impl Probes {
 
     /// Attaches only the OOM killer's tracepoint (`oomtrace oom-watch`).
     pub fn attach_oom_only(&mut self) -> Result<()> {
-        self.attach_some_tracepoints(&[("oom", "mark_victim", "oom_mark_victim")])
-    }
-
-    fn attach_some_tracepoints(&mut self, which: &[(&str, &str, &str)]) -> Result<()> {
-        let mut loaded = std::collections::HashSet::new();
-        for &(category, name, program) in which {
-            let tp: &mut TracePoint = self
-                .ebpf
-                .program_mut(program)
-                .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
-                .try_into()?;
-            if loaded.insert(program) {
-                tp.load()
-                    .with_context(|| format!("the kernel rejected program {program}"))?;
-            }
-            tp.attach(category, name)
-                .with_context(|| format!("cannot attach tracepoint {category}:{name}"))?;
-        }
-        Ok(())
+        self.attach_raw_tracepoints(&[("mark_victim", "oom_mark_victim")])
     }
 
     /// Attaches entry (and return) probes on every allocator function `object` defines, for
