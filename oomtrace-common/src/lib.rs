@@ -585,10 +585,12 @@ pub enum ConfigKey {
     CounterCount = 19,
     /// The size of a `percpu_counter`.
     CounterSize = 20,
+    /// `task_struct.exit_code` (the status word at exit).
+    TaskExitCode = 21,
 }
 
 /// Number of config words.
-pub const CONFIG_WORDS: u32 = 21;
+pub const CONFIG_WORDS: u32 = 22;
 
 /// [`ConfigKey::Mode`]: every allocator call is traced.
 pub const MODE_EXACT: u64 = 0;

@@ -95,23 +95,21 @@ pub fn process_exit(ctx: RawTracePointContext) -> i32 {
     }
     let group_dead: u64 = ctx.arg(1);
     if group_dead & 0xff != 0 {
+        // The exit status word, as wait() sees it: a normal exit carries its code (what
+        // exit_group() was given); a fatal signal is reported by signal_deliver.
+        let task: u64 = ctx.arg(0);
+        let status = kernel_u64(task, config(ConfigKey::TaskExitCode)) as u32;
+        if status & 0x7f == 0 {
+            let mut ev = event(EventKind::ExitGroup, tgid, tid);
+            ev.aux = u64::from((status >> 8) & 0xff);
+            emit(&ev);
+        }
         emit_with(&with_comm(event(EventKind::Exit, tgid, tid)), true);
         let _ = TRACED.remove(tgid);
         let _ = SEEN.remove(tgid);
         crate::unwind::forget(tgid);
     }
     0
-}
-
-/// `exit_group(code)` entered (from `dispatch.rs`).
-#[inline(always)]
-pub fn exit_group_enter(code: u64) {
-    let (tgid, tid) = ids();
-    if traced(tgid) {
-        let mut ev = event(EventKind::ExitGroup, tgid, tid);
-        ev.aux = code & 0xffff_ffff;
-        emit(&ev);
-    }
 }
 
 /// Raw tracepoint: `(sig, info, ka)`; the handler is the first word of `*ka`.

@@ -259,14 +259,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         code = oomtrace::oom::finish::finish_run(end, m, &outcome, code)?;
     }
     let code = ExitCode::from(code.clamp(0, 255) as u8);
-    // Detach only after the report is out. The kernel takes ~2.5 s to unregister our probes; an
-    // interactive user quitting the TUI gets the shell back at once (the probes, quiesced, go a
-    // moment later), while scripted runs wait, so nothing of oomtrace outlives its exit.
-    if tui {
-        outcome.probes.detach_in_background();
-    } else {
-        drop(outcome.probes);
-    }
+    // Detach only after the report is out. The allocator probes go at once (in parallel: they
+    // are what the traced processes pay for); the syscall tracepoints, quiesced, are closed by a
+    // short-lived helper process, since the kernel takes a grace period for each and nobody should
+    // wait for that.
+    outcome.probes.detach_in_background();
     written.map(|()| code)
 }
 

@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, UProbe};
+use aya::programs::trace_point::TracePointLink;
+use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use oomtrace_common::{ConfigKey, DropReason};
 
@@ -39,13 +40,23 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 const TRACING_PROGRAMS: [&str; 2] = ["alloc_enter", "alloc_return"];
 const FLOOR_PROGRAMS: [&str; 2] = ["floor_enter", "floor_return"];
 
-/// (raw tracepoint, program): the memory syscalls (dispatched by number) and the process
-/// lifecycle. Raw tracepoints attach and detach in microseconds; a perf tracepoint costs a grace
-/// period each way.
+/// (syscall tracepoint, program): the memory syscalls. Perf tracepoints, not raw `sys_enter`:
+/// they filter by syscall number in the kernel, so every other process's syscalls cost less
+/// (`oomtrace-ebpf/src/dispatch.rs`).
+const SYSCALL_TRACEPOINTS: &[(&str, &str)] = &[
+    ("sys_enter_mmap", "mmap_enter"),
+    ("sys_exit_mmap", "mmap_exit"),
+    ("sys_enter_munmap", "munmap_enter"),
+    ("sys_enter_mremap", "mremap_enter"),
+    ("sys_exit_mremap", "mremap_exit"),
+    ("sys_enter_brk", "brk_enter"),
+    ("sys_exit_brk", "brk_exit"),
+];
+
+/// (raw tracepoint, program): the process lifecycle and the OOM killer. Raw tracepoints attach
+/// and detach in microseconds; a perf tracepoint costs a grace period to detach.
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[
     ("mark_victim", "oom_mark_victim"),
-    ("sys_enter", "sys_enter"),
-    ("sys_exit", "sys_exit"),
     ("sched_process_fork", "process_fork"),
     ("sched_process_exec", "process_exec"),
     ("sched_process_exit", "process_exit"),
@@ -104,6 +115,9 @@ pub struct Probes {
     attacher: Option<Arc<Attacher>>,
     /// Why multi-uprobe links are not used, when they are not (said once).
     fallback: Option<String>,
+    /// The syscall tracepoints' links, owned here so the session can close them off its
+    /// critical path.
+    perf_links: Vec<TracePointLink>,
 }
 
 impl Probes {
@@ -128,6 +142,7 @@ impl Probes {
             floor: cfg.floor,
             attacher: None,
             fallback: None,
+            perf_links: Vec::new(),
         };
         modes::configure(&mut probes.ebpf, cfg.mode)?;
         let mut config: Array<_, u64> = Array::try_from(probes.map_mut("CONFIG")?)?;
@@ -147,6 +162,7 @@ impl Probes {
             (ConfigKey::TaskComm, "task_struct", "comm"),
             (ConfigKey::TaskMm, "task_struct", "mm"),
             (ConfigKey::TaskSignal, "task_struct", "signal"),
+            (ConfigKey::TaskExitCode, "task_struct", "exit_code"),
             (
                 ConfigKey::SignalOomScoreAdj,
                 "signal_struct",
@@ -252,8 +268,31 @@ impl Probes {
     /// Attaches the memory-syscall and process-lifecycle tracepoints.
     pub fn attach_tracepoints(&mut self) -> Result<()> {
         self.attach_raw_tracepoints(RAW_TRACEPOINTS)?;
+        self.attach_syscall_tracepoints(SYSCALL_TRACEPOINTS)?;
         if self.mode == crate::mode::Mode::Growth {
             self.attach_raw_tracepoints(modes::GROWTH_RAW_TRACEPOINTS)?;
+            self.attach_syscall_tracepoints(modes::GROWTH_SYSCALL_TRACEPOINTS)?;
+        }
+        Ok(())
+    }
+
+    /// Perf tracepoints of `syscalls:`. Their links go into `perf_links`: closing one waits for
+    /// a grace period, so the session closes them off its critical path.
+    fn attach_syscall_tracepoints(&mut self, which: &[(&str, &str)]) -> Result<()> {
+        for &(name, program) in which {
+            let tp: &mut TracePoint = self
+                .ebpf
+                .program_mut(program)
+                .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
+                .try_into()?;
+            if tp.fd().is_err() {
+                tp.load()
+                    .with_context(|| format!("the kernel rejected program {program}"))?;
+            }
+            let id = tp
+                .attach("syscalls", name)
+                .with_context(|| format!("cannot attach tracepoint syscalls:{name}"))?;
+            self.perf_links.push(tp.take_link(id)?);
         }
         Ok(())
     }
@@ -308,10 +347,11 @@ impl Probes {
         Ok(all)
     }
 
-    /// Detaches everything without making the caller wait for it: the programs are quiesced
-    /// (nothing is traced any more), then a forked child, holding the last references, closes
-    /// them. The kernel serializes tracepoint unregistration (a grace period each), so only the
-    /// interactive TUI uses this.
+    /// Detaches everything without making the caller wait for the slow part: the allocator
+    /// probes are closed now (in parallel), the rest is quiesced (nothing is traced any more),
+    /// then a forked child, holding the last references, closes it after the caller exits. The
+    /// kernel serializes perf tracepoint unregistration, a grace period each (about 0.3 s for
+    /// the syscall tracepoints together); the child is gone once that is done.
     pub fn detach_in_background(mut self) {
         let _ = std::io::Write::flush(&mut std::io::stdout());
         self.quiesce();

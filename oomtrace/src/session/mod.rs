@@ -271,7 +271,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     } else {
         let (u, notice) = probes.take_unwinder(opts.stack_depth)?;
         if let Some(n) = notice {
-            eprintln!("{n}");
+            crate::say!("{n}");
         }
         Some(u)
     };
@@ -492,7 +492,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         crate::say!("{notice}");
     }
     for notice in session.unwind.iter().flat_map(|u| u.notices()) {
-        eprintln!("{notice}");
+        crate::say!("{notice}");
     }
     let losses = Losses {
         lost_events: drops.lost_events + session.ring.get_ref().malformed,
