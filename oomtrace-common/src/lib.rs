@@ -231,6 +231,10 @@ pub enum EventKind {
     /// since, a new image): `addr` is that pc. The user side re-reads its maps; the model never
     /// sees it.
     NewCode = 23,
+    /// Signal `aux & 0xff` was sent to traced process `tgid`. `addr` is the sender's process id
+    /// (0: the kernel itself — the OOM killer, a fault), `size` its uid; `old_addr` and
+    /// `call_site` hold its comm (16 bytes, little-endian). `aux` bit 8: sent by the kernel.
+    SignalSent = 24,
 }
 
 /// `size` of a [`EventKind::Brk`] made inside an allocator call: it moves the break (which the
@@ -269,6 +273,7 @@ impl EventKind {
             21 => Self::Fault,
             22 => Self::Unfollowed,
             23 => Self::NewCode,
+            24 => Self::SignalSent,
             _ => return None,
         })
     }
@@ -598,6 +603,9 @@ pub const MODE_EXACT: u64 = 0;
 pub const MODE_SAMPLE: u64 = 1;
 /// [`ConfigKey::Mode`]: no allocator probes; syscalls and page faults attribute RSS growth.
 pub const MODE_GROWTH: u64 = 2;
+
+/// [`EventKind::SignalSent`]: `aux` flag, the kernel sent it (no process did).
+pub const SIGNAL_FROM_KERNEL: u64 = 1 << 8;
 
 impl MemEvent {
     /// The allocator [`family`] of an allocation or free event.

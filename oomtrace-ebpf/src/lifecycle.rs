@@ -8,7 +8,7 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
 };
-use oomtrace_common::{ConfigKey, DropReason, EventKind, MemEvent};
+use oomtrace_common::{ConfigKey, DropReason, EventKind, MemEvent, SIGNAL_FROM_KERNEL};
 
 use crate::{
     SEEN, SEEN_BIT, THREADS, TRACED, config, count_drop, emit, emit_with, event, ids, traced,
@@ -103,12 +103,58 @@ pub fn process_exit(ctx: RawTracePointContext) -> i32 {
             let mut ev = event(EventKind::ExitGroup, tgid, tid);
             ev.aux = u64::from((status >> 8) & 0xff);
             emit(&ev);
+        } else {
+            // The signal that ended it. Delivery saw SIGKILL: the kernel turns a fatal signal
+            // into SIGKILL for every thread of the group, but keeps the original here.
+            let mut ev = event(EventKind::Signal, tgid, tid);
+            ev.aux = u64::from(status & 0x7f);
+            emit(&ev);
         }
         emit_with(&with_comm(event(EventKind::Exit, tgid, tid)), true);
         let _ = TRACED.remove(tgid);
         let _ = SEEN.remove(tgid);
         crate::unwind::forget(tgid);
     }
+    0
+}
+
+/// `SEND_SIG_PRIV`: the `info` the kernel passes for signals it sends itself (the OOM killer).
+const SEND_SIG_PRIV: u64 = 1;
+/// `si_code` values of signals a process sent: `SI_USER` (kill), `SI_QUEUE`, `SI_TKILL`.
+const SI_USER: i32 = 0;
+const SI_QUEUE: i32 = -1;
+const SI_TKILL: i32 = -6;
+
+/// Who sends a signal to a traced process: runs in the sender's context. Raw tracepoint
+/// `(sig, info, task, group, result)`; the sender is the current task unless the kernel sent it
+/// (`info` is `SEND_SIG_PRIV`, or its `si_code` says a fault or the kernel).
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(2);
+    let target = kernel_u64(task, config(ConfigKey::TaskTgidOffset)) as u32;
+    if !traced(target) {
+        return 0;
+    }
+    let sig: u64 = ctx.arg(0);
+    let info: u64 = ctx.arg(1);
+    let from_kernel = if info <= SEND_SIG_PRIV {
+        info == SEND_SIG_PRIV
+    } else {
+        // SAFETY: a kernel pointer the tracepoint passed, read through the helper.
+        let code = unsafe { bpf_probe_read_kernel((info + 8) as *const i32).unwrap_or(SI_USER) };
+        !matches!(code, SI_USER | SI_QUEUE | SI_TKILL)
+    };
+    let (sender, sender_tid) = ids();
+    let mut ev = event(EventKind::SignalSent, target, sender_tid);
+    ev.aux = (sig & 0xff) | if from_kernel { SIGNAL_FROM_KERNEL } else { 0 };
+    if !from_kernel {
+        ev.addr = u64::from(sender);
+        ev.size = aya_ebpf::helpers::bpf_get_current_uid_gid() & 0xffff_ffff;
+        let comm = with_comm(event(EventKind::SignalSent, 0, 0));
+        ev.old_addr = comm.addr;
+        ev.call_site = comm.size;
+    }
+    emit(&ev);
     0
 }
 

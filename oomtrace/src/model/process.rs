@@ -110,6 +110,32 @@ impl Block {
 
 const _: () = assert!(MAX_STACKS_PER_PROCESS < 1 << 24);
 
+/// Who sent a process a signal (`signal:signal_generate`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SignalSender {
+    /// The signal.
+    pub signal: i32,
+    /// The sending process (`None`: the kernel itself — the OOM killer, a fault).
+    pub pid: Option<u32>,
+    /// Its name (`kernel` when the kernel sent it).
+    pub comm: String,
+    /// Its uid (`None` for the kernel).
+    pub uid: Option<u32>,
+}
+
+impl std::fmt::Display for SignalSender {
+    /// "from pid 123 (kill, uid 0)", or "from the kernel".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.pid, self.uid) {
+            (Some(pid), Some(uid)) => write!(f, "from pid {pid} ({}, uid {uid})", self.comm),
+            _ => f.write_str("from the kernel"),
+        }
+    }
+}
+
+/// Signal senders kept per process (the latest of each signal, a few signals).
+const MAX_SENDERS: usize = 4;
+
 /// How a process ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExitStatus {
@@ -148,6 +174,8 @@ pub struct Process {
     /// Frees (or reallocs) through another allocator family than the one that allocated the
     /// block (`je_free` of a glibc block, say): never counted as frees; the block stays held.
     pub mismatched_frees: u64,
+    /// The latest sender of each signal it was sent (a few).
+    pub signal_senders: Vec<SignalSender>,
     index: FastMap<StackKey, u32>,
     blocks: FastMap<u64, Block>,
     ranges: Ranges,
@@ -175,6 +203,7 @@ impl Process {
             stacks: Vec::new(),
             unknown_frees: 0,
             mismatched_frees: 0,
+            signal_senders: Vec::new(),
             index: FastMap::default(),
             blocks: FastMap::default(),
             ranges: Ranges::default(),
@@ -410,6 +439,7 @@ impl Process {
             | EventKind::Fault
             | EventKind::Unfollowed
             | EventKind::NewCode => {}
+            EventKind::SignalSent => self.note_sender(ev),
         }
     }
 
@@ -515,6 +545,40 @@ impl Process {
         self.blocks = FastMap::default();
         self.ranges = Ranges::default();
         self.range_allocs = FastMap::default();
+    }
+
+    fn note_sender(&mut self, ev: &MemEvent) {
+        let signal = (ev.aux & 0xff) as i32;
+        let sender = if ev.aux & oomtrace_common::SIGNAL_FROM_KERNEL != 0 {
+            SignalSender {
+                signal,
+                pid: None,
+                comm: "kernel".into(),
+                uid: None,
+            }
+        } else {
+            let mut raw = [0u8; 16];
+            raw[..8].copy_from_slice(&ev.old_addr.to_le_bytes());
+            raw[8..].copy_from_slice(&ev.call_site.to_le_bytes());
+            let len = raw.iter().position(|&b| b == 0).unwrap_or(16);
+            SignalSender {
+                signal,
+                pid: Some(ev.addr as u32),
+                comm: String::from_utf8_lossy(&raw[..len]).into_owned(),
+                uid: Some(ev.size as u32),
+            }
+        };
+        self.signal_senders.retain(|s| s.signal != signal);
+        if self.signal_senders.len() >= MAX_SENDERS {
+            self.signal_senders.remove(0);
+        }
+        self.signal_senders.push(sender);
+    }
+
+    /// Who sent the signal that ended it, when a signal did and the sending was seen.
+    pub fn killed_by(&self) -> Option<&SignalSender> {
+        let sig = self.exit?.signal?;
+        self.signal_senders.iter().rev().find(|s| s.signal == sig)
     }
 
     /// Overrides the exit status with what `waitpid` reported (exact for our own child).

@@ -61,6 +61,7 @@ const RAW_TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_exec", "process_exec"),
     ("sched_process_exit", "process_exit"),
     ("signal_deliver", "signal_deliver"),
+    ("signal_generate", "signal_generate"),
 ];
 
 /// What to trace.

@@ -154,7 +154,14 @@ impl Session {
                             // Keep the final state on screen until the user quits.
                             let banner = child.map(|c| match c {
                                 ChildStatus::Exited(code) => format!("exited (status {code})"),
-                                ChildStatus::Signaled(sig) => format!("killed by signal {sig}"),
+                                ChildStatus::Signaled(sig) => {
+                                    match root
+                                        .and_then(|r| self.model.process(r)?.killed_by().cloned())
+                                    {
+                                        Some(k) => format!("killed by signal {sig} {k}"),
+                                        None => format!("killed by signal {sig}"),
+                                    }
+                                }
                             });
                             self.sample();
                             self.publish(started, banner);

@@ -9,6 +9,7 @@ mod gpu;
 mod groundtruth;
 mod growth;
 mod harm;
+mod hazards;
 mod heaps;
 mod kernel;
 mod modes;
