@@ -137,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 children: !args.no_children,
                 self_max: self_max(&args.tracing),
                 stack_depth: args.tracing.stack_depth,
+                fail: None,
             };
             args.tracing.names.apply();
             let output = OutputArgs {
@@ -170,6 +171,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     children: true,
                     self_max: self_max(&args.tracing),
                     stack_depth: args.tracing.stack_depth,
+                    fail: {
+                        let fail = args.fail.spec();
+                        if fail.is_some() && args.tracing.mode != oomtrace::mode::Mode::Exact {
+                            anyhow::bail!(
+                                "--fail-* decides at every allocator call: it needs --mode exact \
+                                 (the default)"
+                            );
+                        }
+                        fail
+                    },
                     // A monitored run samples its growth as often as its memory.
                     tick: if monitored {
                         args.tracing.tick.min(args.sample_interval)
@@ -212,6 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     children: !a.no_children,
                     self_max: self_max(&a.tracing),
                     stack_depth: a.tracing.stack_depth,
+                    fail: None,
                 },
                 a.output,
             )

@@ -8,6 +8,7 @@ use super::hist::{LifetimeHist, SizeDist};
 use super::ranges::Ranges;
 use crate::mode::Mode;
 
+pub mod faults;
 mod resident;
 mod sampled;
 
@@ -176,6 +177,15 @@ pub struct Process {
     pub mismatched_frees: u64,
     /// The latest sender of each signal it was sent (a few).
     pub signal_senders: Vec<SignalSender>,
+    /// Injected failures, where a fatal signal struck, hazards.
+    pub faults: faults::Faults,
+    /// Its heap is not all known: it was forked (the parent's blocks are not its own to the
+    /// model) and has not exec'd since, or the block cap dropped some of its blocks. A free of an
+    /// unknown address is then no hazard.
+    heap_partial: bool,
+    /// Recently freed blocks (frees that carry their call site only): a second free of one is a
+    /// double free.
+    freed: faults::FreedRing,
     index: FastMap<StackKey, u32>,
     blocks: FastMap<u64, Block>,
     ranges: Ranges,
@@ -204,6 +214,9 @@ impl Process {
             unknown_frees: 0,
             mismatched_frees: 0,
             signal_senders: Vec::new(),
+            faults: faults::Faults::default(),
+            heap_partial: ppid.is_some(),
+            freed: faults::FreedRing::default(),
             index: FastMap::default(),
             blocks: FastMap::default(),
             ranges: Ranges::default(),
@@ -255,6 +268,7 @@ impl Process {
 
     fn add_block(&mut self, ev: &MemEvent, addr: u64, size: u64) {
         let stack = self.stack(ev);
+        self.freed.forget(addr);
         let (bytes, blocks) = sampled::weigh(ev, size);
         // An address handed out twice means we missed its free (lost event): release it first.
         if let Some(old) = self.blocks.insert(
@@ -332,6 +346,17 @@ impl Process {
         }
     }
 
+    /// A `Free` event: freed, and judged when it carries its call site (`run`).
+    fn free_event(&mut self, ev: &MemEvent) {
+        if ev.call_site == 0 {
+            self.free(ev.addr, ev.ts_ns, ev.family());
+            return;
+        }
+        let block = self.blocks.get(&ev.addr).copied();
+        let freed = self.free(ev.addr, ev.ts_ns, ev.family());
+        self.judge_free(ev, block, freed);
+    }
+
     fn fail(&mut self, ev: &MemEvent) {
         let stack = self.stack(ev);
         self.stacks[stack as usize].counts.failed_allocs += 1;
@@ -379,9 +404,10 @@ impl Process {
             EventKind::Alloc if ev.addr == 0 => self.fail(ev),
             EventKind::Alloc if track_blocks => self.add_block(ev, ev.addr, ev.size),
             EventKind::Alloc => self.count_untracked(ev),
-            EventKind::Free => {
-                self.free(ev.addr, ev.ts_ns, ev.family());
-            }
+            EventKind::Free => self.free_event(ev),
+            EventKind::Injected => self.note_injection(ev),
+            EventKind::Crash => self.note_crash(ev),
+            EventKind::HandlerAlloc => self.note_handler_alloc(ev),
             EventKind::Realloc => self.realloc(ev, track_blocks),
             EventKind::Mmap if ev.addr == 0 => self.fail(ev),
             EventKind::Mmap => self.add_range(ev, ev.addr, ev.size),
@@ -453,6 +479,7 @@ impl Process {
 
     /// Counted in the statistics, not tracked as a block (the block cap was reached).
     pub(super) fn count_untracked(&mut self, ev: &MemEvent) {
+        self.heap_partial = true;
         let stack = self.stack(ev);
         let (bytes, blocks) = sampled::weigh(ev, ev.size);
         let blocks = u64::from(blocks);
@@ -517,6 +544,9 @@ impl Process {
         self.release_all_ranges();
         self.brk = None;
         self.generation += 1;
+        // A fresh heap, all of it seen from here.
+        self.heap_partial = false;
+        self.freed = faults::FreedRing::default();
     }
 
     fn release_all_ranges(&mut self) {

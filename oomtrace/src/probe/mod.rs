@@ -7,6 +7,7 @@ pub mod detach;
 pub mod drm;
 pub mod elf;
 pub mod entries;
+pub mod inject;
 pub mod kernel;
 pub mod linkmap;
 pub mod modes;
