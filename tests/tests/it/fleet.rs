@@ -595,8 +595,16 @@ fn go() -> Option<&'static str> {
     })
 }
 
-/// `go tool pprof -traces` of a profile: (inuse bytes, labels line, frames) per sample.
-fn traces(go: &str, profile: &Path) -> Vec<(u64, String, Vec<String>)> {
+/// `go tool pprof -traces` of a profile: (inuse bytes, labels as `key:value`, frames) per
+/// sample. Each sample reads
+/// ```text
+/// -----------+-------------------------------------------------------
+///       comm:  fleet_pushed
+///        pid:  6511
+///   4718592B   __memset_avx512_unaligned_erms
+///              fleet_leak
+/// ```
+fn traces(go: &str, profile: &Path) -> Vec<(u64, Vec<String>, Vec<String>)> {
     let out = output(
         Command::new(go)
             .args([
@@ -618,28 +626,23 @@ fn traces(go: &str, profile: &Path) -> Vec<(u64, String, Vec<String>)> {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut samples = Vec::new();
     for block in text.split("-----------+-------------------------------------------------------") {
-        let mut lines = block.lines().filter(|l| !l.trim().is_empty());
-        let Some(first) = lines.next() else { continue };
-        let Some(bytes) = first
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.strip_suffix('B'))
-            .and_then(|v| v.parse().ok())
-        else {
-            continue;
-        };
-        let mut labels = first.to_owned();
-        let mut frames = Vec::new();
-        for l in lines {
-            let l = l.trim();
-            if l.contains(":[") {
-                labels.push(' ');
-                labels.push_str(l);
-            } else {
+        let (mut labels, mut bytes, mut frames) = (Vec::new(), None, Vec::new());
+        for l in block.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if bytes.is_some() {
                 frames.push(l.to_owned());
+                continue;
+            }
+            let (first, rest) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+            if let Some(b) = first.strip_suffix('B').and_then(|v| v.parse::<u64>().ok()) {
+                bytes = Some(b);
+                frames.push(rest.trim().to_owned());
+            } else if let Some(key) = first.strip_suffix(':') {
+                labels.push(format!("{key}:{}", rest.trim()));
             }
         }
-        samples.push((bytes, labels, frames));
+        if let Some(b) = bytes {
+            samples.push((b, labels, frames));
+        }
     }
     samples
 }
@@ -721,9 +724,9 @@ fn agent_pushes_heap_profiles_with_their_labels_and_keeps_a_bounded_directory() 
         assert!(top.0 >= 2 << 20, "the leak holds {} bytes", top.0);
         for s in &samples {
             assert!(
-                s.1.contains(&format!("comm:[fleet_pushed]"))
-                    && s.1.contains(&format!("pid:[{pid}]")),
-                "every sample is the process's, with its labels: {}",
+                s.1.contains(&"comm:fleet_pushed".to_owned())
+                    && s.1.contains(&format!("pid:{pid}")),
+                "every sample is the process's, with its labels: {:?}",
                 s.1
             );
         }
