@@ -365,6 +365,114 @@ impl Observer for Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::symbols::Frame;
+    use oomtrace_common::{AllocFn, EventKind, MemEvent};
+
+    struct NoWalk;
+    impl StackSource for NoWalk {
+        fn walk(&self, _: u32) -> Option<crate::unwind::UserStack> {
+            None
+        }
+    }
+
+    /// Call sites 1, 2, 3 are `leaky`, `cache`, `small`.
+    struct Names;
+    impl SymbolSource for Names {
+        fn is_code(&self, _: u32, _: u32, _: u64) -> bool {
+            true
+        }
+        fn frame(&mut self, _: u32, _: u32, addr: u64) -> Frame {
+            let name = ["?", "leaky", "cache", "small"][addr as usize];
+            Frame {
+                addr,
+                function: Some(name.into()),
+                module: Some("app".into()),
+                ..Frame::default()
+            }
+        }
+    }
+
+    fn ev(kind: EventKind, addr: u64, size: u64, site: u64, t_s: u64) -> MemEvent {
+        MemEvent {
+            kind: kind as u16,
+            alloc_fn: AllocFn::Malloc as u16,
+            tgid: 100,
+            tid: 100,
+            stack_id: -1,
+            ts_ns: t_s * 1_000_000_000,
+            addr,
+            size,
+            old_addr: 0,
+            call_site: site,
+            aux: 0,
+        }
+    }
+
+    #[test]
+    fn sites_rates_top_k_and_oom_kills() {
+        let mut m = Model::new();
+        m.apply(&ev(EventKind::Alloc, 0x100_0000, 1 << 20, 2, 0));
+        m.apply(&ev(EventKind::Alloc, 0x200_0000, 300 << 10, 3, 0));
+        for t in 0..30u64 {
+            // 64 KiB/s from `leaky`; `cache` holds 1 MiB throughout.
+            m.apply(&ev(
+                EventKind::Alloc,
+                0x1000_0000 + t * 0x10_0000,
+                64 << 10,
+                1,
+                t,
+            ));
+            m.apply(&ev(EventKind::Tick, 0, 0, 0, t));
+        }
+        let mut b = Builder::default();
+        let snap = b.build(&m, &NoWalk, &mut Names, 2, 256 << 10, 30_000_000_000);
+        let sites: Vec<(&str, u64, f64)> = snap
+            .sites
+            .iter()
+            .map(|s| (s.site.as_str(), s.outstanding_bytes, s.growth_bytes_per_s))
+            .collect();
+        assert_eq!(sites.len(), 2, "top 2 of 3: {sites:?}");
+        assert_eq!(sites[0].0, "leaky", "the growing site first: {sites:?}");
+        assert_eq!(sites[0].1, 30 * 64 << 10);
+        assert!((sites[0].2 - 65536.0).abs() < 655.36, "{sites:?}");
+        assert_eq!(sites[1], ("cache", 1 << 20, 0.0));
+        assert_eq!(snap.processes.len(), 1);
+        assert!((snap.processes[0].growth_bytes_per_s - 65536.0).abs() < 655.36);
+        // Below min_site_bytes: no series at all.
+        let snap = b.build(&m, &NoWalk, &mut Names, 10, 3 << 19, 30_000_000_000);
+        assert_eq!(
+            snap.sites
+                .iter()
+                .map(|s| s.site.as_str())
+                .collect::<Vec<_>>(),
+            ["leaky"]
+        );
+
+        // An OOM kill whose name has not arrived yet waits (up to a second), then counts once.
+        let mut oom = ev(EventKind::Oom, 0, 0, 0, 31);
+        oom.tgid = 555;
+        m.apply(&oom);
+        assert!(
+            b.build(&m, &NoWalk, &mut Names, 2, 0, 31_000_000_000)
+                .oom_kills
+                .is_empty()
+        );
+        let mut comm = ev(EventKind::OomComm, 0, 0, 0, 31);
+        comm.tgid = 555;
+        comm.pack_comm(b"victim");
+        m.apply(&comm);
+        assert_eq!(
+            b.build(&m, &NoWalk, &mut Names, 2, 0, 31_000_000_000)
+                .oom_kills,
+            ["victim"]
+        );
+        assert!(
+            b.build(&m, &NoWalk, &mut Names, 2, 0, 32_000_000_000)
+                .oom_kills
+                .is_empty()
+        );
+        assert_eq!(b.ooms_done(), 1);
+    }
 
     #[test]
     fn gpu_clients_by_device_region_and_client_and_unattributed_memory() {
