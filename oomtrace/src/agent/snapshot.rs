@@ -433,7 +433,7 @@ mod tests {
             .collect();
         assert_eq!(sites.len(), 2, "top 2 of 3: {sites:?}");
         assert_eq!(sites[0].0, "leaky", "the growing site first: {sites:?}");
-        assert_eq!(sites[0].1, 30 * 64 << 10);
+        assert_eq!(sites[0].1, 30 * (64 << 10));
         assert!((sites[0].2 - 65536.0).abs() < 655.36, "{sites:?}");
         assert_eq!(sites[1], ("cache", 1 << 20, 0.0));
         assert_eq!(snap.processes.len(), 1);
