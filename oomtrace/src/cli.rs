@@ -44,6 +44,9 @@ pub enum Command {
     OomWatch(OomWatchArgs),
     /// Play a recording back in the live TUI, with time controls.
     Replay(ReplayArgs),
+    /// Run as a daemon for the whole machine (or --cgroup, --comm): Prometheus metrics on
+    /// --listen, heap profiles pushed to a profile store or written to a directory.
+    Agent(Box<crate::agent::config::AgentArgs>),
 }
 
 /// Options of `oomtrace replay`.

@@ -15,6 +15,7 @@ macro_rules! say {
     }};
 }
 
+pub mod agent;
 pub mod cli;
 pub mod gpu;
 pub mod hold;

@@ -105,6 +105,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             );
         }
+        Some(Command::Agent(args)) => {
+            return Ok(match oomtrace::agent::main(*args)? {
+                oomtrace::agent::Ended::Stopped => ExitCode::SUCCESS,
+                oomtrace::agent::Ended::SelfLimit => ExitCode::from(code::ERROR),
+            });
+        }
         Some(Command::Report(args)) => {
             args.names.apply();
             oomtrace::offline::report(&args)?;

@@ -10,8 +10,8 @@ use crate::status;
 /// workloads, util-linux's setpriv for the unprivileged test (and unshare for the mount-namespace
 /// one), binutils' objdump for the placement cross-check, golang-go for `go tool pprof` reading
 /// our pprof exports, tmux to drive the TUI in a real terminal, PostgreSQL (its server, psql and
-/// pgbench, and the `postgres` user) for the attach-to-a-database test, and GNU time to measure
-/// oomtrace's own peak RSS from outside.
+/// pgbench, and the `postgres` user) for the attach-to-a-database test, GNU time to measure
+/// oomtrace's own peak RSS from outside, and Prometheus (with promtool) scraping `oomtrace agent`.
 const APT_PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
@@ -25,6 +25,7 @@ const APT_PACKAGES: &[&str] = &[
     "libjemalloc-dev",
     "libgoogle-perftools-dev",
     "libmimalloc-dev",
+    "prometheus",
 ];
 /// Debian packages only `cargo xtask bench` needs: the tools it compares oomtrace with, and the
 /// real application it drives (redis-server under redis-benchmark, from redis-tools).

@@ -197,6 +197,8 @@ pub struct Process {
     lifetime_hists: usize,
     /// What its events measure (set by the model).
     pub mode: Mode,
+    /// Stacks kept; later ones fold into one overflow stack (set by the model).
+    pub max_stacks: usize,
 }
 
 impl Process {
@@ -227,6 +229,7 @@ impl Process {
             last_signal: None,
             lifetime_hists: 0,
             mode: Mode::Exact,
+            max_stacks: MAX_STACKS_PER_PROCESS,
         }
     }
 
@@ -245,7 +248,7 @@ impl Process {
         if let Some(&i) = self.index.get(&key) {
             return i;
         }
-        let key = if self.stacks.len() >= MAX_STACKS_PER_PROCESS {
+        let key = if self.stacks.len() >= self.max_stacks.min(MAX_STACKS_PER_PROCESS) {
             StackKey {
                 generation: self.generation,
                 call_site: 0,

@@ -41,7 +41,7 @@ pub struct ProcGrowth {
 }
 
 /// All series.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Timeline {
     origin_ns: Option<u64>,
     stacks: HashMap<(u32, StackKey), Series>,
@@ -50,6 +50,21 @@ pub struct Timeline {
     pub stacks_without_series: u64,
     /// Ticks seen.
     pub ticks: u64,
+    /// Stacks that may have a series ([`MAX_STACK_SERIES`] unless the model says less).
+    pub max_stacks: usize,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Self {
+            origin_ns: None,
+            stacks: HashMap::new(),
+            procs: HashMap::new(),
+            stacks_without_series: 0,
+            ticks: 0,
+            max_stacks: MAX_STACK_SERIES,
+        }
+    }
 }
 
 impl Timeline {
@@ -96,7 +111,7 @@ impl Timeline {
             series.push(t, value);
         } else if value == 0.0 {
             // Churn that never holds anything needs no series.
-        } else if self.stacks.len() >= MAX_STACK_SERIES {
+        } else if self.stacks.len() >= self.max_stacks {
             self.stacks_without_series += 1;
         } else {
             let mut series = Series::new();
@@ -112,6 +127,18 @@ impl Timeline {
         s.rss.push(t, rss as f64);
         s.threads.push(t, threads as f64);
         s.fds.push(t, fds as f64);
+    }
+
+    /// Drops every series of these processes (they exited and were shown).
+    pub fn forget(&mut self, pids: &[u32]) {
+        let gone: std::collections::HashSet<u32> = pids.iter().copied().collect();
+        self.procs.retain(|p, _| !gone.contains(p));
+        self.stacks.retain(|(p, _), _| !gone.contains(p));
+    }
+
+    /// Stack series kept now.
+    pub fn stack_series(&self) -> usize {
+        self.stacks.len()
     }
 
     /// The series of one stack.

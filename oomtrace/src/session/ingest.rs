@@ -26,6 +26,10 @@ pub struct Ui {
 
 /// Everything the loop owns.
 pub struct Session {
+    /// A periodic reader besides the TUI (`oomtrace agent`).
+    pub observer: Option<Box<dyn super::Observer>>,
+    /// `Target::Select`: the selected processes traced already.
+    pub adopted: super::select::Adopted,
     pub ui: Option<Ui>,
     pub probes: Probes,
     pub ring: AsyncFd<RingReader>,
@@ -88,6 +92,12 @@ impl Session {
             .as_ref()
             .map_or(Duration::from_secs(3600), |u| u.link.refresh);
         let mut refresh = tokio::time::interval(refresh_every);
+        let observe_every = self
+            .observer
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |o| o.every());
+        let mut observe =
+            tokio::time::interval_at(tokio::time::Instant::now() + observe_every, observe_every);
         // Out of `self`, so the select's branches borrow disjoint things.
         let mut quit = self
             .ui
@@ -122,7 +132,16 @@ impl Session {
                 }
                 _ = sample.tick() => {
                     self.drain();
+                    if let Target::Select(sel) = &opts.target {
+                        self.adopt(sel, opts.mode.probes_allocator());
+                    }
                     self.sample();
+                }
+                _ = observe.tick(), if self.observer.is_some() => {
+                    self.drain();
+                    if self.observe() {
+                        return Ok((StopReason::Quit, child));
+                    }
                 }
                 _ = refresh.tick(), if self.ui.is_some() => self.publish(started, None),
                 _ = async { quit.as_mut().expect("guarded").await }, if quit.is_some() => {
@@ -363,6 +382,67 @@ impl Session {
         if let Some(r) = &mut self.recorder {
             r.send_batch();
         }
+    }
+}
+
+/// `oomtrace agent`'s hooks: a periodic observer of the model, and a selection of processes.
+impl Session {
+    /// Shows the model to the observer and does the housekeeping it asks for; true when it
+    /// asks the session to end.
+    fn observe(&mut self) -> bool {
+        let Some(observer) = &mut self.observer else {
+            return false;
+        };
+        let lost = self.probes.drops().map_or(0, |d| d.lost_events) + self.ring.get_ref().malformed;
+        let upkeep = observer.observe(super::Observed {
+            model: &self.model,
+            stacks: &super::KernelStacks(&self.probes),
+            symbols: &mut self.symbols,
+            lost_events: lost,
+        });
+        if upkeep.forget_exited {
+            self.model.forget_exited();
+        }
+        let done = upkeep.ooms_done.min(self.model.ooms.len());
+        self.model.ooms.drain(..done);
+        upkeep.stop
+    }
+
+    /// Traces the processes `sel` holds now that are not traced yet (each with its own
+    /// allocator when the mode probes one); returns how many.
+    pub fn adopt(&mut self, sel: &super::select::Selection, probe_allocator: bool) -> usize {
+        let now = sel.pids(Path::new("/proc"));
+        let fresh = self.adopted.newcomers(&now);
+        for &pid in &fresh {
+            if self.model.process(pid).is_some_and(|p| p.exit.is_none()) {
+                // A child of a selected process: followed since its fork.
+                continue;
+            }
+            if let Err(e) = self.probes.trace_pid(pid) {
+                crate::say!("oomtrace: warning: cannot trace pid {pid}: {e:#}");
+                continue;
+            }
+            self.sync_unwind(pid);
+            self.symbols.read_maps(pid, 0);
+            if probe_allocator {
+                match crate::probe::allocators::plan_for_pid(pid) {
+                    Ok(plan) => {
+                        if let Err(e) = self.probes.attach_plan(Some(pid), &plan) {
+                            crate::say!("oomtrace: warning: cannot attach to pid {pid}: {e:#}");
+                        }
+                    }
+                    Err(crate::probe::target::TargetError::NoSuchProcess(_)) => continue,
+                    Err(e) => {
+                        crate::say!("oomtrace: warning: not probing pid {pid}: {e}");
+                    }
+                }
+            }
+            let comm = read_comm(pid);
+            if !comm.is_empty() {
+                self.feed(&comm_event(pid, &comm));
+            }
+        }
+        fresh.len()
     }
 }
 

@@ -8,6 +8,7 @@ pub mod kernel;
 mod mapped;
 pub mod monitor;
 mod plans;
+pub mod select;
 pub mod selfmem;
 pub mod view;
 
@@ -44,6 +45,9 @@ pub enum Target {
     Pid(u32),
     /// Every process using the system libc.
     All,
+    /// The processes of some cgroup subtrees or with some command names, looked for again at
+    /// every tick (`oomtrace agent --cgroup/--comm`), and their children.
+    Select(select::Selection),
 }
 
 /// Session options.
@@ -103,6 +107,43 @@ pub struct UiLink {
     pub quit: tokio::sync::oneshot::Receiver<()>,
     /// How often to publish.
     pub refresh: Duration,
+}
+
+/// A periodic reader of the model besides the TUI (`oomtrace agent`'s exporters). It is called
+/// on the ingestion loop's own task right after a drain, so it sees the model as the loop owns
+/// it; what it returns is the housekeeping the loop then does.
+pub trait Observer {
+    /// How often to be called.
+    fn every(&self) -> Duration;
+    /// The caps of the model it reads (a long-running observer keeps it smaller).
+    fn limits(&self) -> crate::model::Limits {
+        crate::model::Limits::default()
+    }
+    /// Reads the model.
+    fn observe(&mut self, seen: Observed<'_>) -> Upkeep;
+}
+
+/// What an [`Observer`] is shown.
+pub struct Observed<'a> {
+    /// The model, just drained.
+    pub model: &'a Model,
+    /// Deeper frames of its stacks.
+    pub stacks: &'a dyn StackSource,
+    /// Names of their frames.
+    pub symbols: &'a mut dyn crate::report::SymbolSource,
+    /// Events lost so far (kernel side, and records that did not decode).
+    pub lost_events: u64,
+}
+
+/// The loop's housekeeping after an [`Observer`] has looked.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Upkeep {
+    /// Drop the processes that have exited, and their series (they have been shown).
+    pub forget_exited: bool,
+    /// The oldest OOM events it has accounted for, dropped from the model.
+    pub ooms_done: usize,
+    /// End the session (its configuration changed).
+    pub stop: bool,
 }
 
 /// Why the session stopped.
@@ -196,6 +237,20 @@ fn status_event(pid: u32, status: Option<ChildStatus>) -> MemEvent {
 
 /// Runs a whole session (with the TUI fed through `ui`, if given).
 pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
+    trace_with(opts, ui, None).await
+}
+
+/// Runs a whole session read by `observer` every [`Observer::every`], until a signal, the
+/// observer or `--duration` ends it.
+pub async fn trace_observed(opts: Options, observer: Box<dyn Observer>) -> Result<Outcome> {
+    trace_with(opts, None, Some(observer)).await
+}
+
+async fn trace_with(
+    opts: Options,
+    ui: Option<UiLink>,
+    observer: Option<Box<dyn Observer>>,
+) -> Result<Outcome> {
     let t0 = Instant::now();
     let phase = |what: &str| {
         if std::env::var_os("OOMTRACE_TIMING").is_some() {
@@ -234,6 +289,8 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             Err(e) => return Err(e.into()),
         },
         Target::All => (Some(allocators::plan_for_system()?), None),
+        // Each selected process gets its own plan when it is adopted.
+        Target::Select(_) => (None, None),
     };
     if needs_allocator
         && let Some(p) = &plan
@@ -300,6 +357,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             .join(" "),
         Target::Pid(pid) => format!("pid {pid} ({})", ingest::read_comm(*pid)),
         Target::All => "all processes".to_owned(),
+        Target::Select(sel) => sel.describe(),
     };
     let label = crate::mode::label(label, opts.mode);
     let memory_max = opts.monitor.as_ref().and_then(|m| m.memory_max);
@@ -312,11 +370,16 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     if let Some(n) = notice {
         crate::say!("{n}");
     }
+    let limits = observer
+        .as_ref()
+        .map_or_else(crate::model::Limits::default, |o| o.limits());
     let mut session = Session {
+        observer,
+        adopted: select::Adopted::default(),
         ui,
         probes,
         ring,
-        model: Model::with_mode(opts.mode),
+        model: Model::with_limits(opts.mode, limits),
         symbols,
         recorder,
         monitor,
@@ -486,6 +549,13 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                     own.join("; ")
                 );
             }
+        }
+        Target::Select(sel) => {
+            let n = session.adopt(sel, needs_allocator);
+            crate::say!(
+                "oomtrace: {}; {n} process(es) now, more as they appear",
+                crate::mode::label(format!("tracing {}", sel.describe()), opts.mode)
+            );
         }
     }
 

@@ -5,6 +5,7 @@ mod allocator;
 mod cost;
 mod errors;
 mod files;
+mod fleet;
 mod gpu;
 mod groundtruth;
 mod growth;
