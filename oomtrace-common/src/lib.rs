@@ -70,6 +70,15 @@ pub enum EventKind {
     /// A traced process forked a child that is not followed (`--no-children`): `tgid` is the
     /// parent, `aux` the child. The user side disarms the breakpoints the child inherited.
     Unfollowed = 22,
+    /// User side only (kinds from 32 on are the user side's): what the leak scan at a
+    /// process's exit found on one of its stacks (`call_site`, `stack_id`): `alloc_fn` is the
+    /// leak kind (0 definitely lost, 1 indirectly, 2 possibly, 3 still reachable), `size` the
+    /// bytes and `addr` the blocks of that kind. `alloc_fn` 255 closes the process's scan.
+    Leak = 32,
+    /// User side only, before a `Tick`: resident bytes (`addr`) of mapped regions, read from
+    /// `/proc/PID/smaps`. `alloc_fn` 0: the direct mappings of one stack (`call_site`,
+    /// `stack_id`); 1: the process's thread stacks; 2: its `PROT_NONE` reservations.
+    Resident = 33,
 }
 
 /// `size` of a [`EventKind::Brk`] made inside an allocator call: it moves the break (which the
@@ -107,6 +116,8 @@ impl EventKind {
             20 => Self::KFree,
             21 => Self::Fault,
             22 => Self::Unfollowed,
+            32 => Self::Leak,
+            33 => Self::Resident,
             _ => return None,
         })
     }

@@ -112,7 +112,12 @@ pub fn mmap_enter(ctx: TracePointContext) -> u32 {
         // aux: the protection, and the flags above (MAP_STACK marks a thread's stack), so the
         // user side can tell reserved address space from memory.
         let prot: u64 = tp(&ctx, 32);
-        syscall_enter(PEND_MMAP, tp(&ctx, 24), 0, (prot & 0xffff_ffff) | (flags << 32));
+        syscall_enter(
+            PEND_MMAP,
+            tp(&ctx, 24),
+            0,
+            (prot & 0xffff_ffff) | (flags << 32),
+        );
     }
     0
 }

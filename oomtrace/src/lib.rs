@@ -20,6 +20,7 @@ pub mod gpu;
 pub mod hold;
 pub mod kallsyms;
 pub mod launch;
+pub mod leaks;
 pub mod mode;
 pub mod model;
 pub mod objfile;

@@ -6,6 +6,7 @@ pub mod gpu;
 pub mod growth;
 pub mod hist;
 pub mod kernel;
+pub mod leak;
 pub mod oom;
 pub mod process;
 pub mod ranges;

@@ -27,8 +27,9 @@ pub struct ProcSeries {
     pub fds: Series,
 }
 
-/// Growth verdicts of a process's series (report key `growth` of a process).
-#[derive(Clone, Debug, serde::Serialize)]
+/// Growth verdicts of a process's series (report key `growth` of a process). Threads and
+/// descriptors carry their rate as `per_s` with their `unit`, not as bytes.
+#[derive(Clone, Debug)]
 pub struct ProcGrowth {
     /// Of its outstanding heap.
     pub heap: Growth,
@@ -38,6 +39,35 @@ pub struct ProcGrowth {
     pub threads: Growth,
     /// Of its open descriptors (an fd leak).
     pub fds: Growth,
+}
+
+impl serde::Serialize for ProcGrowth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut m = s.serialize_struct("ProcGrowth", 4)?;
+        m.serialize_field("heap", &self.heap)?;
+        m.serialize_field("rss", &self.rss)?;
+        m.serialize_field("threads", &Counted(&self.threads, "threads"))?;
+        m.serialize_field("fds", &Counted(&self.fds, "fds"))?;
+        m.end()
+    }
+}
+
+/// A verdict on a count (threads, descriptors): its rate is `per_s` of `unit`.
+struct Counted<'a>(&'a Growth, &'static str);
+
+impl serde::Serialize for Counted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let g = self.0;
+        let mut m = s.serialize_struct("Growth", 5)?;
+        m.serialize_field("class", &g.class)?;
+        m.serialize_field("per_s", &g.bytes_per_s)?;
+        m.serialize_field("unit", self.1)?;
+        m.serialize_field("confidence", &g.confidence)?;
+        m.serialize_field("growing_for_s", &g.growing_for_s)?;
+        m.end()
+    }
 }
 
 /// All series.

@@ -132,6 +132,8 @@ pub(super) mod tests {
             sizes: None,
             lifetime_ms: None,
             frames,
+            leak: None,
+            resident_bytes: None,
         }
     }
 
@@ -159,6 +161,8 @@ pub(super) mod tests {
                         threads: crate::tui::snapshot::unknown_growth(),
                         fds: crate::tui::snapshot::unknown_growth(),
                     },
+                    leaks: None,
+                    mapped: Default::default(),
                 })
                 .collect(),
             stacks,
@@ -169,6 +173,7 @@ pub(super) mod tests {
             tracer_cost: None,
             late_attach: None,
             self_limit: None,
+            leak_gate: None,
         }
     }
 

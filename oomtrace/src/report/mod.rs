@@ -7,9 +7,11 @@ pub mod flamegraph;
 pub mod folded;
 pub mod gpu;
 pub mod kernel;
+pub mod leaks;
 pub mod pprof;
 pub mod proto;
 pub mod text;
+pub mod vitals;
 
 use serde::Serialize;
 
@@ -51,6 +53,10 @@ pub struct ResolvedStack {
     pub counts: Counts,
     /// `frames[0]` is the call site.
     pub frames: Vec<Frame>,
+    /// What the leak scan at exit found among its blocks.
+    pub leak: Option<leaks::StackLeak>,
+    /// A direct mapping's resident bytes, once sampled.
+    pub resident_bytes: Option<u64>,
 }
 
 /// Resolves the frames of every stack of the model, in model order.
@@ -71,6 +77,8 @@ pub fn resolve(
                 lifetime_ms: s.lifetimes.as_ref().map(|h| h.summary()),
                 counts: s.counts,
                 frames: stack_frames(p, s, stacks, symbols),
+                leak: leaks::StackLeak::of(s.leak.as_deref()),
+                resident_bytes: s.resident,
             });
         }
     }
@@ -127,6 +135,9 @@ pub struct Report {
     /// Tracing stopped early because oomtrace's own memory reached `--self-max`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub self_limit: Option<SelfLimitReport>,
+    /// `run --max-leaked`/`--suppressions`/`--expect-no-growth`: the gate's verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leak_gate: Option<crate::leaks::gate::GateReport>,
 }
 
 /// oomtrace stopped tracing at its own memory limit: the report covers what came before.
@@ -196,6 +207,10 @@ pub struct ProcessReport {
     pub counts: Counts,
     /// Growth of its heap, RSS, threads and descriptors.
     pub growth: ProcGrowth,
+    /// The leak scan at its exit (`run`; null when it was not scanned).
+    pub leaks: Option<leaks::LeakReport>,
+    /// Its mapped regions: direct mappings, thread stacks, reservations.
+    pub mapped: crate::model::process::Mapped,
 }
 
 /// One stack in the report.
@@ -221,6 +236,12 @@ pub struct StackReport {
     pub lifetime_ms: Option<LifetimeSummary>,
     /// `frames[0]` is the allocation call site; the outermost caller is last.
     pub frames: Vec<Frame>,
+    /// What the leak scan at exit found among its blocks (null when not scanned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leak: Option<leaks::StackLeak>,
+    /// A direct mapping's resident bytes, once sampled (its outstanding bytes are reserved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resident_bytes: Option<u64>,
 }
 
 impl Report {
@@ -277,6 +298,8 @@ impl Report {
                 sizes: r.sizes,
                 lifetime_ms: r.lifetime_ms,
                 frames: r.frames.clone(),
+                leak: r.leak.clone(),
+                resident_bytes: r.resident_bytes,
             };
             match seen.get(&id) {
                 Some(&i) => out[i].merge(&report),
@@ -314,6 +337,7 @@ impl Report {
             tracer_cost: None,
             late_attach: None,
             self_limit: None,
+            leak_gate: None,
         }
     }
 
@@ -366,6 +390,11 @@ impl StackReport {
             self.sizes = self.sizes.or(other.sizes);
             self.lifetime_ms = self.lifetime_ms.or(other.lifetime_ms);
         }
+        leaks::StackLeak::merge(&mut self.leak, &other.leak);
+        self.resident_bytes = match (self.resident_bytes, other.resident_bytes) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
         self.outstanding_bytes += other.outstanding_bytes;
         self.outstanding_allocs += other.outstanding_allocs;
         self.allocated_bytes += other.allocated_bytes;
@@ -388,6 +417,8 @@ pub fn stack_at(pid: u32, key: &StackKey, c: &Counts, resolved: &[ResolvedStack]
         sizes: r.and_then(|r| r.sizes),
         lifetime_ms: r.and_then(|r| r.lifetime_ms),
         frames: r.map(|r| r.frames.clone()).unwrap_or_default(),
+        leak: None,
+        resident_bytes: None,
     }
 }
 
@@ -448,6 +479,8 @@ fn process_report(model: &Model, p: &Process) -> ProcessReport {
         growth: model
             .timeline
             .process_growth(p.pid, &GrowthConfig::default()),
+        leaks: p.leaks.as_ref().map(leaks::LeakReport::from),
+        mapped: p.mapped,
     }
 }
 

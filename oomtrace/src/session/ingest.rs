@@ -65,6 +65,7 @@ impl Session {
         opts: &Options,
         root: Option<u32>,
         child_rx: &mut Option<tokio::sync::oneshot::Receiver<Result<ChildStatus>>>,
+        exit_scans: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::leaks::ToModel>>,
         started: Instant,
         signals: Signals,
     ) -> Result<(StopReason, Option<ChildStatus>)> {
@@ -121,6 +122,13 @@ impl Session {
                 _ = sample.tick() => {
                     self.drain();
                     self.sample();
+                }
+                // A process held at its exit waits for this (the leak scan).
+                msg = async { exit_scans.as_mut().expect("guarded").recv().await }, if exit_scans.is_some() => {
+                    match msg {
+                        Some(msg) => self.exit_scan(msg),
+                        None => *exit_scans = None,
+                    }
                 }
                 _ = refresh.tick(), if self.ui.is_some() => self.publish(started, None),
                 _ = async { quit.as_mut().expect("guarded").await }, if quit.is_some() => {

@@ -3,6 +3,7 @@
 //! signal arrives; with `record`, the same events are teed into a recording.
 
 pub mod cost;
+mod exitscan;
 mod ingest;
 pub mod kernel;
 mod mapped;
@@ -312,13 +313,20 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     let start_ns = monotonic_ns();
     let mut child_rx = None;
     let mut root = None;
+    // `run` holds its processes at their end: the leak scan (exact mode, where blocks are).
+    let mut exit_scans = None;
     // The baseline sample (GPU included) now: once the command runs, the loop reads its events
     // first.
     session.sample();
     match &opts.target {
         Target::Run(argv) => {
             let exe = exe.expect("resolved above");
-            let on_stop = on_stop(session.probes.attacher());
+            let scanner = (opts.mode == crate::mode::Mode::Exact).then(|| {
+                let (scanner, rx) = crate::leaks::ExitScanner::new();
+                exit_scans = Some(rx);
+                scanner
+            });
+            let on_stop = on_stop(session.probes.attacher(), scanner);
             let mut spawned = hold::spawn(&exe, argv, on_stop)?;
             let pid = spawned.pid;
             session.held = spawned.held;
@@ -431,9 +439,18 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         }
     }
 
-    let (stop, child) = session
-        .run_loop(&opts, root, &mut child_rx, started, signals)
-        .await?;
+    let looped = session
+        .run_loop(
+            &opts,
+            root,
+            &mut child_rx,
+            &mut exit_scans,
+            started,
+            signals,
+        )
+        .await;
+    session.finish_exit_scans(&mut exit_scans);
+    let (stop, child) = looped?;
     if let StopReason::SelfLimit(rss) = stop {
         crate::say!(
             "oomtrace: warning: oomtrace's own memory reached {} (--self-max {}): tracing \
@@ -556,11 +573,18 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
 
 /// What the holder thread does while a process of `run` waits: a new process gets its parent's
 /// probes; a new program gets its own allocator probed before it runs.
-fn on_stop(attacher: Option<Arc<Attacher>>) -> OnStop {
+fn on_stop(attacher: Option<Arc<Attacher>>, exits: Option<crate::leaks::ExitScanner>) -> OnStop {
     let mut cache = plans::PlanCache::default();
     Box::new(move |stop| {
+        if let Stop::Exiting { pid, tid } = stop {
+            if let Some(x) = &exits {
+                x.at_exit(pid, tid);
+            }
+            return;
+        }
         let Some(a) = &attacher else { return };
         match stop {
+            Stop::Exiting { .. } => {}
             Stop::Forked { parent, child } => {
                 if let Err(e) = a.attach_like(parent, child) {
                     crate::say!("oomtrace: warning: cannot attach to new process {child}: {e:#}");
