@@ -122,6 +122,7 @@ impl Model {
                     }
                 }
                 self.timeline.sample_stacks(ev.ts_ns, self.kernel.samples());
+                self.timeline.coarsen(t, ev.addr, ev.size);
                 return Hint::None;
             }
             // The session's business (it disarms the child); nothing to account.

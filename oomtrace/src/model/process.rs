@@ -15,7 +15,7 @@ mod resident;
 mod sampled;
 
 pub use self::leaks::LeakBlock;
-pub use self::mapped::{Mapped, MappedOwner, RegionTotals};
+pub use self::mapped::{Mapped, MappedOwner, RegionTotals, resident_events};
 
 /// Stacks kept per process; later distinct stacks are folded into one overflow stack.
 pub const MAX_STACKS_PER_PROCESS: usize = 65_536;

@@ -49,6 +49,8 @@ pub struct Session {
     pub gpu: crate::gpu::Sampler,
     /// oomtrace's own cost (events read, BPF run-time statistics).
     pub cost: super::cost::CostMeter,
+    /// When to sample (fast while the run is young), and what was sampled.
+    pub sampling: super::sampling::Sampling,
 }
 
 impl Session {
@@ -80,8 +82,8 @@ impl Session {
         let tick_every = Duration::from_millis(20);
         let mut tick =
             tokio::time::interval_at(tokio::time::Instant::now() + tick_every, tick_every);
-        let mut sample =
-            tokio::time::interval_at(tokio::time::Instant::now() + opts.tick, opts.tick);
+        // Fast while the run is young, every --tick after (see `sampling`).
+        let mut next_sample = tokio::time::Instant::now() + self.sampling.next();
         let refresh_every = self
             .ui
             .as_ref()
@@ -119,9 +121,10 @@ impl Session {
                         return Ok((StopReason::SelfLimit(rss), child));
                     }
                 }
-                _ = sample.tick() => {
+                _ = tokio::time::sleep_until(next_sample) => {
                     self.drain();
                     self.sample();
+                    next_sample = tokio::time::Instant::now() + self.sampling.next();
                 }
                 // A process held at its exit waits for this (the leak scan).
                 msg = async { exit_scans.as_mut().expect("guarded").recv().await }, if exit_scans.is_some() => {
@@ -218,13 +221,15 @@ impl Session {
                 self.feed(&ev);
             }
         }
-        self.sample_gpu();
-        self.feed(&super::synthetic(EventKind::Tick, 0));
+        self.sample_coarse();
+        let mut tick = super::synthetic(EventKind::Tick, 0);
+        (tick.addr, tick.size) = self.sampling.tick_fields();
+        self.feed(&tick);
     }
 
     /// One GPU snapshot into the model and the recording. A snapshot that cannot be taken at
     /// all (a root that is not a directory) is skipped: the heap figures do not depend on it.
-    fn sample_gpu(&mut self) {
+    pub fn sample_gpu(&mut self) {
         let Ok(snap) = self.gpu.sample() else {
             return;
         };

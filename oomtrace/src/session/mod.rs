@@ -9,6 +9,7 @@ pub mod kernel;
 mod mapped;
 pub mod monitor;
 mod plans;
+mod sampling;
 pub mod selfmem;
 pub mod view;
 
@@ -306,6 +307,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         late: ingest::LateAttach::default(),
         gpu: crate::gpu::Sampler::from_env(),
         cost: cost::CostMeter::start(),
+        sampling: sampling::Sampling::new(opts.tick, !trace_all),
     };
     session.model.kernel.enabled = opts.kernel;
 
