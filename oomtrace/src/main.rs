@@ -285,6 +285,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if gate_failed {
         code = oomtrace::leaks::gate::EXIT_GATE_FAILED;
     }
+    if outcome.stop == StopReason::RecordingCut {
+        // Its one line said why; the prefix on disk reads back.
+        code = i32::from(code::ERROR);
+    }
     let code = ExitCode::from(code.clamp(0, 255) as u8);
     // Detach only after the report is out. The kernel takes ~2.5 s to unregister our probes; an
     // interactive user quitting the TUI gets the shell back at once (the probes, quiesced, go a

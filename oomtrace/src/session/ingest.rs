@@ -112,6 +112,9 @@ impl Session {
                     if let Some(m) = &mut self.monitor {
                         m.tick(&self.model)?;
                     }
+                    if self.recorder.as_ref().is_some_and(|r| r.is_cut()) {
+                        return Ok((StopReason::RecordingCut, child));
+                    }
                     ticks += 1;
                     // Every 100 ms: oomtrace's own memory against --self-max.
                     if ticks.is_multiple_of(5)
@@ -318,6 +321,10 @@ impl Session {
                         if let Some(r) = &mut self.recorder {
                             r.oom_cgroup(pid, &cgroup);
                         }
+                    }
+                    // The memory log's row at the kill.
+                    if let Some(m) = &mut self.monitor {
+                        m.log_ooms(&self.model);
                     }
                 }
                 Hint::None => {}

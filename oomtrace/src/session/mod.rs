@@ -116,6 +116,8 @@ pub enum StopReason {
     Signal(i32),
     /// oomtrace's own memory reached `--self-max` (its resident bytes then).
     SelfLimit(u64),
+    /// A write to the recording failed (a full disk): it was cut at its last complete chunk.
+    RecordingCut,
 }
 
 /// What a finished session hands to the report writers.
@@ -550,12 +552,15 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                 stack_collisions: losses.stack_collisions,
                 other: Vec::new(),
             };
-            Some(recorder.finish(stacks, resolved, counters, start_ns, duration_ns)?)
+            let cut = recorder.is_cut();
+            let bytes = recorder.finish(stacks, resolved, counters, start_ns, duration_ns)?;
+            // A cut recording said so when it happened: no "written" line for it.
+            (!cut).then_some(bytes)
         }
         None => None,
     };
     let pending_child = match stop {
-        StopReason::SelfLimit(_) if child.is_none() => {
+        StopReason::SelfLimit(_) | StopReason::RecordingCut if child.is_none() => {
             // Nothing more is traced; the command runs on to its own end.
             session.probes.quiesce();
             child_rx.take()
