@@ -239,7 +239,7 @@ pub struct RunArgs {
     pub warn_at: f64,
     /// Fail (exit 3) when more than SIZE leaked by the time CMD exits (definitely and
     /// indirectly lost, as memcheck tells them; see --leak-kinds), naming the stacks.
-    #[arg(long, value_name = "SIZE", value_parser = crate::oom::sizes::parse_size_arg)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::oom::sizes::parse_limit_arg)]
     pub max_leaked: Option<u64>,
     /// Which leak kinds count against --max-leaked: definite, indirect, possible, reachable
     /// (comma-separated) or all.
@@ -461,6 +461,8 @@ mod tests {
             panic!()
         };
         assert_eq!(run.max_leaked, Some(1024));
+        let zero = Cli::try_parse_from(["oomtrace", "run", "--max-leaked", "0", "--", "ls"]);
+        assert!(matches!(zero.unwrap().command, Some(Command::Run(r)) if r.max_leaked == Some(0)));
         assert_eq!(run.leak_kinds, crate::leaks::gate::KindSet([true; 4]));
         assert!(run.expect_no_growth);
         let cli = Cli::try_parse_from(["oomtrace", "run", "--", "ls"]).unwrap();

@@ -2,15 +2,18 @@
 //! Run by `cargo xtask test` (as root, one test at a time: they share kernel state).
 
 mod allocator;
+mod cleanup;
 mod cost;
 mod errors;
 mod files;
+mod gates;
 mod gpu;
 mod groundtruth;
 mod growth;
 mod harm;
 mod heaps;
 mod kernel;
+mod leaks;
 mod modes;
 mod offline;
 mod oom;
