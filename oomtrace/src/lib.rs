@@ -22,6 +22,7 @@ pub mod hold;
 pub mod inject;
 pub mod kallsyms;
 pub mod launch;
+pub mod leaks;
 pub mod mode;
 pub mod model;
 pub mod objfile;

@@ -159,7 +159,10 @@ async fn run(args: AgentArgs, settings: Settings) -> Result<Ended> {
                 );
                 return Ok(Ended::SelfLimit);
             }
-            StopReason::Signal(_) | StopReason::Duration | StopReason::TargetExited => {
+            StopReason::Signal(_)
+            | StopReason::Duration
+            | StopReason::TargetExited
+            | StopReason::RecordingCut => {
                 crate::say!("oomtrace: agent: stopped");
                 return Ok(Ended::Stopped);
             }

@@ -159,6 +159,8 @@ impl Batch {
                     counts: s.counts,
                     frames,
                     walk,
+                    leak: None,
+                    resident_bytes: None,
                 });
             }
         }

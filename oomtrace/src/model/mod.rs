@@ -6,6 +6,7 @@ pub mod gpu;
 pub mod growth;
 pub mod hist;
 pub mod kernel;
+pub mod leak;
 pub mod oom;
 pub mod process;
 pub mod ranges;
@@ -165,6 +166,7 @@ impl Model {
                     }
                 }
                 self.timeline.sample_stacks(ev.ts_ns, self.kernel.samples());
+                self.timeline.coarsen(t, ev.addr, ev.size);
                 return Hint::None;
             }
             // The session's business (it disarms the child); nothing to account.

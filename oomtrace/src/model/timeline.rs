@@ -3,12 +3,37 @@
 //!
 //! Sampling happens inside the event stream (the session injects `Tick` and `ProcSample`
 //! events), so a recording replays to exactly the same series and verdicts.
+//!
+//! The schedule: a young run is sampled every [`FAST_TICK`] for its first [`FAST_PHASE`], then
+//! every `--tick` (1 s). A `Tick` event carries the coarse step (`size`, ns) and the fast phase
+//! (`addr`, ns); once the fast phase is over, every tick merges the points before it to one per
+//! coarse step (`Series::coarsen`: the dense first seconds at the first coarse tick, nothing
+//! after). So the classifier has its 10 points about a second into a run, and a longer run's
+//! series is as even as a 1-s tick's, which is what its tuning was measured on. (A tick without
+//! those fields, as older recordings have, merges nothing.)
+
+use std::time::Duration;
 
 use std::collections::HashMap;
 
 use super::growth::{Growth, GrowthConfig, classify};
-use super::series::Series;
+use super::series::{Merge, Series};
 use super::{Process, StackKey};
+
+/// The tick while a run is young.
+pub const FAST_TICK: Duration = Duration::from_millis(100);
+/// How long a run is young.
+pub const FAST_PHASE: Duration = Duration::from_secs(10);
+
+/// When the session samples next, `elapsed` into the run: every [`FAST_TICK`] (or `tick`, if
+/// shorter) while young, every `tick` after.
+pub fn next_tick(elapsed: Duration, tick: Duration) -> Duration {
+    if elapsed < FAST_PHASE {
+        FAST_TICK.min(tick)
+    } else {
+        tick
+    }
+}
 
 /// Stacks with a series; later ones get none (their growth is `unknown`), counted.
 /// Each series holds at most ~16 KiB (see `Series::heap_bytes`): 8192 × 16 KiB = 128 MiB worst case.
@@ -27,8 +52,9 @@ pub struct ProcSeries {
     pub fds: Series,
 }
 
-/// Growth verdicts of a process's series (report key `growth` of a process).
-#[derive(Clone, Debug, serde::Serialize)]
+/// Growth verdicts of a process's series (report key `growth` of a process). Threads and
+/// descriptors carry their rate as `per_s` with their `unit`, not as bytes.
+#[derive(Clone, Debug)]
 pub struct ProcGrowth {
     /// Of its outstanding heap.
     pub heap: Growth,
@@ -38,6 +64,35 @@ pub struct ProcGrowth {
     pub threads: Growth,
     /// Of its open descriptors (an fd leak).
     pub fds: Growth,
+}
+
+impl serde::Serialize for ProcGrowth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut m = s.serialize_struct("ProcGrowth", 4)?;
+        m.serialize_field("heap", &self.heap)?;
+        m.serialize_field("rss", &self.rss)?;
+        m.serialize_field("threads", &Counted(&self.threads, "threads"))?;
+        m.serialize_field("fds", &Counted(&self.fds, "fds"))?;
+        m.end()
+    }
+}
+
+/// A verdict on a count (threads, descriptors): its rate is `per_s` of `unit`.
+struct Counted<'a>(&'a Growth, &'static str);
+
+impl serde::Serialize for Counted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let g = self.0;
+        let mut m = s.serialize_struct("Growth", 5)?;
+        m.serialize_field("class", &g.class)?;
+        m.serialize_field("per_s", &g.bytes_per_s)?;
+        m.serialize_field("unit", self.1)?;
+        m.serialize_field("confidence", &g.confidence)?;
+        m.serialize_field("growing_for_s", &g.growing_for_s)?;
+        m.end()
+    }
 }
 
 /// All series.
@@ -90,6 +145,26 @@ impl Timeline {
         self.procs.entry(pid).or_default().heap.push(t, heap as f64);
         for (key, value) in stacks {
             self.push_stack(t, (pid, key), value);
+        }
+    }
+
+    /// After a tick at `t`: once the fast phase (`phase_ns`) is over, merges every series'
+    /// points up to `t` into one per `step_ns`, a step apart back from `t` (nothing when either
+    /// is 0).
+    pub fn coarsen(&mut self, t: f64, phase_ns: u64, step_ns: u64) {
+        if phase_ns == 0 || step_ns == 0 || t < phase_ns as f64 / 1e9 {
+            return;
+        }
+        let (before, step) = (t, step_ns as f64 / 1e9);
+        // Heap and stacks are sampled at their high-water marks, the rest are readings.
+        for s in self.stacks.values_mut() {
+            s.coarsen(before, step, Merge::Max);
+        }
+        for p in self.procs.values_mut() {
+            p.heap.coarsen(before, step, Merge::Max);
+            for s in [&mut p.rss, &mut p.threads, &mut p.fds] {
+                s.coarsen(before, step, Merge::Last);
+            }
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Session {
     pub cost: super::cost::CostMeter,
     /// The stack walker's tables (none for the probe floor).
     pub unwind: Option<crate::unwind::Unwinder>,
+    /// When to sample (fast while the run is young), and what was sampled.
+    pub sampling: super::sampling::Sampling,
 }
 
 impl Session {
@@ -71,6 +73,7 @@ impl Session {
         opts: &Options,
         root: Option<u32>,
         child_rx: &mut Option<tokio::sync::oneshot::Receiver<Result<ChildStatus>>>,
+        exit_scans: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::leaks::ToModel>>,
         started: Instant,
         signals: Signals,
     ) -> Result<(StopReason, Option<ChildStatus>)> {
@@ -85,8 +88,8 @@ impl Session {
         let tick_every = Duration::from_millis(20);
         let mut tick =
             tokio::time::interval_at(tokio::time::Instant::now() + tick_every, tick_every);
-        let mut sample =
-            tokio::time::interval_at(tokio::time::Instant::now() + opts.tick, opts.tick);
+        // Fast while the run is young, every --tick after (see `sampling`).
+        let mut next_sample = tokio::time::Instant::now() + self.sampling.next();
         let refresh_every = self
             .ui
             .as_ref()
@@ -121,6 +124,9 @@ impl Session {
                     if let Some(m) = &mut self.monitor {
                         m.tick(&self.model)?;
                     }
+                    if self.recorder.as_ref().is_some_and(|r| r.is_cut()) {
+                        return Ok((StopReason::RecordingCut, child));
+                    }
                     ticks += 1;
                     // Every 100 ms: oomtrace's own memory against --self-max.
                     if ticks.is_multiple_of(5)
@@ -130,12 +136,20 @@ impl Session {
                         return Ok((StopReason::SelfLimit(rss), child));
                     }
                 }
-                _ = sample.tick() => {
+                _ = tokio::time::sleep_until(next_sample) => {
                     self.drain();
                     if let Target::Select(sel) = &opts.target {
                         self.adopt(sel, opts.mode.probes_allocator());
                     }
                     self.sample();
+                    next_sample = tokio::time::Instant::now() + self.sampling.next();
+                }
+                // A process held at its exit waits for this (the leak scan).
+                msg = async { exit_scans.as_mut().expect("guarded").recv().await }, if exit_scans.is_some() => {
+                    match msg {
+                        Some(msg) => self.exit_scan(msg),
+                        None => *exit_scans = None,
+                    }
                 }
                 _ = observe.tick(), if self.observer.is_some() => {
                     self.drain();
@@ -238,13 +252,15 @@ impl Session {
                 self.feed(&ev);
             }
         }
-        self.sample_gpu();
-        self.feed(&super::synthetic(EventKind::Tick, 0));
+        self.sample_coarse();
+        let mut tick = super::synthetic(EventKind::Tick, 0);
+        (tick.addr, tick.size) = self.sampling.tick_fields();
+        self.feed(&tick);
     }
 
     /// One GPU snapshot into the model and the recording. A snapshot that cannot be taken at
     /// all (a root that is not a directory) is skipped: the heap figures do not depend on it.
-    fn sample_gpu(&mut self) {
+    pub fn sample_gpu(&mut self) {
         let Ok(snap) = self.gpu.sample() else {
             return;
         };
@@ -349,6 +365,10 @@ impl Session {
                         if let Some(r) = &mut self.recorder {
                             r.oom_cgroup(pid, &cgroup);
                         }
+                    }
+                    // The memory log's row at the kill.
+                    if let Some(m) = &mut self.monitor {
+                        m.log_ooms(&self.model);
                     }
                 }
                 Hint::None => {}

@@ -3,11 +3,13 @@
 //! signal arrives; with `record`, the same events are teed into a recording.
 
 pub mod cost;
+mod exitscan;
 mod ingest;
 pub mod kernel;
 mod mapped;
 pub mod monitor;
 mod plans;
+mod sampling;
 pub mod select;
 pub mod selfmem;
 pub mod view;
@@ -159,6 +161,8 @@ pub enum StopReason {
     Signal(i32),
     /// oomtrace's own memory reached `--self-max` (its resident bytes then).
     SelfLimit(u64),
+    /// A write to the recording failed (a full disk): it was cut at its last complete chunk.
+    RecordingCut,
 }
 
 /// What a finished session hands to the report writers.
@@ -396,6 +400,7 @@ async fn trace_with(
         gpu: crate::gpu::Sampler::from_env(),
         cost: cost::CostMeter::start(),
         unwind,
+        sampling: sampling::Sampling::new(opts.tick, !trace_all),
     };
     session.model.kernel.enabled = opts.kernel;
 
@@ -403,13 +408,20 @@ async fn trace_with(
     let start_ns = monotonic_ns();
     let mut child_rx = None;
     let mut root = None;
+    // `run` holds its processes at their end: the leak scan (exact mode, where blocks are).
+    let mut exit_scans = None;
     // The baseline sample (GPU included) now: once the command runs, the loop reads its events
     // first.
     session.sample();
     match &opts.target {
         Target::Run(argv) => {
             let exe = exe.expect("resolved above");
-            let on_stop = on_stop(session.probes.attacher());
+            let scanner = (opts.mode == crate::mode::Mode::Exact).then(|| {
+                let (scanner, rx) = crate::leaks::ExitScanner::new();
+                exit_scans = Some(rx);
+                scanner
+            });
+            let on_stop = on_stop(session.probes.attacher(), scanner);
             let fail = opts.fail.as_ref().filter(|f| f.armed());
             let on_signal = match fail {
                 Some(spec) => {
@@ -560,9 +572,18 @@ async fn trace_with(
     }
 
     phase("started");
-    let (stop, child) = session
-        .run_loop(&opts, root, &mut child_rx, started, signals)
-        .await?;
+    let looped = session
+        .run_loop(
+            &opts,
+            root,
+            &mut child_rx,
+            &mut exit_scans,
+            started,
+            signals,
+        )
+        .await;
+    session.finish_exit_scans(&mut exit_scans);
+    let (stop, child) = looped?;
     phase("stopped");
     if let StopReason::SelfLimit(rss) = stop {
         crate::say!(
@@ -668,13 +689,16 @@ async fn trace_with(
                 stack_collisions: losses.stack_collisions,
                 other: Vec::new(),
             };
-            Some(recorder.finish(stacks, resolved, counters, start_ns, duration_ns)?)
+            let cut = recorder.is_cut();
+            let bytes = recorder.finish(stacks, resolved, counters, start_ns, duration_ns)?;
+            // A cut recording said so when it happened: no "written" line for it.
+            (!cut).then_some(bytes)
         }
         None => None,
     };
     phase("report");
     let pending_child = match stop {
-        StopReason::SelfLimit(_) if child.is_none() => {
+        StopReason::SelfLimit(_) | StopReason::RecordingCut if child.is_none() => {
             // Nothing more is traced; the command runs on to its own end.
             session.probes.quiesce();
             child_rx.take()
@@ -694,11 +718,18 @@ async fn trace_with(
 
 /// What the holder thread does while a process of `run` waits: a new process gets its parent's
 /// probes; a new program gets its own allocator probed before it runs.
-fn on_stop(attacher: Option<Arc<Attacher>>) -> OnStop {
+fn on_stop(attacher: Option<Arc<Attacher>>, exits: Option<crate::leaks::ExitScanner>) -> OnStop {
     let mut cache = plans::PlanCache::default();
     Box::new(move |stop| {
+        if let Stop::Exiting { pid, tid } = stop {
+            if let Some(x) = &exits {
+                x.at_exit(pid, tid);
+            }
+            return;
+        }
         let Some(a) = &attacher else { return };
         match stop {
+            Stop::Exiting { .. } => {}
             Stop::Forked { parent, child } => {
                 if let Err(e) = a.attach_like(parent, child) {
                     crate::say!("oomtrace: warning: cannot attach to new process {child}: {e:#}");
