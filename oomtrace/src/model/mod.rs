@@ -347,6 +347,9 @@ pub fn has_call_site(kind: EventKind) -> bool {
             | EventKind::Mremap
             | EventKind::Brk
             | EventKind::Fault
+            | EventKind::Injected
+            | EventKind::Crash
+            | EventKind::HandlerAlloc
     )
 }
 
