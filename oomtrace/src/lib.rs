@@ -30,6 +30,7 @@ pub mod offline;
 pub mod oom;
 pub mod probe;
 pub mod proc_tree;
+pub mod ptrace_regs;
 pub mod record;
 pub mod replay;
 pub mod report;
