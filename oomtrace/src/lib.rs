@@ -36,5 +36,6 @@ pub mod report;
 pub mod session;
 pub mod source;
 pub mod symbols;
+pub mod sweep;
 pub mod tui;
 pub mod unwind;
