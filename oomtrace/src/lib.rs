@@ -35,7 +35,7 @@ pub mod replay;
 pub mod report;
 pub mod session;
 pub mod source;
-pub mod symbols;
 pub mod sweep;
+pub mod symbols;
 pub mod tui;
 pub mod unwind;

@@ -323,7 +323,8 @@ fn next_chunk_offset(size_word: u64, size: u64) -> Option<u64> {
     }
     let chunk = size_word & !7;
     // A chunk holds its request plus the 8-byte size word, rounded to 16 (at least 32).
-    let plausible = chunk.is_multiple_of(16) && chunk >= size + 8 && chunk <= (size + 8).max(32) + 48;
+    let plausible =
+        chunk.is_multiple_of(16) && chunk >= size + 8 && chunk <= (size + 8).max(32) + 48;
     let off = chunk.checked_sub(16)?;
     (plausible && off < size).then_some(off)
 }

@@ -303,7 +303,12 @@ pub fn render_text(s: &mut String, report: &Report) {
                 let _ = writeln!(s, "    … and {} more", f.injections_total - shown);
             }
             if let Some(c) = &f.crash {
-                let _ = writeln!(s, "    {} struck (thread {}) at:", signal_name(c.signal), c.tid);
+                let _ = writeln!(
+                    s,
+                    "    {} struck (thread {}) at:",
+                    signal_name(c.signal),
+                    c.tid
+                );
                 frames_text(s, &c.frames, "         ");
             }
         }

@@ -144,7 +144,11 @@ pub fn new_leaks(base: &RunReport, run: &RunReport) -> (u64, Vec<LeakStack>) {
             })
         })
         .collect();
-    stacks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.frames.len().cmp(&b.frames.len())));
+    stacks.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(a.frames.len().cmp(&b.frames.len()))
+    });
     (stacks.iter().map(|s| s.bytes).sum(), stacks)
 }
 
@@ -185,14 +189,26 @@ mod tests {
     fn outcomes() {
         let r = report(Some(11), 1, &[]);
         assert_eq!(ended(Some(139), Some(&r)).signal, Some(11));
-        assert_eq!(outcome(ended(Some(139), Some(&r)), Some(&r)), Outcome::Crashed);
+        assert_eq!(
+            outcome(ended(Some(139), Some(&r)), Some(&r)),
+            Outcome::Crashed
+        );
         let r = report(Some(6), 1, &[]);
-        assert_eq!(outcome(ended(Some(134), Some(&r)), Some(&r)), Outcome::Aborted);
+        assert_eq!(
+            outcome(ended(Some(134), Some(&r)), Some(&r)),
+            Outcome::Aborted
+        );
         let r = report(None, 1, &[]);
         assert_eq!(ended(Some(130), Some(&r)).exit_code, Some(130));
-        assert_eq!(outcome(ended(Some(1), Some(&r)), Some(&r)), Outcome::Handled);
+        assert_eq!(
+            outcome(ended(Some(1), Some(&r)), Some(&r)),
+            Outcome::Handled
+        );
         let r = report(None, 0, &[]);
-        assert_eq!(outcome(ended(Some(0), Some(&r)), Some(&r)), Outcome::NotReached);
+        assert_eq!(
+            outcome(ended(Some(0), Some(&r)), Some(&r)),
+            Outcome::NotReached
+        );
         let hung = Ended {
             timed_out: true,
             ..Ended::default()

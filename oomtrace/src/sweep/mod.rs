@@ -56,7 +56,13 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<i32> {
 }
 
 fn sweep(args: &SweepArgs, exe: &Path, dir: &Path) -> anyhow::Result<(SweepReport, String)> {
-    let base = run_once(exe, &[], &args.command, args.timeout, &dir.join("base.json"))?;
+    let base = run_once(
+        exe,
+        &[],
+        &args.command,
+        args.timeout,
+        &dir.join("base.json"),
+    )?;
     let Some(base_report) = base.report else {
         anyhow::bail!(
             "the first run (no failure injected) wrote no report{}: {}",
@@ -159,13 +165,20 @@ struct Finished {
 }
 
 impl Finished {
-    /// The command's last line on stderr (oomtrace's own lines left out).
+    /// The command's last message on stderr: its last line that is neither oomtrace's nor part
+    /// of a backtrace (indented frames, Rust's `note:` and `stack backtrace:` lines).
     fn command_message(&self) -> Option<String> {
         self.stderr
             .lines()
             .rev()
+            .filter(|l| !l.starts_with(char::is_whitespace))
             .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with("oomtrace"))
+            .find(|l| {
+                !l.is_empty()
+                    && !l.starts_with("oomtrace")
+                    && !l.starts_with("note:")
+                    && !l.starts_with("stack backtrace:")
+            })
             .map(|l| l.chars().take(300).collect())
     }
 

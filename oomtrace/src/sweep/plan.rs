@@ -277,7 +277,10 @@ mod tests {
         assert_eq!(unnamed, 0);
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].function.as_str(), s[0].calls), ("big", 1));
-        assert_eq!((s[1].function.as_str(), s[1].calls, s[1].bytes), ("small", 40, 400));
+        assert_eq!(
+            (s[1].function.as_str(), s[1].calls, s[1].bytes),
+            ("small", 40, 400)
+        );
         assert_eq!(s[1].frames[2].name(), "other");
     }
 
