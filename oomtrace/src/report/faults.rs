@@ -402,3 +402,112 @@ pub fn summary_lines(report: &Report) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use oomtrace_common::{EventKind, MemEvent};
+
+    use super::*;
+    use crate::report::{Losses, StackSource, SymbolSource};
+
+    struct NoWalk;
+    impl StackSource for NoWalk {
+        fn walk(&self, _: u32) -> Option<crate::unwind::UserStack> {
+            None
+        }
+    }
+
+    /// Call sites 1, 2, 3, 4 are `ordinary`, `site`, `crashed_here`, `on_alarm`.
+    struct Names;
+    impl SymbolSource for Names {
+        fn is_code(&self, _: u32, _: u32, _: u64) -> bool {
+            true
+        }
+        fn frame(&mut self, _: u32, _: u32, addr: u64) -> Frame {
+            let name = ["?", "ordinary", "site", "crashed_here", "on_alarm"][addr as usize];
+            Frame {
+                addr,
+                function: Some(name.into()),
+                module: Some("app".into()),
+                ..Frame::default()
+            }
+        }
+    }
+
+    fn ev(kind: EventKind, addr: u64, size: u64, site: u64, aux: u64) -> MemEvent {
+        MemEvent {
+            kind: kind as u16,
+            alloc_fn: AllocFn::Malloc as u16,
+            tgid: 100,
+            tid: 100,
+            stack_id: -1,
+            ts_ns: 0,
+            addr,
+            size,
+            old_addr: 0,
+            call_site: site,
+            aux,
+        }
+    }
+
+    #[test]
+    fn injections_crash_and_hazards_with_their_stacks() {
+        let mut m = Model::new();
+        m.apply(&ev(EventKind::Alloc, 0x1000, 100, 1, 0));
+        m.apply(&ev(EventKind::Injected, 0, 32, 2, 1));
+        m.apply(&ev(EventKind::HandlerAlloc, 0, 48, 4, 14));
+        m.apply(&ev(EventKind::Crash, 0, 0, 3, 11));
+        let r = Report::build(&m, &NoWalk, &mut Names, 0, 1.0, Losses::default());
+        // The crash and handler stacks are no allocation stacks of their own.
+        let names: Vec<&str> = r
+            .stacks
+            .iter()
+            .filter_map(|s| s.frames[0].function.as_deref())
+            .collect();
+        assert!(!names.contains(&"crashed_here"), "{names:?}");
+        assert!(!names.contains(&"on_alarm"), "{names:?}");
+        let f = r.processes[0].faults.as_ref().expect("faults");
+        assert_eq!(f.injections_total, 1);
+        let i = &f.injections[0];
+        assert_eq!((i.seq, i.size, i.function), (1, 32, "malloc"));
+        assert_eq!(i.frames[0].function.as_deref(), Some("site"));
+        let c = f.crash.as_ref().expect("crash");
+        assert_eq!(c.signal, 11);
+        assert_eq!(c.frames[0].function.as_deref(), Some("crashed_here"));
+        assert_eq!(f.hazard_counts.signal_handler_allocs, 1);
+        let h = &f.hazards[0];
+        assert_eq!((h.signal, h.size), (Some(14), Some(48)));
+        assert_eq!(h.frames[0].function.as_deref(), Some("on_alarm"));
+
+        let text = crate::report::text::render(&r, 10);
+        assert!(text.contains("Injected failures: 1"), "{text}");
+        assert!(
+            text.contains("#1 malloc(32) failed (NULL, errno ENOMEM) at site"),
+            "{text}"
+        );
+        assert!(text.contains("SIGSEGV struck (thread 100) at:"), "{text}");
+        assert!(
+            text.contains("allocation in a signal handler: malloc(48) while handling SIGALRM"),
+            "{text}"
+        );
+        let json = r.to_json();
+        assert!(json.contains("\"injections_total\": 1"), "{json}");
+        let lines = summary_lines(&r);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].contains("injected 1 allocation failure(s) in pid 100"),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains(" at site; then "), "{lines:?}");
+    }
+
+    #[test]
+    fn processes_without_faults_have_no_section() {
+        let mut m = Model::new();
+        m.apply(&ev(EventKind::Alloc, 0x1000, 100, 1, 0));
+        let r = Report::build(&m, &NoWalk, &mut Names, 0, 1.0, Losses::default());
+        assert!(r.processes[0].faults.is_none());
+        assert!(!r.to_json().contains("faults"));
+        assert!(summary_lines(&r).is_empty());
+    }
+}

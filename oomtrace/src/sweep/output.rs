@@ -86,7 +86,7 @@ impl SweepReport {
                     .then(a.injected.occurrence.cmp(&b.injected.occurrence))
             });
         }
-        sites.sort_by(|a, b| worst(&b.1).cmp(&worst(&a.1)));
+        sites.sort_by_key(|s| std::cmp::Reverse(worst(&s.1)));
         let _ = writeln!(
             s,
             "\n{:<12} {:>5} {:>10} {:>12}  SITE",
