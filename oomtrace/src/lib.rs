@@ -36,6 +36,7 @@ pub mod replay;
 pub mod report;
 pub mod session;
 pub mod source;
+pub mod sweep;
 pub mod symbols;
 pub mod tui;
 pub mod unwind;

@@ -7,12 +7,13 @@
 //! and the classifier's memory; then the goals ([`report`]).
 //!
 //! `cargo xtask bench PART…` (bystander, startstop, loop, mt, free, cost, redis, pipeline, extra,
-//! agent) runs only those and
+//! agent, inject) runs only those and
 //! writes `target/bench/partial.md` instead of BENCHMARKS.md.
 
 mod agent;
 mod bystander;
 mod extra;
+mod inject;
 mod interference;
 mod loops;
 mod pipeline;
@@ -53,6 +54,7 @@ const PARTS: &[&str] = &[
     "pipeline",
     "extra",
     "agent",
+    "inject",
 ];
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -373,6 +375,9 @@ pub fn run(parts: &[String]) -> Result<()> {
                 },
             });
         }
+    }
+    if want("inject") {
+        inject::measure(&oomtrace, &exe, &mut md)?;
     }
     if want("extra") {
         extra::recording_size(&oomtrace, &exe, &dir, &mut md)?;
