@@ -275,16 +275,22 @@ pub fn render_text(s: &mut String, report: &Report) {
         .collect();
     if !injected.is_empty() {
         let total: u64 = injected.iter().map(|(_, f)| f.injections_total).sum();
-        let _ = writeln!(s, "\nInjected failures: {total}");
+        if total > 0 {
+            let _ = writeln!(s, "\nInjected failures: {total}");
+        } else {
+            let _ = writeln!(s, "\nCrashes:");
+        }
         for (p, f) in injected {
-            let _ = writeln!(
-                s,
-                "  pid {} ({}): {} injected, then {}",
-                p.pid,
-                p.comm,
-                f.injections_total,
+            let what = if f.injections_total > 0 {
+                format!(
+                    "{} injected, then {}",
+                    f.injections_total,
+                    followed(p.exit_code, p.signal)
+                )
+            } else {
                 followed(p.exit_code, p.signal)
-            );
+            };
+            let _ = writeln!(s, "  pid {} ({}): {what}", p.pid, p.comm);
             for i in &f.injections {
                 let site = i.frames.get(i.site).map(display_name);
                 let _ = writeln!(
