@@ -7,6 +7,8 @@
  *   gates stacks    20 threads that wait; 1.5 s later the process exits with them alive.
  *   gates churn S   S seconds of malloc/free churn over a bounded live set (the soak):
  *                   prints "live B" at the end, the bytes it still holds.
+ *   gates heap M    M MiB in 1 KiB blocks, each pointing to the one before, the last held by
+ *                   a global: a heap the leak scan must read all of (its cost).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -128,6 +130,19 @@ static void churn(double secs) {
     printf("live %zu steps %ld\n", held, steps);
 }
 
+void *heap_head;
+
+NOINLINE void heap_fill(long mib) {
+    void *prev = NULL;
+    for (long i = 0; i < mib * 1024; i++) {
+        void **b = malloc(1024);
+        memset(b, 0x5a, 1024);
+        b[0] = prev;
+        prev = b;
+    }
+    heap_head = prev;
+}
+
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "short";
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -139,5 +154,7 @@ int main(int argc, char **argv) {
         stacks();
     else if (!strcmp(what, "churn"))
         churn(argc > 2 ? atof(argv[2]) : 30.0);
+    else if (!strcmp(what, "heap"))
+        heap_fill(argc > 2 ? atol(argv[2]) : 1024);
     return 0;
 }
