@@ -28,6 +28,7 @@ pub mod model;
 pub mod objfile;
 pub mod offline;
 pub mod oom;
+pub mod privs;
 pub mod probe;
 pub mod proc_tree;
 pub mod ptrace_regs;

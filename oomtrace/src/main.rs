@@ -54,6 +54,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    oomtrace::privs::drop_if_offline(cli.command.as_ref());
     let mut run_end: Option<RunEnd> = None;
     let mut gate: Option<GateOptions> = None;
     let (opts, output) = match cli.command {

@@ -7,8 +7,9 @@
 //! and the classifier's memory; then the goals ([`report`]).
 //!
 //! `cargo xtask bench PART…` (bystander, startstop, loop, mt, free, cost, redis, pipeline, extra,
-//! agent, inject) runs only those and
-//! writes `target/bench/partial.md` instead of BENCHMARKS.md.
+//! agent, inject, soak) runs only those and
+//! writes `target/bench/partial.md` instead of BENCHMARKS.md. `soak` ([`soak`]) runs only when
+//! named; a number among the parts is its length in seconds (default 1800).
 
 mod agent;
 mod bystander;
@@ -19,6 +20,7 @@ mod loops;
 mod pipeline;
 mod redis;
 mod report;
+mod soak;
 mod tracers;
 
 use std::process::Command;
@@ -55,6 +57,7 @@ const PARTS: &[&str] = &[
     "extra",
     "agent",
     "inject",
+    "soak",
 ];
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -148,13 +151,24 @@ fn check_tools() -> Result<()> {
 }
 
 /// Runs the benchmarks (all of them, or `parts`) and writes the markdown.
-pub fn run(parts: &[String]) -> Result<()> {
-    for p in parts {
+pub fn run(args: &[String]) -> Result<()> {
+    // A number is the soak's length in seconds (`bench soak 60`).
+    let soak_seconds = args
+        .iter()
+        .find_map(|a| a.parse::<u64>().ok())
+        .unwrap_or(soak::DEFAULT_SECONDS);
+    let parts: Vec<String> = args
+        .iter()
+        .filter(|a| a.parse::<u64>().is_err())
+        .cloned()
+        .collect();
+    for p in &parts {
         if !PARTS.contains(&p.as_str()) {
             bail!("unknown bench part {p} (parts: {})", PARTS.join(", "));
         }
     }
     let want = |p: &str| parts.is_empty() || parts.iter().any(|q| q == p);
+    // The soak runs only when named: 30 minutes by default.
     check_tools()?;
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -378,6 +392,9 @@ pub fn run(parts: &[String]) -> Result<()> {
     }
     if want("inject") {
         inject::measure(&oomtrace, &exe, &mut md)?;
+    }
+    if parts.iter().any(|q| q == "soak") {
+        goals.extend(soak::measure(&oomtrace, &dir, soak_seconds, &mut md)?);
     }
     if want("extra") {
         extra::recording_size(&oomtrace, &exe, &dir, &mut md)?;
