@@ -96,6 +96,7 @@ pub async fn watch(json: bool, count: Option<u64>) -> Result<()> {
         mode: crate::mode::Mode::Growth,
         kernel: false,
         floor: false,
+        track_blocks: false,
     })?;
     probes.attach_oom_only()?;
     let reader = RingReader::new(probes.take_ring()?);

@@ -85,6 +85,8 @@ pub struct ProbeConfig {
     pub kernel: bool,
     /// Attach the empty floor programs instead of the real ones (`--probe-floor`).
     pub floor: bool,
+    /// `--fail-after`: the kernel keeps every live block's size (its table is sized for it).
+    pub track_blocks: bool,
 }
 
 /// One attached allocator probe, for `oomtrace probes` and the placement test.
@@ -138,6 +140,7 @@ impl Probes {
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .map_max_entries("KSTACKS", kstacks)
             .map_max_entries("KLIVE", klive)
+            .map_max_entries("INJECT_BLOCKS", if cfg.track_blocks { 1 << 20 } else { 1 })
             .load(EBPF_OBJECT)
             .context("cannot load oomtrace's eBPF programs into the kernel")?;
         let mut probes = Self {

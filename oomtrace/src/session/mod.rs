@@ -324,6 +324,7 @@ async fn trace_with(
         mode: opts.mode,
         kernel: opts.kernel,
         floor: opts.probe_floor,
+        track_blocks: opts.fail.as_ref().is_some_and(|f| f.after.is_some()),
     })?;
     phase("load");
     if let Some(n) = probes.fallback_notice() {
