@@ -90,6 +90,7 @@ fn enter(ctx: &ProbeContext, f: u16, op: u16, size: u64, old_addr: u64, aux: u64
         sp: rsp + 8,
         bp: rbp,
         exact: false,
+        leaf_ret: 0,
     };
     t.call = Pending {
         ts_ns: now,

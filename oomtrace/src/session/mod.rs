@@ -269,9 +269,9 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     let unwind = if opts.probe_floor {
         None
     } else {
-        let (u, notice) = probes.take_unwinder(opts.stack_depth)?;
-        if let Some(n) = notice {
-            eprintln!("{n}");
+        let (u, notices) = probes.take_unwinder(opts.stack_depth)?;
+        for n in notices {
+            crate::say!("{n}");
         }
         Some(u)
     };
@@ -359,6 +359,15 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             session.probes.trace_pid(pid)?;
             if let Some(p) = &plan {
                 session.probes.attach_plan(Some(pid), p)?;
+            }
+            // The unwind tables of what the command will map, before it runs: the dynamic
+            // linker maps its libraries and calls malloc long before the session could read
+            // its maps, and the kernel side finds them by inode meanwhile.
+            if let Some(u) = &mut session.unwind {
+                let preload = std::env::var("LD_PRELOAD").ok();
+                for object in allocators::program_objects(&exe, preload.as_deref()) {
+                    u.prepare(&object);
+                }
             }
             if let Some(m) = &mut session.monitor {
                 // Joins the cgroup before exec: everything CMD runs is capped.

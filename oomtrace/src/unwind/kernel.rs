@@ -11,8 +11,8 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::Ebpf;
 use aya::maps::{HashMap, Map, MapData};
 use oomtrace_common::unwind::{
-    ExecMapping, MAX_MAPPINGS, MAX_MODULES, MAX_PAGES, MAX_PROC_MAPPINGS, MAX_ROWS, ModuleTable,
-    ProcMaps,
+    ExecMapping, FileKey, FileModule, MAX_MAPPINGS, MAX_MODULES, MAX_PAGES, MAX_PROC_MAPPINGS,
+    MAX_ROWS, ModuleTable, ProcMaps,
 };
 
 use super::table::ModuleRows;
@@ -93,7 +93,10 @@ pub struct KernelTables {
     rows: Shared<u64>,
     mappings: Shared<ExecMapping>,
     procs: HashMap<MapData, u32, ProcMaps>,
+    files: HashMap<MapData, FileKey, FileModule>,
     next_module: u32,
+    /// The next publication's generation (see [`ProcMaps::generation`]).
+    next_generation: u64,
     next_page: u32,
     next_row: u32,
     /// Free runs of `mappings`: (start, length).
@@ -109,13 +112,19 @@ impl KernelTables {
             Some(m) => HashMap::try_from(m)?,
             None => return Err(anyhow!("the eBPF object has no map PROC_MAPS")),
         };
+        let files = match ebpf.take_map("MODULE_FILES") {
+            Some(m) => HashMap::try_from(m)?,
+            None => return Err(anyhow!("the eBPF object has no map MODULE_FILES")),
+        };
         Ok(Self {
             modules: Shared::take(ebpf, "UNWIND_MODULES", MAX_MODULES)?,
             pages: Shared::take(ebpf, "UNWIND_PAGES", MAX_PAGES)?,
             rows: Shared::take(ebpf, "UNWIND_ROWS", MAX_ROWS)?,
             mappings: Shared::take(ebpf, "EXEC_MAPPINGS", MAX_MAPPINGS)?,
             procs,
+            files,
             next_module: 0,
+            next_generation: 1,
             next_page: 0,
             next_row: 0,
             free: vec![(0, MAX_MAPPINGS)],
@@ -123,12 +132,20 @@ impl KernelTables {
         })
     }
 
-    /// Bytes the maps take in the kernel (all preallocated).
+    /// Bytes the tables take in the kernel (all preallocated): modules, pages, rows and
+    /// mappings. The hash maps (processes, files) and the per-CPU walk state, cache and stack
+    /// window come on top.
     pub fn capacity_bytes() -> u64 {
         let m = std::mem::size_of::<ModuleTable>() as u64 * u64::from(MAX_MODULES);
         let p = 8 * u64::from(MAX_PAGES) + 8 * u64::from(MAX_ROWS);
         let e = std::mem::size_of::<ExecMapping>() as u64 * u64::from(MAX_MAPPINGS);
         m + p + e
+    }
+
+    /// Registers the file `key` as module `m.module`, for pcs in mappings not published yet.
+    /// False when the file map is full.
+    pub fn add_file(&mut self, key: FileKey, m: FileModule) -> bool {
+        self.files.insert(key, m, 0).is_ok()
     }
 
     /// Copies one module's rows in; returns its index.
@@ -175,9 +192,19 @@ impl KernelTables {
         }
         self.mappings.write(base as usize, &maps[..n as usize]);
         let old = self.procs.get(&pid, 0).ok();
+        let generation = self.next_generation;
+        self.next_generation += 1;
         if self
             .procs
-            .insert(pid, ProcMaps { base, count: n }, 0)
+            .insert(
+                pid,
+                ProcMaps {
+                    base,
+                    count: n,
+                    generation,
+                },
+                0,
+            )
             .is_err()
         {
             self.release(base, n.max(1));
