@@ -265,6 +265,21 @@ pub enum EventKind {
     /// since, a new image): `addr` is that pc. The user side re-reads its maps; the model never
     /// sees it.
     NewCode = 23,
+    /// Signal `aux & 0xff` was sent to traced process `tgid`. `addr` is the sender's process id
+    /// (0: the kernel itself — the OOM killer, a fault), `size` its uid; `old_addr` and
+    /// `call_site` hold its comm (16 bytes, little-endian). `aux` bit 8: sent by the kernel.
+    SignalSent = 24,
+    /// `run --fail-*` failed this allocator call of thread `tid`: `stack_id`, `call_site`,
+    /// `size` and `alloc_fn` are the call's; `aux` low 32 bits the injection's sequence number
+    /// (1-based), high 32 its [`inject`] action. The call's own failure follows as an `Alloc`
+    /// with `addr` 0.
+    Injected = 40,
+    /// A traced thread was delivered fatal signal `aux` by default action: `stack_id` and
+    /// `call_site` (the instruction it stopped at) are where it struck.
+    Crash = 41,
+    /// An allocator call made inside a signal handler: `aux` is the signal, `stack_id`,
+    /// `call_site`, `size` and `alloc_fn` the call's.
+    HandlerAlloc = 42,
 }
 
 /// `size` of a [`EventKind::Brk`] made inside an allocator call: it moves the break (which the
@@ -303,6 +318,10 @@ impl EventKind {
             21 => Self::Fault,
             22 => Self::Unfollowed,
             23 => Self::NewCode,
+            24 => Self::SignalSent,
+            40 => Self::Injected,
+            41 => Self::Crash,
+            42 => Self::HandlerAlloc,
             _ => return None,
         })
     }
@@ -397,8 +416,17 @@ pub mod cookie {
     pub const OP_FREE: u64 = 2;
     /// Stores a new block at `*memptr` (the pointer argument) and returns 0 on success.
     pub const OP_MEMPTR: u64 = 3;
+    /// `siglongjmp` and kin: the thread leaves its signal handlers (entry only, no event).
+    pub const OP_LONGJMP: u64 = 4;
     /// "No such argument".
     pub const NONE: u64 = 0xf;
+    /// A C++ throwing `operator new`: it fails by throwing `std::bad_alloc`, never by NULL.
+    pub const THROWS: u64 = 1 << 32;
+
+    /// Whether the function fails by throwing.
+    pub const fn throws(c: u64) -> bool {
+        c & THROWS != 0
+    }
 
     /// A cookie.
     pub const fn encode(op: u64, size: u64, mul: u64, ptr: u64, f: AllocFn, family: u8) -> u64 {
@@ -603,27 +631,50 @@ pub enum ConfigKey {
     ReturnNext = 11,
     /// The byte offset of `tgid` in the kernel's `struct task_struct` (from its BTF).
     TaskTgidOffset = 12,
-    /// Byte offset of `vm_start` in `struct vm_area_struct` (0 with the ones below: the stack
-    /// walker cannot name a mapping it was not told about).
-    VmaStart = 13,
+    /// `task_struct.comm` (the OOM victim's name).
+    TaskComm = 13,
+    /// `task_struct.mm`.
+    TaskMm = 14,
+    /// `task_struct.signal`.
+    TaskSignal = 15,
+    /// `signal_struct.oom_score_adj`.
+    SignalOomScoreAdj = 16,
+    /// `mm_struct.total_vm`.
+    MmTotalVm = 17,
+    /// `mm_struct.rss_stat` (an array of `percpu_counter`).
+    MmRssStat = 18,
+    /// `percpu_counter.count`.
+    CounterCount = 19,
+    /// The size of a `percpu_counter`.
+    CounterSize = 20,
+    /// `task_struct.exit_code` (the status word at exit).
+    TaskExitCode = 21,
+    /// Non-zero: `run --fail-*` is armed (the rule is in the `INJECT_RULE` map).
+    InjectArmed = 30,
+    /// Free events carry their call site (1) and their stack too (2): `run`, where a bad free
+    /// is a hazard the report names.
+    FreeSites = 31,
+    /// Byte offset of `vm_start` in `struct vm_area_struct` (0 on 6.x kernels).
+    VmaStart = 32,
     /// Byte offset of `vm_pgoff` in `struct vm_area_struct`.
-    VmaPgoff = 14,
-    /// Byte offset of `vm_file` in `struct vm_area_struct`.
-    VmaFile = 15,
+    VmaPgoff = 33,
+    /// Byte offset of `vm_file` in `struct vm_area_struct` (0: not known, and the stack walker
+    /// cannot name a mapping it was not told about).
+    VmaFile = 34,
     /// Byte offset of `f_inode` in `struct file`.
-    FileInode = 16,
+    FileInode = 35,
     /// Byte offset of `i_ino` in `struct inode`.
-    InodeIno = 17,
+    InodeIno = 36,
     /// Byte offset of `i_sb` in `struct inode`.
-    InodeSb = 18,
+    InodeSb = 37,
     /// Byte offset of `s_dev` in `struct super_block`.
-    SbDev = 19,
+    SbDev = 38,
     /// Byte offset of `vm_end` in `struct vm_area_struct`.
-    VmaEnd = 20,
+    VmaEnd = 39,
 }
 
 /// Number of config words.
-pub const CONFIG_WORDS: u32 = 21;
+pub const CONFIG_WORDS: u32 = 40;
 
 /// [`ConfigKey::Mode`]: every allocator call is traced.
 pub const MODE_EXACT: u64 = 0;
@@ -631,6 +682,9 @@ pub const MODE_EXACT: u64 = 0;
 pub const MODE_SAMPLE: u64 = 1;
 /// [`ConfigKey::Mode`]: no allocator probes; syscalls and page faults attribute RSS growth.
 pub const MODE_GROWTH: u64 = 2;
+
+/// [`EventKind::SignalSent`]: `aux` flag, the kernel sent it (no process did).
+pub const SIGNAL_FROM_KERNEL: u64 = 1 << 8;
 
 impl MemEvent {
     /// The allocator [`family`] of an allocation or free event.
@@ -657,8 +711,132 @@ impl MemEvent {
     }
 }
 
+/// Fault injection (`run --fail-*`): the rule the kernel applies at each allocator call, and
+/// what it leaves for the user side when it stops a thread.
+pub mod inject {
+    /// [`Rule::when`]: a frame of the call's stack lies in a site range.
+    pub const SITE_ANY: u32 = 1;
+    /// [`Rule::when`]: the call's site (first frame outside wrapper ranges) lies in a site range.
+    pub const SITE_ONLY: u32 = 2;
+    /// [`Rule::when`]: only the `nth` matching call.
+    pub const NTH: u32 = 4;
+    /// [`Rule::when`]: the requested size lies in `[size_min, size_max]`.
+    pub const SIZE: u32 = 8;
+    /// [`Rule::when`]: each matching call with probability `rate / 2^32`.
+    pub const RATE: u32 = 16;
+    /// [`Rule::when`]: while the process's outstanding bytes plus the request pass `after`.
+    pub const AFTER: u32 = 32;
+
+    /// [`Record::action`]: no failure; the user side reads the process's layout (site ranges)
+    /// and restarts the call from its entry registers.
+    pub const SYNC: u32 = 0;
+    /// Return NULL (and set `errno` to `ENOMEM`).
+    pub const FAIL_NULL: u32 = 1;
+    /// Return `ENOMEM` (`posix_memalign`: `*memptr` untouched).
+    pub const FAIL_ENOMEM: u32 = 2;
+    /// A throwing `operator new`: enter `std::__throw_bad_alloc()` in its place.
+    pub const FAIL_THROW: u32 = 3;
+
+    /// General registers in the kernel's x86-64 `pt_regs` order (also `user_regs_struct`'s).
+    pub const REGS: usize = 21;
+
+    /// What the kernel applies. Every field is read only where `when` has its bit.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Rule {
+        /// Criteria bits; all given must hold.
+        pub when: u32,
+        /// Reserved.
+        pub _pad: u32,
+        /// The matching call to fail (1-based).
+        pub nth: u64,
+        /// Smallest requested size that matches.
+        pub size_min: u64,
+        /// Largest requested size that matches.
+        pub size_max: u64,
+        /// Probability times 2^32.
+        pub rate: u64,
+        /// The seed of the rate's draws.
+        pub seed: u64,
+        /// The allocator-level cap in bytes.
+        pub after: u64,
+    }
+
+    /// A thread stopped for the user side: the call's entry state.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Record {
+        /// What to do ([`SYNC`], [`FAIL_NULL`], ...).
+        pub action: u32,
+        /// The injection's sequence number (0 for [`SYNC`]).
+        pub seq: u32,
+        /// The real return address (before a uretprobe took its place on the stack).
+        pub ret_addr: u64,
+        /// The registers at the probed instruction, `pt_regs` order.
+        pub regs: [u64; REGS],
+    }
+
+    impl Default for Record {
+        fn default() -> Self {
+            Self {
+                action: 0,
+                seq: 0,
+                ret_addr: 0,
+                regs: [0; REGS],
+            }
+        }
+    }
+
+    /// `pt_regs` indexes the user side rewrites.
+    pub mod reg {
+        /// r15.
+        pub const R15: usize = 0;
+        /// r14.
+        pub const R14: usize = 1;
+        /// r13.
+        pub const R13: usize = 2;
+        /// r12.
+        pub const R12: usize = 3;
+        /// rbp.
+        pub const RBP: usize = 4;
+        /// rbx.
+        pub const RBX: usize = 5;
+        /// rax.
+        pub const RAX: usize = 10;
+        /// rip.
+        pub const RIP: usize = 16;
+        /// rsp.
+        pub const RSP: usize = 19;
+    }
+
+    /// Key of the site and wrapper tries: a process and an address, big-endian so that a
+    /// prefix is an aligned address range (the prefix length counts the tgid's 32 bits).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SiteKey {
+        /// tgid (big-endian) then address (big-endian).
+        pub data: [u8; 12],
+    }
+
+    impl SiteKey {
+        /// The key of `addr` in process `tgid`.
+        pub fn new(tgid: u32, addr: u64) -> Self {
+            let mut data = [0u8; 12];
+            data[..4].copy_from_slice(&tgid.to_be_bytes());
+            data[4..].copy_from_slice(&addr.to_be_bytes());
+            Self { data }
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: #[repr(C)] plain integers, any bit pattern valid.
+    unsafe impl aya::Pod for super::inject::Rule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::inject::Record {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::inject::SiteKey {}
     // SAFETY: MemEvent is #[repr(C)], Copy, and every bit pattern is a valid value.
     unsafe impl aya::Pod for super::MemEvent {}
     // SAFETY: #[repr(C)] plain integers, no padding holes that matter, any bit pattern valid.

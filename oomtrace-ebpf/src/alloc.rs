@@ -10,8 +10,9 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use oomtrace_common::{ConfigKey, DropReason, EventKind, MODE_SAMPLE, MemEvent, cookie};
+use oomtrace_common::{ConfigKey, DropReason, EventKind, MODE_SAMPLE, MemEvent, cookie, inject};
 
+use crate::inject::Decision;
 use crate::{
     Pending, config, count_drop, depth, emit_with, event, first_of_image, ids, sample, stack,
     thread, traced, traced_flags,
@@ -37,7 +38,8 @@ const STALE_CALL_NS: u64 = 1_000_000_000;
 
 /// Records an outermost allocator call; nested calls only deepen the thread's depth.
 #[inline(always)]
-fn enter(ctx: &ProbeContext, f: u16, op: u16, size: u64, old_addr: u64, aux: u64) -> u32 {
+fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64) -> u32 {
+    let f = cookie::alloc_fn(c);
     let (tgid, tid) = ids();
     if !traced(tgid) {
         return 0;
@@ -102,7 +104,43 @@ fn enter(ctx: &ProbeContext, f: u16, op: u16, size: u64, old_addr: u64, aux: u64
         alloc_fn: f,
         flags: bits,
     };
+    if config(ConfigKey::InjectArmed) != 0 {
+        inject(ctx, t, c, size, call_site);
+    }
     0
+}
+
+/// `run --fail-*`: decides whether this call fails, with its stack walked. A subprogram of its
+/// own: inlined, its event would sit in `alloc_enter`'s frame, and the stack walk's callbacks
+/// need that room (the verifier caps a call chain's frames at 512 bytes together).
+#[inline(never)]
+fn inject(ctx: &ProbeContext, t: &mut crate::Thread, c: u64, size: u64, call_site: u64) {
+    let f = cookie::alloc_fn(c);
+    let (tgid, tid) = ids();
+    match crate::inject::decide(ctx, tgid, tid, c, size, call_site) {
+        Decision::Pass => {}
+        Decision::Sync => {
+            // The call runs again from its entry once the user side has read the layout.
+            t.depth -= 1;
+        }
+        Decision::Fail { seq, action } => {
+            let mut ev = event(EventKind::Injected, tgid, tid);
+            ev.alloc_fn = f;
+            ev.size = size;
+            ev.call_site = call_site;
+            ev.stack_id = t.call.stack_id;
+            ev.aux = u64::from(seq) | (u64::from(action) << 32);
+            emit_with(&ev, true);
+            if action == inject::FAIL_THROW {
+                // It enters `__throw_bad_alloc` instead: its return probe never runs, so
+                // the failure is counted here.
+                t.depth -= 1;
+                ev.kind = EventKind::Alloc as u16;
+                ev.aux = 0;
+                emit_with(&ev, false);
+            }
+        }
+    }
 }
 
 /// `a * b`, or `u64::MAX` on overflow (BPF has no 128-bit multiply for `checked_mul`).
@@ -132,10 +170,9 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
     let c = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let args = args(&ctx);
     let ptr = arg_at(&args, cookie::ptr_arg(c));
-    let f = cookie::alloc_fn(c);
     let op = cookie::op(c);
     if op == cookie::OP_FREE {
-        return free(ptr, f);
+        return free(ptr, cookie::alloc_fn(c));
     }
     let mut size = arg_at(&args, cookie::size_arg(c));
     if cookie::mul_arg(c) != cookie::NONE {
@@ -149,7 +186,7 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
         cookie::OP_MEMPTR => (OP_MEMPTR_BIT, 0, ptr),
         _ => (0, 0, 0),
     };
-    enter(&ctx, f, bits, size, old_addr, aux)
+    enter(&ctx, c, bits, size, old_addr, aux)
 }
 
 /// The six integer argument registers. Read one by one at fixed offsets: the verifier refuses a
@@ -229,6 +266,14 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
         ev.kind = EventKind::Realloc as u16;
         ev.old_addr = p.old_addr;
     }
+    if config(ConfigKey::InjectArmed) & u64::from(inject::AFTER) != 0 {
+        if is_realloc && (ev.addr != 0 || ev.size == 0) {
+            crate::inject::track_free(tgid, ev.old_addr);
+        }
+        if ev.addr != 0 {
+            crate::inject::track_alloc(tgid, ev.addr, ev.size);
+        }
+    }
     if p.flags & SAMPLE_MODE != 0 && !sampled_return(&mut ev, p.flags, is_realloc) {
         return 0;
     }
@@ -297,6 +342,9 @@ fn free(addr: u64, f: u16) -> u32 {
     }
     if sampling {
         sample::forget(tgid, addr);
+    }
+    if config(ConfigKey::InjectArmed) & u64::from(inject::AFTER) != 0 {
+        crate::inject::track_free(tgid, addr);
     }
     let mut ev = event(EventKind::Free, tgid, tid);
     ev.addr = addr;

@@ -2,18 +2,14 @@
 //! exec (a new image), exit (the last thread), and how it ended (exit code or fatal signal).
 //!
 //! Raw tracepoints: attaching and detaching them costs microseconds, where a perf tracepoint
-//! costs a grace period each way (about 70 ms here). The OOM killer's stays a perf tracepoint:
-//! its record carries the victim's sizes, computed by the kernel.
+//! costs a grace period each way (about 70 ms here). Their arguments are bare pointers: the
+//! fields read from them sit at offsets the user side finds in the kernel's BTF.
 
 use aya_ebpf::{
-    EbpfContext,
-    helpers::bpf_probe_read_kernel,
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
 };
-use oomtrace_common::{ConfigKey, DropReason, EventKind, MemEvent};
+use oomtrace_common::{ConfigKey, DropReason, EventKind, MemEvent, SIGNAL_FROM_KERNEL};
 
-use crate::syscalls::tp;
 use crate::{
     SEEN, SEEN_BIT, THREADS, TRACED, config, count_drop, emit, emit_with, event, ids, traced,
 };
@@ -99,6 +95,21 @@ pub fn process_exit(ctx: RawTracePointContext) -> i32 {
     }
     let group_dead: u64 = ctx.arg(1);
     if group_dead & 0xff != 0 {
+        // The exit status word, as wait() sees it: a normal exit carries its code (what
+        // exit_group() was given); a fatal signal is reported by signal_deliver.
+        let task: u64 = ctx.arg(0);
+        let status = kernel_u64(task, config(ConfigKey::TaskExitCode)) as u32;
+        if status & 0x7f == 0 {
+            let mut ev = event(EventKind::ExitGroup, tgid, tid);
+            ev.aux = u64::from((status >> 8) & 0xff);
+            emit(&ev);
+        } else {
+            // The signal that ended it. Delivery saw SIGKILL: the kernel turns a fatal signal
+            // into SIGKILL for every thread of the group, but keeps the original here.
+            let mut ev = event(EventKind::Signal, tgid, tid);
+            ev.aux = u64::from(status & 0x7f);
+            emit(&ev);
+        }
         emit_with(&with_comm(event(EventKind::Exit, tgid, tid)), true);
         let _ = TRACED.remove(tgid);
         let _ = SEEN.remove(tgid);
@@ -107,15 +118,44 @@ pub fn process_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// `exit_group(code)` entered (from `dispatch.rs`).
-#[inline(always)]
-pub fn exit_group_enter(code: u64) {
-    let (tgid, tid) = ids();
-    if traced(tgid) {
-        let mut ev = event(EventKind::ExitGroup, tgid, tid);
-        ev.aux = code & 0xffff_ffff;
-        emit(&ev);
+/// `SEND_SIG_PRIV`: the `info` the kernel passes for signals it sends itself (the OOM killer).
+const SEND_SIG_PRIV: u64 = 1;
+/// `si_code` values of signals a process sent: `SI_USER` (kill), `SI_QUEUE`, `SI_TKILL`.
+const SI_USER: i32 = 0;
+const SI_QUEUE: i32 = -1;
+const SI_TKILL: i32 = -6;
+
+/// Who sends a signal to a traced process: runs in the sender's context. Raw tracepoint
+/// `(sig, info, task, group, result)`; the sender is the current task unless the kernel sent it
+/// (`info` is `SEND_SIG_PRIV`, or its `si_code` says a fault or the kernel).
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(2);
+    let target = kernel_u64(task, config(ConfigKey::TaskTgidOffset)) as u32;
+    if !traced(target) {
+        return 0;
     }
+    let sig: u64 = ctx.arg(0);
+    let info: u64 = ctx.arg(1);
+    let from_kernel = if info <= SEND_SIG_PRIV {
+        info == SEND_SIG_PRIV
+    } else {
+        // SAFETY: a kernel pointer the tracepoint passed, read through the helper.
+        let code = unsafe { bpf_probe_read_kernel((info + 8) as *const i32).unwrap_or(SI_USER) };
+        !matches!(code, SI_USER | SI_QUEUE | SI_TKILL)
+    };
+    let (sender, sender_tid) = ids();
+    let mut ev = event(EventKind::SignalSent, target, sender_tid);
+    ev.aux = (sig & 0xff) | if from_kernel { SIGNAL_FROM_KERNEL } else { 0 };
+    if !from_kernel {
+        ev.addr = u64::from(sender);
+        ev.size = aya_ebpf::helpers::bpf_get_current_uid_gid() & 0xffff_ffff;
+        let comm = with_comm(event(EventKind::SignalSent, 0, 0));
+        ev.old_addr = comm.addr;
+        ev.call_site = comm.size;
+    }
+    emit(&ev);
+    0
 }
 
 /// Raw tracepoint: `(sig, info, ka)`; the handler is the first word of `*ka`.
@@ -136,27 +176,47 @@ pub fn signal_deliver(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// A kernel word at `base + offset` (0 when it cannot be read).
+#[inline(always)]
+fn kernel_u64(base: u64, offset: u64) -> u64 {
+    // SAFETY: kernel memory read through the helper; a bad address just fails.
+    unsafe { bpf_probe_read_kernel((base + offset) as *const u64).unwrap_or(0) }
+}
+
 /// Every OOM kill on the machine, traced or not: the victim's size as the killer saw it.
-#[tracepoint]
-pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+/// Raw tracepoint `(task, uid)`: the victim's fields are read at the offsets the user side found
+/// in the kernel's BTF, computed as the kernel's own `mark_victim` record computes them (pages
+/// counted in the mm's rss counters, shown in KiB).
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn oom_mark_victim(ctx: RawTracePointContext) -> i32 {
     let (tgid, _) = ids();
-    let victim: i32 = tp(&ctx, 8);
-    let mut ev = event(EventKind::Oom, victim as u32, tgid);
-    ev.addr = tp(&ctx, 16);
-    ev.size = tp(&ctx, 24);
-    ev.old_addr = tp(&ctx, 32);
-    ev.call_site = tp(&ctx, 40);
-    let uid: u32 = tp(&ctx, 48);
-    let adj: i16 = tp(&ctx, 64);
-    ev.aux = u64::from(uid) | (u64::from(adj as u16) << 32);
+    let task: u64 = ctx.arg(0);
+    let uid: u64 = ctx.arg(1);
+    let victim = kernel_u64(task, config(ConfigKey::TaskTgidOffset)) as u32;
+    let mm = kernel_u64(task, config(ConfigKey::TaskMm));
+    let signal = kernel_u64(task, config(ConfigKey::TaskSignal));
+    let counters = mm + config(ConfigKey::MmRssStat);
+    let counter_size = config(ConfigKey::CounterSize);
+    let count = config(ConfigKey::CounterCount);
+    // percpu_counter_read_positive(): the counter's count, never below 0, in pages.
+    let rss_kib = |i: u64| {
+        let pages = kernel_u64(counters + i * counter_size, count) as i64;
+        (pages.max(0) as u64) << 2
+    };
+    let mut ev = event(EventKind::Oom, victim, tgid);
+    ev.addr = kernel_u64(mm, config(ConfigKey::MmTotalVm)) << 2;
+    // MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES.
+    ev.size = rss_kib(1);
+    ev.old_addr = rss_kib(0);
+    ev.call_site = rss_kib(3);
+    let adj = kernel_u64(signal, config(ConfigKey::SignalOomScoreAdj)) as u16;
+    ev.aux = (uid & 0xffff_ffff) | (u64::from(adj) << 32);
     emit_with(&ev, true);
-    // The comm is a __data_loc string: offset in the low 16 bits of the u32 at 12.
-    let loc: u32 = tp(&ctx, 12);
-    let mut comm = event(EventKind::OomComm, victim as u32, tgid);
+    let mut comm = event(EventKind::OomComm, victim, tgid);
     let mut raw = [0u8; 16];
-    // SAFETY: the record is kernel memory; the helper bounds the read and stops at NUL.
+    // SAFETY: kernel memory; the helper bounds the read and stops at NUL.
     unsafe {
-        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        let src = (task + config(ConfigKey::TaskComm)) as *const u8;
         let _ = aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src, &mut raw);
     }
     let (lo, hi) = raw.split_at(8);

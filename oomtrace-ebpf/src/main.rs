@@ -16,6 +16,7 @@ mod alloc;
 mod dispatch;
 mod floor;
 mod growth;
+mod inject;
 mod kgpu;
 mod kmem;
 mod lifecycle;

@@ -316,7 +316,10 @@ fn step(w: &mut WalkState, buf: &mut [u64; STACK_WORDS]) -> bool {
     // How the caller's frame is found: from a row (CFA and rbp slot), or frame pointers.
     let mut cfa = 0u64;
     let mut rbp_slot = 0i64;
-    let found = unwind_row(lookup);
+    let mut found = unwind_row(lookup);
+    if found == 0 {
+        found = unwind_vma_row(lookup);
+    }
     if found & LOOKUP_LATE != 0 {
         // Found through the kernel's VMA: the user side still has to publish the mapping.
         w.unknown_pc = lookup;
@@ -460,7 +463,7 @@ impl Lookup {
 }
 
 /// The row for `pc` in the walked process ([`WALK_STATE`]): from the per-CPU cache, else the
-/// tables, else through the kernel's VMA ([`unwind_vma_row`]). A [`Lookup`], encoded.
+/// tables. A [`Lookup`], encoded; [`Lookup::Unknown`] sends the step to [`unwind_vma_row`].
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn unwind_row(pc: u64) -> u64 {
@@ -490,7 +493,9 @@ pub extern "C" fn unwind_row(pc: u64) -> u64 {
     let found = match find_mapping(&maps, pc) {
         Some(m) if m.module == NO_MODULE => Lookup::NoTable,
         Some(m) => rows_in(m.module, pc.wrapping_sub(m.bias)),
-        None => return unwind_vma_row(pc),
+        // The step asks the kernel's VMA then: called from here, its frames would stack on
+        // this one's, past the verifier's 512 bytes for a call chain.
+        None => return Lookup::Unknown.encode(),
     };
     let info = match found {
         Lookup::Row(r) => r as u32,
@@ -618,7 +623,8 @@ pub extern "C" fn unwind_vma_row(pc: u64) -> u64 {
             && pc < core::ptr::read_volatile(&raw const (*hit).hi)
     };
     if !inside(pc) {
-        if config(ConfigKey::VmaStart) == 0 {
+        // `vm_start` sits at offset 0 on 6.x kernels; `vm_file` never does.
+        if config(ConfigKey::VmaFile) == 0 {
             return 0;
         }
         // SAFETY: as above.
@@ -634,7 +640,6 @@ pub extern "C" fn unwind_vma_row(pc: u64) -> u64 {
                 0,
             )
         };
-        unsafe { aya_ebpf::bpf_printk!(c"vma pc %llx rc %d lo %llx", pc, found, (*hit).lo) };
         if found != 0 || !inside(pc) {
             return 0;
         }
@@ -680,7 +685,6 @@ extern "C" fn vma_found(_task: *mut c_void, vma: *mut c_void, _ctx: *mut c_void)
         dev: kread(sb, config(ConfigKey::SbDev)) & 0xffff_ffff,
         ino: kread(inode, config(ConfigKey::InodeIno)),
     };
-    unsafe { aya_ebpf::bpf_printk!(c"key dev %llx ino %llu", key.dev, key.ino) };
     // SAFETY: copied out.
     let Some(m) = (unsafe { MODULE_FILES.get(&key).copied() }) else {
         return 0;

@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run CMD traced from its first allocation (children too) and report when it exits.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show which allocator object and probe offsets oomtrace would use (no tracing).
     Probes(ProbesArgs),
     /// One snapshot of GPU/driver memory: DRM devices and clients, dma-bufs, KFD, meminfo.
@@ -238,6 +238,9 @@ pub struct RunArgs {
     /// Warn when the peak reaches this share of the budget.
     #[arg(long, value_name = "PCT", default_value = "80%", value_parser = crate::oom::sizes::parse_percent, requires = "budget")]
     pub warn_at: f64,
+    /// Fail chosen allocator calls (`--fail-*`).
+    #[command(flatten)]
+    pub fail: FailArgs,
     /// For `cargo xtask bench` only: attach empty programs on the allocator functions and offsets
     /// a real run would probe, and nothing else (the bare probe floor). The report stays empty.
     #[arg(long, hide = true)]
@@ -245,6 +248,55 @@ pub struct RunArgs {
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// `run --fail-*`: make chosen allocator calls fail, as they do when memory runs out. The
+/// criteria combine (all must hold); the report lists each failure with its stack and what
+/// followed.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FailArgs {
+    /// Fail calls whose stack has a frame in a function matching GLOB (`*`, `?`; the name as
+    /// reports show it, or the symbol). Repeatable: any of them.
+    #[arg(long = "fail-site", value_name = "GLOB")]
+    pub sites: Vec<String>,
+    /// As --fail-site, but only the allocation site counts: the first frame outside the
+    /// allocator's wrappers (what `oomtrace sweep` fails). Repeatable.
+    #[arg(long = "fail-at-site", value_name = "GLOB", conflicts_with = "sites")]
+    pub at_sites: Vec<String>,
+    /// Only the Nth call that meets the other criteria (1: the first).
+    #[arg(long = "fail-nth", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub nth: Option<u64>,
+    /// Calls requesting a size in RANGE: `64`, `1K-1M`, `4096-`, `-128` (bytes; K, M, G are
+    /// binary units).
+    #[arg(long = "fail-size", value_name = "RANGE", value_parser = crate::inject::parse_size_range)]
+    pub size: Option<crate::inject::SizeRange>,
+    /// Each call that meets the other criteria with probability P (0 < P ≤ 1).
+    #[arg(long = "fail-rate", value_name = "P", value_parser = crate::inject::parse_probability)]
+    pub rate: Option<f64>,
+    /// The seed of --fail-rate's draws (default: a fresh one, printed so the run can be
+    /// repeated).
+    #[arg(long = "fail-seed", value_name = "S", requires = "rate")]
+    pub seed: Option<u64>,
+    /// Fail every call while the process's outstanding heap bytes plus the request would pass
+    /// SIZE: an allocator-level memory cap (64M, 2G).
+    #[arg(long = "fail-after", value_name = "SIZE", value_parser = crate::oom::sizes::parse_size_arg)]
+    pub after: Option<u64>,
+}
+
+impl FailArgs {
+    /// What they ask for (`None` when no --fail-* was given).
+    pub fn spec(&self) -> Option<crate::inject::FailSpec> {
+        let spec = crate::inject::FailSpec {
+            sites: self.sites.clone(),
+            at_sites: self.at_sites.clone(),
+            nth: self.nth,
+            size: self.size,
+            rate: self.rate,
+            seed: self.seed.unwrap_or_else(crate::inject::fresh_seed),
+            after: self.after,
+        };
+        spec.armed().then_some(spec)
+    }
 }
 
 /// Options of `oomtrace probes`.

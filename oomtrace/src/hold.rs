@@ -49,6 +49,10 @@ pub enum Stop {
 /// What the holder thread does at each [`Stop`], while the process waits.
 pub type OnStop = Box<dyn FnMut(Stop) + Send>;
 
+/// Looks at a signal on its way to thread `tid` of process `pid` (stopped): true when it was
+/// oomtrace's own (`run --fail-*`'s stops), served, and must not be delivered.
+pub type OnSignal = Box<dyn FnMut(u32, u32, i32) -> bool + Send>;
+
 /// A command started held before `execve`.
 pub struct Spawned {
     /// The command's pid.
@@ -74,8 +78,13 @@ impl Spawned {
 
 /// Starts `exe` with `args` (argv[0] included), blocked before `execve` until
 /// [`Spawned::release`], and holds it and every process it creates at each [`Stop`] while
-/// `on_stop` runs.
-pub fn spawn(exe: &Path, args: &[OsString], on_stop: OnStop) -> Result<Spawned> {
+/// `on_stop` runs; `on_signal` sees each signal before it is delivered.
+pub fn spawn(
+    exe: &Path,
+    args: &[OsString],
+    on_stop: OnStop,
+    on_signal: Option<OnSignal>,
+) -> Result<Spawned> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (status_tx, status_rx) = tokio::sync::oneshot::channel();
     let exe: PathBuf = exe.to_owned();
@@ -95,7 +104,7 @@ pub fn spawn(exe: &Path, args: &[OsString], on_stop: OnStop) -> Result<Spawned> 
             let seized = refused.is_none();
             let _ = tx.send(Ok((held, refused)));
             let status = if seized {
-                Holder::new(pid, on_stop).run()
+                Holder::new(pid, on_stop, on_signal).run()
             } else {
                 launch::wait(pid)
             };
@@ -140,6 +149,7 @@ fn seize(pid: u32) -> Result<(), String> {
 struct Holder {
     root: u32,
     on_stop: OnStop,
+    on_signal: Option<OnSignal>,
     /// Thread id → thread group id of every task seen.
     tgid: HashMap<u32, u32>,
     /// New tasks whose creator's event was handled (probes in): resume at their first stop.
@@ -152,10 +162,11 @@ struct Holder {
 }
 
 impl Holder {
-    fn new(root: u32, on_stop: OnStop) -> Self {
+    fn new(root: u32, on_stop: OnStop, on_signal: Option<OnSignal>) -> Self {
         Self {
             root,
             on_stop,
+            on_signal,
             tgid: HashMap::from([(root, root)]),
             ready: HashSet::new(),
             waiting: HashSet::new(),
@@ -254,9 +265,11 @@ impl Holder {
                 }
             }
             _ => {
-                // A signal on its way to the tracee: deliver it as it came.
+                // A signal on its way to the tracee: deliver it as it came, unless it was ours.
                 self.started.insert(tid);
-                resume(tid, sig);
+                let pid = self.tgid.get(&tid).copied().unwrap_or(tid);
+                let ours = self.on_signal.as_mut().is_some_and(|f| f(tid, pid, sig));
+                resume(tid, if ours { 0 } else { sig });
             }
         }
     }
@@ -326,8 +339,13 @@ mod tests {
         .iter()
         .map(OsString::from)
         .collect();
-        let mut spawned =
-            spawn(&sh, &args, Box::new(move |s| seen.lock().unwrap().push(s))).unwrap();
+        let mut spawned = spawn(
+            &sh,
+            &args,
+            Box::new(move |s| seen.lock().unwrap().push(s)),
+            None,
+        )
+        .unwrap();
         assert!(spawned.held, "{:?}", spawned.refused);
         spawned.release(&sh).unwrap();
         let status = spawned.status.blocking_recv().unwrap().unwrap();

@@ -18,6 +18,7 @@ macro_rules! say {
 pub mod cli;
 pub mod gpu;
 pub mod hold;
+pub mod inject;
 pub mod kallsyms;
 pub mod launch;
 pub mod mode;

@@ -137,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 children: !args.no_children,
                 self_max: self_max(&args.tracing),
                 stack_depth: args.tracing.stack_depth,
+                fail: None,
             };
             args.tracing.names.apply();
             let output = OutputArgs {
@@ -170,6 +171,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     children: true,
                     self_max: self_max(&args.tracing),
                     stack_depth: args.tracing.stack_depth,
+                    fail: {
+                        let fail = args.fail.spec();
+                        if fail.is_some() && args.tracing.mode != oomtrace::mode::Mode::Exact {
+                            anyhow::bail!(
+                                "--fail-* decides at every allocator call: it needs --mode exact \
+                                 (the default)"
+                            );
+                        }
+                        fail
+                    },
                     // A monitored run samples its growth as often as its memory.
                     tick: if monitored {
                         args.tracing.tick.min(args.sample_interval)
@@ -212,6 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     children: !a.no_children,
                     self_max: self_max(&a.tracing),
                     stack_depth: a.tracing.stack_depth,
+                    fail: None,
                 },
                 a.output,
             )
@@ -259,14 +271,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         code = oomtrace::oom::finish::finish_run(end, m, &outcome, code)?;
     }
     let code = ExitCode::from(code.clamp(0, 255) as u8);
-    // Detach only after the report is out. The kernel takes ~2.5 s to unregister our probes; an
-    // interactive user quitting the TUI gets the shell back at once (the probes, quiesced, go a
-    // moment later), while scripted runs wait, so nothing of oomtrace outlives its exit.
-    if tui {
-        outcome.probes.detach_in_background();
-    } else {
-        drop(outcome.probes);
-    }
+    // Detach only after the report is out. The allocator probes go at once (in parallel: they
+    // are what the traced processes pay for); the syscall tracepoints, quiesced, are closed by a
+    // short-lived helper process, since the kernel takes a grace period for each and nobody should
+    // wait for that.
+    outcome.probes.detach_in_background();
     written.map(|()| code)
 }
 

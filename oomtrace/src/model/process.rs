@@ -8,6 +8,7 @@ use super::hist::{LifetimeHist, SizeDist};
 use super::ranges::Ranges;
 use crate::mode::Mode;
 
+pub mod faults;
 mod resident;
 mod sampled;
 
@@ -110,6 +111,32 @@ impl Block {
 
 const _: () = assert!(MAX_STACKS_PER_PROCESS < 1 << 24);
 
+/// Who sent a process a signal (`signal:signal_generate`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SignalSender {
+    /// The signal.
+    pub signal: i32,
+    /// The sending process (`None`: the kernel itself — the OOM killer, a fault).
+    pub pid: Option<u32>,
+    /// Its name (`kernel` when the kernel sent it).
+    pub comm: String,
+    /// Its uid (`None` for the kernel).
+    pub uid: Option<u32>,
+}
+
+impl std::fmt::Display for SignalSender {
+    /// "from pid 123 (kill, uid 0)", or "from the kernel".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.pid, self.uid) {
+            (Some(pid), Some(uid)) => write!(f, "from pid {pid} ({}, uid {uid})", self.comm),
+            _ => f.write_str("from the kernel"),
+        }
+    }
+}
+
+/// Signal senders kept per process (the latest of each signal, a few signals).
+const MAX_SENDERS: usize = 4;
+
 /// How a process ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExitStatus {
@@ -148,6 +175,17 @@ pub struct Process {
     /// Frees (or reallocs) through another allocator family than the one that allocated the
     /// block (`je_free` of a glibc block, say): never counted as frees; the block stays held.
     pub mismatched_frees: u64,
+    /// The latest sender of each signal it was sent (a few).
+    pub signal_senders: Vec<SignalSender>,
+    /// Injected failures, where a fatal signal struck, hazards.
+    pub faults: faults::Faults,
+    /// Its heap is not all known: it was forked (the parent's blocks are not its own to the
+    /// model) and has not exec'd since, or the block cap dropped some of its blocks. A free of an
+    /// unknown address is then no hazard.
+    heap_partial: bool,
+    /// Recently freed blocks (frees that carry their call site only): a second free of one is a
+    /// double free.
+    freed: faults::FreedRing,
     index: FastMap<StackKey, u32>,
     blocks: FastMap<u64, Block>,
     ranges: Ranges,
@@ -175,6 +213,10 @@ impl Process {
             stacks: Vec::new(),
             unknown_frees: 0,
             mismatched_frees: 0,
+            signal_senders: Vec::new(),
+            faults: faults::Faults::default(),
+            heap_partial: ppid.is_some(),
+            freed: faults::FreedRing::default(),
             index: FastMap::default(),
             blocks: FastMap::default(),
             ranges: Ranges::default(),
@@ -226,6 +268,7 @@ impl Process {
 
     fn add_block(&mut self, ev: &MemEvent, addr: u64, size: u64) {
         let stack = self.stack(ev);
+        self.freed.forget(addr);
         let (bytes, blocks) = sampled::weigh(ev, size);
         // An address handed out twice means we missed its free (lost event): release it first.
         if let Some(old) = self.blocks.insert(
@@ -303,6 +346,17 @@ impl Process {
         }
     }
 
+    /// A `Free` event: freed, and judged when it carries its call site (`run`).
+    fn free_event(&mut self, ev: &MemEvent) {
+        if ev.call_site == 0 {
+            self.free(ev.addr, ev.ts_ns, ev.family());
+            return;
+        }
+        let block = self.blocks.get(&ev.addr).copied();
+        let freed = self.free(ev.addr, ev.ts_ns, ev.family());
+        self.judge_free(ev, block, freed);
+    }
+
     fn fail(&mut self, ev: &MemEvent) {
         let stack = self.stack(ev);
         self.stacks[stack as usize].counts.failed_allocs += 1;
@@ -350,9 +404,10 @@ impl Process {
             EventKind::Alloc if ev.addr == 0 => self.fail(ev),
             EventKind::Alloc if track_blocks => self.add_block(ev, ev.addr, ev.size),
             EventKind::Alloc => self.count_untracked(ev),
-            EventKind::Free => {
-                self.free(ev.addr, ev.ts_ns, ev.family());
-            }
+            EventKind::Free => self.free_event(ev),
+            EventKind::Injected => self.note_injection(ev),
+            EventKind::Crash => self.note_crash(ev),
+            EventKind::HandlerAlloc => self.note_handler_alloc(ev),
             EventKind::Realloc => self.realloc(ev, track_blocks),
             EventKind::Mmap if ev.addr == 0 => self.fail(ev),
             EventKind::Mmap => self.add_range(ev, ev.addr, ev.size),
@@ -410,6 +465,7 @@ impl Process {
             | EventKind::Fault
             | EventKind::Unfollowed
             | EventKind::NewCode => {}
+            EventKind::SignalSent => self.note_sender(ev),
         }
     }
 
@@ -423,6 +479,7 @@ impl Process {
 
     /// Counted in the statistics, not tracked as a block (the block cap was reached).
     pub(super) fn count_untracked(&mut self, ev: &MemEvent) {
+        self.heap_partial = true;
         let stack = self.stack(ev);
         let (bytes, blocks) = sampled::weigh(ev, ev.size);
         let blocks = u64::from(blocks);
@@ -487,6 +544,9 @@ impl Process {
         self.release_all_ranges();
         self.brk = None;
         self.generation += 1;
+        // A fresh heap, all of it seen from here.
+        self.heap_partial = false;
+        self.freed = faults::FreedRing::default();
     }
 
     fn release_all_ranges(&mut self) {
@@ -515,6 +575,40 @@ impl Process {
         self.blocks = FastMap::default();
         self.ranges = Ranges::default();
         self.range_allocs = FastMap::default();
+    }
+
+    fn note_sender(&mut self, ev: &MemEvent) {
+        let signal = (ev.aux & 0xff) as i32;
+        let sender = if ev.aux & oomtrace_common::SIGNAL_FROM_KERNEL != 0 {
+            SignalSender {
+                signal,
+                pid: None,
+                comm: "kernel".into(),
+                uid: None,
+            }
+        } else {
+            let mut raw = [0u8; 16];
+            raw[..8].copy_from_slice(&ev.old_addr.to_le_bytes());
+            raw[8..].copy_from_slice(&ev.call_site.to_le_bytes());
+            let len = raw.iter().position(|&b| b == 0).unwrap_or(16);
+            SignalSender {
+                signal,
+                pid: Some(ev.addr as u32),
+                comm: String::from_utf8_lossy(&raw[..len]).into_owned(),
+                uid: Some(ev.size as u32),
+            }
+        };
+        self.signal_senders.retain(|s| s.signal != signal);
+        if self.signal_senders.len() >= MAX_SENDERS {
+            self.signal_senders.remove(0);
+        }
+        self.signal_senders.push(sender);
+    }
+
+    /// Who sent the signal that ended it, when a signal did and the sending was seen.
+    pub fn killed_by(&self) -> Option<&SignalSender> {
+        let sig = self.exit?.signal?;
+        self.signal_senders.iter().rev().find(|s| s.signal == sig)
     }
 
     /// Overrides the exit status with what `waitpid` reported (exact for our own child).

@@ -290,6 +290,26 @@ impl ElfLayout {
         })
     }
 
+    /// The virtual address where a mapping of file offset `offset` (page-aligned, as in
+    /// `/proc/PID/maps`) starts. Segments can share a page of the file, so the one mapped is
+    /// the one whose page-aligned offset is `offset`, executable if the mapping is.
+    pub fn mapping_vaddr(&self, offset: u64, exec: bool) -> Option<u64> {
+        let e = self.endian;
+        let page = |x: u64| x & !0xfff;
+        let loads = || {
+            self.segments()
+                .iter()
+                .filter(|ph| ph.p_type.get(e) == elf::PT_LOAD && page(ph.p_offset.get(e)) == offset)
+        };
+        let pick = loads()
+            .find(|ph| (ph.p_flags.get(e) & elf::PF_X != 0) == exec)
+            .or_else(|| loads().next());
+        match pick {
+            Some(ph) => Some(ph.p_vaddr.get(e) - (ph.p_offset.get(e) - offset)),
+            None => self.virt_offset(offset),
+        }
+    }
+
     /// The virtual address (as in the object's symbols) of file offset `offset`, from the
     /// loadable segments.
     pub fn virt_offset(&self, offset: u64) -> Option<u64> {

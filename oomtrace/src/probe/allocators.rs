@@ -254,18 +254,22 @@ pub fn plan_for_program(exe: &Path, preload: Option<&str>) -> Result<AllocatorPl
 }
 
 /// The objects a command about to start will map, in the dynamic linker's order: `exe` (or a
-/// script's interpreter), `preload`'s, then its libraries breadth-first.
+/// script's interpreter), `preload`'s, then its libraries breadth-first, and its dynamic linker.
 pub fn program_objects(exe: &Path, preload: Option<&str>) -> Vec<PathBuf> {
-    load_order(exe, preload)
-        .map(|(_, c)| {
-            c.into_iter()
-                .filter_map(|c| match c.object {
-                    ObjectRef::Path(p) => Some(p),
-                    ObjectRef::Mapping { .. } => None,
-                })
-                .collect()
+    let Ok((_, candidates)) = load_order(exe, preload) else {
+        return Vec::new();
+    };
+    // The dynamic linker too: it allocates (its own minimal malloc, then libc's) before the
+    // program's first instruction.
+    let interp = candidates.first().and_then(|c| c.elf.interpreter());
+    candidates
+        .into_iter()
+        .filter_map(|c| match c.object {
+            ObjectRef::Path(p) => Some(p),
+            ObjectRef::Mapping { .. } => None,
         })
-        .unwrap_or_default()
+        .chain(interp)
+        .collect()
 }
 
 /// The program (`exe`, or a script's interpreter) and the objects it will map, opened.

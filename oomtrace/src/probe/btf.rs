@@ -98,6 +98,25 @@ impl Btf {
         rest.split(|&b| b == 0).next()
     }
 
+    /// The size of `struct name` in bytes.
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        let at = self.struct_record(name)?;
+        self.u32_at(at + 8)
+    }
+
+    fn struct_record(&self, name: &str) -> Option<usize> {
+        self.types.iter().copied().find(|&at| {
+            at != 0
+                && self
+                    .u32_at(at + 4)
+                    .is_some_and(|i| (i >> 24) & 0x1f == KIND_STRUCT)
+                && self
+                    .u32_at(at)
+                    .and_then(|n| self.name(n))
+                    .is_some_and(|n| n == name.as_bytes())
+        })
+    }
+
     /// The byte offset of `member` in `struct name` (a member of a nested anonymous struct or
     /// union is found too). `None` for a bitfield, or when there is no such member.
     pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
@@ -174,6 +193,10 @@ mod tests {
         assert_eq!(tgid, pid + 4);
         assert!(btf.member_offset("task_struct", "no_such_field").is_none());
         assert!(btf.member_offset("no_such_struct", "pid").is_none());
+        // mm_struct keeps most of its fields in an anonymous inner struct: found all the same.
+        assert!(btf.member_offset("mm_struct", "total_vm").is_some());
+        assert_eq!(btf.member_offset("percpu_counter", "count"), Some(8));
+        assert!(btf.struct_size("percpu_counter").is_some_and(|s| s >= 16));
     }
 
     #[test]

@@ -37,6 +37,17 @@ pub struct FuncSymbol {
     pub code: Vec<u8>,
 }
 
+/// A defined function's name and where it lies in the object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FuncRange {
+    /// Symbol name as in the table (mangled).
+    pub name: String,
+    /// Virtual address in the object.
+    pub vaddr: u64,
+    /// Bytes of code.
+    pub size: u64,
+}
+
 /// One symbol table and its strings.
 struct Symbols {
     syms: Table<Sym64<Endianness>>,
@@ -85,6 +96,18 @@ impl ElfObject {
             .segments()
             .iter()
             .any(|ph| ph.p_type.get(e) == elf::PT_INTERP)
+    }
+
+    /// The program interpreter it names (the dynamic linker), if any.
+    pub fn interpreter(&self) -> Option<PathBuf> {
+        let e = self.layout.endian();
+        let ph = self
+            .layout
+            .segments()
+            .iter()
+            .find(|ph| ph.p_type.get(e) == elf::PT_INTERP)?;
+        let name = self.layout.read_cstr(ph.p_offset.get(e)).ok()?;
+        Some(PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name)))
     }
 
     /// Whether it has a dynamic section (a static-pie binary has one, a plain static one none).
@@ -225,6 +248,52 @@ impl ElfObject {
             file_offset,
             code,
         })
+    }
+
+    /// Every defined function with a size, from both symbol tables (each once).
+    pub fn functions(&self) -> Vec<FuncRange> {
+        let e = self.layout.endian();
+        let dynsym = self
+            .dynsym
+            .get_or_init(|| self.load_symbols(elf::SHT_DYNSYM));
+        let symtab = self
+            .symtab
+            .get_or_init(|| self.load_symbols(elf::SHT_SYMTAB));
+        let mut out = Vec::new();
+        for table in [dynsym, symtab].into_iter().flatten() {
+            for s in table.syms.items() {
+                let kind = s.st_type();
+                if !(kind == elf::STT_FUNC || kind == elf::STT_GNU_IFUNC)
+                    || !s.is_definition(e)
+                    || s.st_value(e) == 0
+                    || s.st_size(e) == 0
+                {
+                    continue;
+                }
+                let Some(at) = table.strings.get(s.st_name(e) as usize..) else {
+                    continue;
+                };
+                let name = at.split(|&b| b == 0).next().unwrap_or_default();
+                out.push(FuncRange {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    vaddr: s.st_value(e),
+                    size: s.st_size(e),
+                });
+            }
+        }
+        out.sort_by(|a, b| (a.vaddr, &a.name).cmp(&(b.vaddr, &b.name)));
+        out.dedup();
+        out
+    }
+
+    /// The virtual address where a mapping of file offset `offset` starts.
+    pub fn mapping_vaddr(&self, offset: u64, exec: bool) -> Option<u64> {
+        self.layout.mapping_vaddr(offset, exec)
+    }
+
+    /// The virtual address of file offset `offset` (from the loadable segments).
+    pub fn virt_offset(&self, offset: u64) -> Option<u64> {
+        self.layout.virt_offset(offset)
     }
 
     /// Whether the object defines `name`.

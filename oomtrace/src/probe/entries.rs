@@ -49,6 +49,14 @@ const fn alloc(name: &'static str, size: u64, f: AllocFn) -> Entry {
     }
 }
 
+/// A C++ `operator new` that throws `std::bad_alloc` instead of returning NULL.
+const fn throwing(name: &'static str, f: AllocFn) -> Entry {
+    Entry {
+        name,
+        cookie: cookie::encode(cookie::OP_ALLOC, 0, N, N, f, 0) | cookie::THROWS,
+    }
+}
+
 const fn alloc_n(name: &'static str, n: u64, m: u64, f: AllocFn) -> Entry {
     Entry {
         name,
@@ -118,13 +126,13 @@ pub const JEMALLOC_EXTRAS: &[Entry] = &[
 /// C++ `operator new`/`delete` (Itanium-mangled), every nothrow, aligned and sized variant:
 /// probed where an allocator library implements them itself (they do not call `malloc`).
 pub const CXX: &[Entry] = &[
-    alloc("_Znwm", 0, AllocFn::New),
+    throwing("_Znwm", AllocFn::New),
     alloc("_ZnwmRKSt9nothrow_t", 0, AllocFn::New),
-    alloc("_ZnwmSt11align_val_t", 0, AllocFn::New),
+    throwing("_ZnwmSt11align_val_t", AllocFn::New),
     alloc("_ZnwmSt11align_val_tRKSt9nothrow_t", 0, AllocFn::New),
-    alloc("_Znam", 0, AllocFn::New),
+    throwing("_Znam", AllocFn::New),
     alloc("_ZnamRKSt9nothrow_t", 0, AllocFn::New),
-    alloc("_ZnamSt11align_val_t", 0, AllocFn::New),
+    throwing("_ZnamSt11align_val_t", AllocFn::New),
     alloc("_ZnamSt11align_val_tRKSt9nothrow_t", 0, AllocFn::New),
     free("_ZdlPv", 0),
     free("_ZdlPvm", 0),
@@ -153,12 +161,12 @@ pub const TCMALLOC: &[Entry] = &[
     free("tc_free", 0),
     free("tc_free_sized", 0),
     free("tc_cfree", 0),
-    alloc("tc_new", 0, AllocFn::New),
-    alloc("tc_newarray", 0, AllocFn::New),
+    throwing("tc_new", AllocFn::New),
+    throwing("tc_newarray", AllocFn::New),
     alloc("tc_new_nothrow", 0, AllocFn::New),
     alloc("tc_newarray_nothrow", 0, AllocFn::New),
-    alloc("tc_new_aligned", 0, AllocFn::New),
-    alloc("tc_newarray_aligned", 0, AllocFn::New),
+    throwing("tc_new_aligned", AllocFn::New),
+    throwing("tc_newarray_aligned", AllocFn::New),
     alloc("tc_new_aligned_nothrow", 0, AllocFn::New),
     alloc("tc_newarray_aligned_nothrow", 0, AllocFn::New),
     free("tc_delete", 0),
@@ -199,10 +207,13 @@ pub const MIMALLOC: &[Entry] = &[
     memptr("mi_posix_memalign", 0, 2),
     alloc("mi_valloc", 0, AllocFn::Valloc),
     alloc("mi_pvalloc", 0, AllocFn::Pvalloc),
-    alloc("mi_new", 0, AllocFn::New),
-    alloc_n("mi_new_n", 0, 1, AllocFn::New),
+    throwing("mi_new", AllocFn::New),
+    Entry {
+        cookie: alloc_n("mi_new_n", 0, 1, AllocFn::New).cookie | cookie::THROWS,
+        name: "mi_new_n",
+    },
     alloc("mi_new_nothrow", 0, AllocFn::New),
-    alloc("mi_new_aligned", 0, AllocFn::New),
+    throwing("mi_new_aligned", AllocFn::New),
     alloc("mi_new_aligned_nothrow", 0, AllocFn::New),
     realloc("mi_new_realloc", 0, 1),
     realloc_n("mi_new_reallocn", 0, 1, 2),

@@ -7,6 +7,7 @@ pub mod detach;
 pub mod drm;
 pub mod elf;
 pub mod entries;
+pub mod inject;
 pub mod kernel;
 pub mod linkmap;
 pub mod modes;
@@ -25,7 +26,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{TracePoint, UProbe};
+use aya::programs::trace_point::TracePointLink;
+use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use oomtrace_common::{ConfigKey, DropReason};
 
@@ -39,21 +41,29 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 const TRACING_PROGRAMS: [&str; 2] = ["alloc_enter", "alloc_return"];
 const FLOOR_PROGRAMS: [&str; 2] = ["floor_enter", "floor_return"];
 
-/// (raw tracepoint, program): the memory syscalls (dispatched by number) and the process
-/// lifecycle. Raw tracepoints attach and detach in microseconds; a perf tracepoint costs a grace
-/// period each way.
+/// (syscall tracepoint, program): the memory syscalls. Perf tracepoints, not raw `sys_enter`:
+/// they filter by syscall number in the kernel, so every other process's syscalls cost less
+/// (`oomtrace-ebpf/src/dispatch.rs`).
+const SYSCALL_TRACEPOINTS: &[(&str, &str)] = &[
+    ("sys_enter_mmap", "mmap_enter"),
+    ("sys_exit_mmap", "mmap_exit"),
+    ("sys_enter_munmap", "munmap_enter"),
+    ("sys_enter_mremap", "mremap_enter"),
+    ("sys_exit_mremap", "mremap_exit"),
+    ("sys_enter_brk", "brk_enter"),
+    ("sys_exit_brk", "brk_exit"),
+];
+
+/// (raw tracepoint, program): the process lifecycle and the OOM killer. Raw tracepoints attach
+/// and detach in microseconds; a perf tracepoint costs a grace period to detach.
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sys_enter", "sys_enter"),
-    ("sys_exit", "sys_exit"),
+    ("mark_victim", "oom_mark_victim"),
     ("sched_process_fork", "process_fork"),
     ("sched_process_exec", "process_exec"),
     ("sched_process_exit", "process_exit"),
     ("signal_deliver", "signal_deliver"),
+    ("signal_generate", "signal_generate"),
 ];
-
-/// (category, tracepoint, program): the OOM killer's, whose record carries the victim's sizes as
-/// the kernel computed them.
-const PERF_TRACEPOINTS: &[(&str, &str, &str)] = &[("oom", "mark_victim", "oom_mark_victim")];
 
 /// What to trace.
 #[derive(Clone, Copy, Debug)]
@@ -107,6 +117,9 @@ pub struct Probes {
     attacher: Option<Arc<Attacher>>,
     /// Why multi-uprobe links are not used, when they are not (said once).
     fallback: Option<String>,
+    /// The syscall tracepoints' links, owned here so the session can close them off its
+    /// critical path.
+    perf_links: Vec<TracePointLink>,
 }
 
 impl Probes {
@@ -131,6 +144,7 @@ impl Probes {
             floor: cfg.floor,
             attacher: None,
             fallback: None,
+            perf_links: Vec::new(),
         };
         modes::configure(&mut probes.ebpf, cfg.mode)?;
         let mut config: Array<_, u64> = Array::try_from(probes.map_mut("CONFIG")?)?;
@@ -142,15 +156,34 @@ impl Probes {
             0,
         )?;
         config.set(ConfigKey::Kernel as u32, u64::from(cfg.kernel), 0)?;
-        // The fork tracepoint reads the child's thread group id from its task_struct.
-        let tgid_offset = btf::Btf::kernel()
-            .and_then(|b| b.member_offset("task_struct", "tgid"))
-            .ok_or_else(|| {
-                anyhow!(
-                    "cannot find task_struct's tgid in the kernel's BTF (/sys/kernel/btf/vmlinux)"
-                )
+        // The raw tracepoints read kernel structures at the offsets this kernel's BTF gives.
+        let btf = btf::Btf::kernel()
+            .ok_or_else(|| anyhow!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)"))?;
+        let offsets = [
+            (ConfigKey::TaskTgidOffset, "task_struct", "tgid"),
+            (ConfigKey::TaskComm, "task_struct", "comm"),
+            (ConfigKey::TaskMm, "task_struct", "mm"),
+            (ConfigKey::TaskSignal, "task_struct", "signal"),
+            (ConfigKey::TaskExitCode, "task_struct", "exit_code"),
+            (
+                ConfigKey::SignalOomScoreAdj,
+                "signal_struct",
+                "oom_score_adj",
+            ),
+            (ConfigKey::MmTotalVm, "mm_struct", "total_vm"),
+            (ConfigKey::MmRssStat, "mm_struct", "rss_stat"),
+            (ConfigKey::CounterCount, "percpu_counter", "count"),
+        ];
+        for (key, st, member) in offsets {
+            let off = btf.member_offset(st, member).ok_or_else(|| {
+                anyhow!("cannot find {st}.{member} in the kernel's BTF (/sys/kernel/btf/vmlinux)")
             })?;
-        config.set(ConfigKey::TaskTgidOffset as u32, u64::from(tgid_offset), 0)?;
+            config.set(key as u32, u64::from(off), 0)?;
+        }
+        let counter_size = btf
+            .struct_size("percpu_counter")
+            .ok_or_else(|| anyhow!("cannot find struct percpu_counter in the kernel's BTF"))?;
+        config.set(ConfigKey::CounterSize as u32, u64::from(counter_size), 0)?;
         if cfg.mode.probes_allocator() {
             probes.attacher = Some(Arc::new(probes.load_attacher()?));
         }
@@ -237,15 +270,38 @@ impl Probes {
     /// Attaches the memory-syscall and process-lifecycle tracepoints.
     pub fn attach_tracepoints(&mut self) -> Result<()> {
         self.attach_raw_tracepoints(RAW_TRACEPOINTS)?;
+        self.attach_syscall_tracepoints(SYSCALL_TRACEPOINTS)?;
         if self.mode == crate::mode::Mode::Growth {
             self.attach_raw_tracepoints(modes::GROWTH_RAW_TRACEPOINTS)?;
+            self.attach_syscall_tracepoints(modes::GROWTH_SYSCALL_TRACEPOINTS)?;
         }
-        self.attach_some_tracepoints(PERF_TRACEPOINTS)
+        Ok(())
+    }
+
+    /// Perf tracepoints of `syscalls:`. Their links go into `perf_links`: closing one waits for
+    /// a grace period, so the session closes them off its critical path.
+    fn attach_syscall_tracepoints(&mut self, which: &[(&str, &str)]) -> Result<()> {
+        for &(name, program) in which {
+            let tp: &mut TracePoint = self
+                .ebpf
+                .program_mut(program)
+                .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
+                .try_into()?;
+            if tp.fd().is_err() {
+                tp.load()
+                    .with_context(|| format!("the kernel rejected program {program}"))?;
+            }
+            let id = tp
+                .attach("syscalls", name)
+                .with_context(|| format!("cannot attach tracepoint syscalls:{name}"))?;
+            self.perf_links.push(tp.take_link(id)?);
+        }
+        Ok(())
     }
 
     fn attach_raw_tracepoints(&mut self, which: &[(&str, &str)]) -> Result<()> {
         for &(name, program) in which {
-            let tp: &mut aya::programs::RawTracePoint = self
+            let tp: &mut RawTracePoint = self
                 .ebpf
                 .program_mut(program)
                 .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
@@ -262,25 +318,7 @@ impl Probes {
 
     /// Attaches only the OOM killer's tracepoint (`oomtrace oom-watch`).
     pub fn attach_oom_only(&mut self) -> Result<()> {
-        self.attach_some_tracepoints(&[("oom", "mark_victim", "oom_mark_victim")])
-    }
-
-    fn attach_some_tracepoints(&mut self, which: &[(&str, &str, &str)]) -> Result<()> {
-        let mut loaded = std::collections::HashSet::new();
-        for &(category, name, program) in which {
-            let tp: &mut TracePoint = self
-                .ebpf
-                .program_mut(program)
-                .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
-                .try_into()?;
-            if loaded.insert(program) {
-                tp.load()
-                    .with_context(|| format!("the kernel rejected program {program}"))?;
-            }
-            tp.attach(category, name)
-                .with_context(|| format!("cannot attach tracepoint {category}:{name}"))?;
-        }
-        Ok(())
+        self.attach_raw_tracepoints(&[("mark_victim", "oom_mark_victim")])
     }
 
     /// Attaches entry (and return) probes on every allocator function `object` defines, for
@@ -311,10 +349,11 @@ impl Probes {
         Ok(all)
     }
 
-    /// Detaches everything without making the caller wait for it: the programs are quiesced
-    /// (nothing is traced any more), then a forked child, holding the last references, closes
-    /// them. The kernel serializes tracepoint unregistration (a grace period each), so only the
-    /// interactive TUI uses this.
+    /// Detaches everything without making the caller wait for the slow part: the allocator
+    /// probes are closed now (in parallel), the rest is quiesced (nothing is traced any more),
+    /// then a forked child, holding the last references, closes it after the caller exits. The
+    /// kernel serializes perf tracepoint unregistration, a grace period each (about 0.3 s for
+    /// the syscall tracepoints together); the child is gone once that is done.
     pub fn detach_in_background(mut self) {
         let _ = std::io::Write::flush(&mut std::io::stdout());
         self.quiesce();

@@ -8,12 +8,14 @@ use oomtrace_common::ConfigKey;
 
 use crate::mode::{Mode, exp_table};
 
-/// (raw tracepoint, program) attached in growth mode only (madvise comes through the syscall
-/// dispatcher, which reads the mode).
+/// (raw tracepoint, program) attached in growth mode only.
 pub const GROWTH_RAW_TRACEPOINTS: &[(&str, &str)] = &[
     ("page_fault_user", "page_fault"),
     ("page_fault_kernel", "page_fault"),
 ];
+
+/// (syscall tracepoint, program) attached in growth mode only.
+pub const GROWTH_SYSCALL_TRACEPOINTS: &[(&str, &str)] = &[("sys_enter_madvise", "madvise_enter")];
 
 /// Writes the mode's config words and, in sample mode, the exponential quantile table.
 pub fn configure(ebpf: &mut Ebpf, mode: Mode) -> Result<()> {

@@ -408,11 +408,17 @@ pub fn load_for_multi(ebpf: &Ebpf, image: &[u8], names: &[&str]) -> Result<Vec<O
         .maps()
         .filter_map(|(name, map)| Some((name.to_owned(), map_fd(map)?)))
         .collect();
+    // Every map must be relocated: one left out would make its references point nowhere.
     let maps: Vec<(String, i32, aya_obj::Map)> = obj
         .maps
         .iter()
-        .filter_map(|(name, m)| Some((name.clone(), *fds.get(name)?, m.clone())))
-        .collect();
+        .map(|(name, m)| {
+            let fd = fds
+                .get(name)
+                .ok_or_else(|| anyhow!("no descriptor for map {name} to relocate against"))?;
+            Ok((name.clone(), *fd, m.clone()))
+        })
+        .collect::<Result<_>>()?;
     let text_sections = obj.functions.keys().map(|(section, _)| *section).collect();
     obj.relocate_maps(
         maps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)),
@@ -463,8 +469,15 @@ fn map_fd(map: &Map) -> Option<i32> {
         Map::Array(d)
         | Map::HashMap(d)
         | Map::LruHashMap(d)
+        | Map::LpmTrie(d)
         | Map::PerCpuArray(d)
         | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::ProgramArray(d)
+        | Map::PerfEventArray(d)
+        | Map::Queue(d)
+        | Map::Stack(d)
+        | Map::BloomFilter(d)
         | Map::RingBuf(d)
         | Map::StackTraceMap(d)
         | Map::Unsupported(d) => d,

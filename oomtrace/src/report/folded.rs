@@ -159,6 +159,7 @@ pub(super) mod tests {
                     comm: comm.to_owned(),
                     exit_code: None,
                     signal: None,
+                    killed_by: None,
                     counts: Counts::default(),
                     growth: crate::model::timeline::ProcGrowth {
                         heap: crate::tui::snapshot::unknown_growth(),

@@ -209,6 +209,9 @@ pub struct ProcessReport {
     pub exit_code: Option<i32>,
     /// Terminating signal, if one killed it.
     pub signal: Option<i32>,
+    /// Who sent that signal (a process, or the kernel), when it was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub killed_by: Option<crate::model::process::SignalSender>,
     /// Its statistics.
     #[serde(flatten)]
     pub counts: Counts,
@@ -532,6 +535,7 @@ fn process_report(model: &Model, p: &Process) -> ProcessReport {
         comm: p.comm.clone(),
         exit_code: p.exit.and_then(|e| e.code),
         signal: p.exit.and_then(|e| e.signal),
+        killed_by: p.killed_by().cloned(),
         counts: p.totals,
         growth: model
             .timeline

@@ -70,7 +70,10 @@ pub fn render(report: &Report, top: usize) -> String {
     );
     for p in &report.processes {
         let exit = match (p.exit_code, p.signal) {
-            (_, Some(sig)) => format!("signal {sig}"),
+            (_, Some(sig)) => match &p.killed_by {
+                Some(k) => format!("signal {sig} {k}"),
+                None => format!("signal {sig}"),
+            },
             (Some(code), None) => format!("{code}"),
             (None, None) => "running".to_owned(),
         };

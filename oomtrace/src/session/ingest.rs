@@ -154,7 +154,14 @@ impl Session {
                             // Keep the final state on screen until the user quits.
                             let banner = child.map(|c| match c {
                                 ChildStatus::Exited(code) => format!("exited (status {code})"),
-                                ChildStatus::Signaled(sig) => format!("killed by signal {sig}"),
+                                ChildStatus::Signaled(sig) => {
+                                    match root
+                                        .and_then(|r| self.model.process(r)?.killed_by().cloned())
+                                    {
+                                        Some(k) => format!("killed by signal {sig} {k}"),
+                                        None => format!("killed by signal {sig}"),
+                                    }
+                                }
                             });
                             self.sample();
                             self.publish(started, banner);
@@ -339,6 +346,17 @@ impl Session {
                 if self.model.process(m.pid).is_some_and(|p| p.exit.is_none()) {
                     self.mapped.consider(&self.probes, m);
                 }
+            }
+        }
+        // Their unwind tables too, before the walker meets their code (it finds a file whose
+        // tables are built through the kernel's VMA until the process's maps are published).
+        let mut synced: Vec<u32> = Vec::new();
+        for m in &new_maps {
+            if !synced.contains(&m.pid)
+                && self.model.process(m.pid).is_some_and(|p| p.exit.is_none())
+            {
+                synced.push(m.pid);
+                self.sync_unwind(m.pid);
             }
         }
         // After the batch: reading new processes' maps comes first (they may exit any moment);

@@ -75,6 +75,8 @@ pub struct Options {
     pub self_max: u64,
     /// `--stack-depth`: frames per stack, the call site included.
     pub stack_depth: u64,
+    /// `run --fail-*`: which allocator calls to fail.
+    pub fail: Option<crate::inject::FailSpec>,
 }
 
 /// What the monitor of a `run` saw.
@@ -345,9 +347,36 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         Target::Run(argv) => {
             let exe = exe.expect("resolved above");
             let on_stop = on_stop(session.probes.attacher());
-            let mut spawned = hold::spawn(&exe, argv, on_stop)?;
+            let fail = opts.fail.as_ref().filter(|f| f.armed());
+            let on_signal = match fail {
+                Some(spec) => {
+                    let maps = session.probes.arm_injection(spec.rule())?;
+                    let mut injector = crate::inject::Injector::new(maps, spec);
+                    crate::say!("{}", spec.describe());
+                    Some(
+                        Box::new(move |tid, pid, sig| injector.on_signal(tid, pid, sig))
+                            as hold::OnSignal,
+                    )
+                }
+                None => None,
+            };
+            let mut spawned = hold::spawn(&exe, argv, on_stop, on_signal)?;
             let pid = spawned.pid;
             session.held = spawned.held;
+            if fail.is_some() && !spawned.held {
+                // SAFETY: kill on our own child, blocked before exec.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                anyhow::bail!(
+                    "cannot fail allocations: the command cannot be held under ptrace ({});                      --fail-* needs it (is it already traced, or does Yama forbid ptrace?)",
+                    spawned.refused.as_deref().unwrap_or("refused")
+                );
+            }
+            if spawned.held && opts.mode == crate::mode::Mode::Exact {
+                // Traced from its first instruction: a bad free is a hazard worth its site.
+                session
+                    .probes
+                    .set_config(oomtrace_common::ConfigKey::FreeSites, 1)?;
+            }
             session.sync_unwind(pid);
             if let Some(why) = &spawned.refused {
                 crate::say!(
@@ -501,7 +530,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         crate::say!("{notice}");
     }
     for notice in session.unwind.iter().flat_map(|u| u.notices()) {
-        eprintln!("{notice}");
+        crate::say!("{notice}");
     }
     let losses = Losses {
         lost_events: drops.lost_events + session.ring.get_ref().malformed,

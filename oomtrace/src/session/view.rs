@@ -108,7 +108,10 @@ impl ViewState {
                 outstanding_allocs: p.totals.outstanding_allocs,
                 growth: model.timeline.process_growth(p.pid, &cfg).heap,
                 exited: p.exit.map(|e| match (e.code, e.signal) {
-                    (_, Some(sig)) => format!("killed by signal {sig}"),
+                    (_, Some(sig)) => match p.killed_by() {
+                        Some(k) => format!("killed by signal {sig} {k}"),
+                        None => format!("killed by signal {sig}"),
+                    },
                     (Some(code), None) => format!("exited ({code})"),
                     (None, None) => "exited".to_owned(),
                 }),

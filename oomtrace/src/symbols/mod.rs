@@ -14,6 +14,7 @@ pub mod debug_dirs;
 mod images;
 mod objects;
 pub mod perf;
+pub mod wrappers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

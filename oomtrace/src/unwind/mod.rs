@@ -386,6 +386,14 @@ fn kernel_dev(dev: u64) -> u64 {
 
 /// The virtual address of file offset `offset` among loadable segments.
 fn virt_offset(loads: &[(u64, u64, u64, bool)], offset: u64) -> Option<u64> {
+    // Segments can share a page of the file: the one mapped at a page-aligned `offset` is the
+    // one that starts in that page (lld lays out binaries so).
+    let aligned = loads
+        .iter()
+        .find(|&&(start, _, _, _)| start & !0xfff == offset && start >= offset);
+    if let Some(&(start, _, vaddr, _)) = aligned {
+        return Some(vaddr - (start - offset));
+    }
     loads.iter().find_map(|&(start, size, vaddr, _)| {
         let delta = offset.checked_sub(start)?;
         (delta < size.max(1)).then(|| vaddr + delta)
@@ -403,6 +411,16 @@ fn fnv(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
     use oomtrace_common::stack;
+
+    /// lld puts the code segment in the read-only segment's last file page: the executable
+    /// mapping at offset 0x1000 maps the code segment (vaddr 0x2e10 at offset 0x1e10), not
+    /// the read-only one that also covers file offset 0x1000.
+    #[test]
+    fn mapping_offsets_pick_the_segment_that_starts_in_that_page() {
+        let loads = [(0, 0x1e10, 0), (0x1e10, 0x5000, 0x2e10)];
+        assert_eq!(virt_offset(&loads, 0x1000), Some(0x2000));
+        assert_eq!(virt_offset(&loads, 0), Some(0));
+    }
 
     #[test]
     fn user_stacks_round_trip_through_recorded_words() {

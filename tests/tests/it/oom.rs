@@ -51,6 +51,11 @@ fn capped_run_is_oom_killed_and_reported_with_its_growing_stack() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let root = report["processes"][0]["pid"].as_u64().unwrap();
     assert_eq!(report["processes"][0]["signal"], 9);
+    // The OOM killer sent it: the kernel, no process.
+    let killed_by = &report["processes"][0]["killed_by"];
+    assert_eq!(killed_by["signal"], 9, "{killed_by}");
+    assert_eq!(killed_by["comm"], "kernel", "{killed_by}");
+    assert!(killed_by["pid"].is_null(), "{killed_by}");
     let oom = report["oom_events"]
         .as_array()
         .unwrap()

@@ -181,28 +181,147 @@ pub fn worst_ratio(rows: &[Row]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// `oomtrace run -- /bin/true`, whole run (start, trace, report, detach), median of `RUNS`.
-pub fn whole_run(oomtrace: &Path) -> Result<f64> {
-    let mut times = Vec::new();
+/// Medians of `RUNS` timings of `f`.
+fn median_of(mut f: impl FnMut() -> Result<f64>) -> Result<f64> {
+    let mut v = Vec::new();
     for _ in 0..RUNS {
+        v.push(f()?);
+    }
+    Ok(median(v))
+}
+
+/// Seconds `cmd` takes, start to exit.
+fn whole(mut cmd: Command) -> Result<f64> {
+    let t = Instant::now();
+    let st = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Start-and-stop figures: whole runs of a trivial command under each tracer, and `--pid`
+/// attach and detach latency on a running process.
+pub struct StartStop {
+    /// (row, command, median seconds).
+    pub rows: Vec<(String, String, f64)>,
+    /// `--pid`: seconds from start to the "attached" line.
+    pub attach_s: f64,
+    /// `--pid`: seconds from SIGINT to exit (report written, everything detached).
+    pub detach_s: f64,
+}
+
+/// Measures start and stop.
+pub fn start_stop(oomtrace: &Path, allocator: &str) -> Result<StartStop> {
+    let mut rows = Vec::new();
+    let ours = median_of(|| {
+        let mut c = Command::new(oomtrace);
+        c.args([
+            "run",
+            "--format",
+            "json",
+            "-o",
+            "/dev/null",
+            "--",
+            "/bin/true",
+        ]);
+        whole(c)
+    })?;
+    rows.push((
+        "oomtrace".to_owned(),
+        "oomtrace run --format json -o /dev/null -- /bin/true".to_owned(),
+        ours,
+    ));
+    let heaptrack_out = std::env::temp_dir().join("oomtrace-bench-heaptrack");
+    let ht = median_of(|| {
+        let mut c = Command::new("heaptrack");
+        c.arg("-o").arg(&heaptrack_out).arg("/bin/true");
+        whole(c)
+    })?;
+    rows.push(("heaptrack".into(), "heaptrack /bin/true".into(), ht));
+    let script = super::tracers::bpftrace_script();
+    let bt = median_of(|| {
+        let mut c = Command::new("bpftrace");
+        c.args(["-q", "-c", "/bin/true"])
+            .arg(&script)
+            .arg(allocator);
+        whole(c)
+    })?;
+    rows.push((
+        "bpftrace memleak-style".into(),
+        "bpftrace -q -c /bin/true xtask/bench/memleak.bt LIBC".into(),
+        bt,
+    ));
+    let mut attach = Vec::new();
+    let mut detach = Vec::new();
+    for _ in 0..RUNS {
+        use std::io::BufRead as _;
+        let mut target = Command::new("sleep").arg("60").spawn()?;
+        // Let it load its libc first: before, there is no allocator to find.
+        std::thread::sleep(Duration::from_millis(50));
         let t = Instant::now();
-        let st = Command::new(oomtrace)
+        let mut tracer = Command::new(oomtrace)
             .args([
-                "run",
+                "--pid",
+                &target.id().to_string(),
                 "--format",
                 "json",
                 "-o",
                 "/dev/null",
-                "--",
-                "/bin/true",
             ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        if !st.success() {
-            bail!("oomtrace run -- /bin/true failed ({st})");
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufReader::new(tracer.stderr.take().context("no stderr")?).read_line(&mut line)?;
+        if !line.contains("attached to pid") {
+            bail!("oomtrace --pid did not attach: {line}");
         }
-        times.push(t.elapsed().as_secs_f64());
+        attach.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        Command::new("kill")
+            .args(["-INT", &tracer.id().to_string()])
+            .status()?;
+        tracer.wait()?;
+        detach.push(t.elapsed().as_secs_f64());
+        let _ = target.kill();
+        let _ = target.wait();
     }
-    Ok(median(times))
+    Ok(StartStop {
+        rows,
+        attach_s: median(attach),
+        detach_s: median(detach),
+    })
+}
+
+/// The start-and-stop table.
+pub fn start_stop_table(md: &mut String, s: &StartStop) {
+    line(
+        md,
+        "## Start and stop
+",
+    );
+    line(
+        md,
+        &format!(
+            "A trivial command, start to exit, under each tool (medians of {RUNS}); and `oomtrace \
+             --pid` on a running `sleep`: from start to its \"attached\" line, and from SIGINT \
+             to its exit with the report written and every probe detached.\n"
+        ),
+    );
+    line(md, "| tool | command | whole run |");
+    line(md, "|---|---|---:|");
+    for (name, cmd, secs) in &s.rows {
+        line(md, &format!("| {name} | `{cmd}` | {:.3} s |", secs));
+    }
+    line(
+        md,
+        &format!(
+            "\n`oomtrace --pid` attach: **{:.3} s**; detach: **{:.3} s** (medians of {RUNS}).\n",
+            s.attach_s, s.detach_s
+        ),
+    );
 }

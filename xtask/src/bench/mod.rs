@@ -6,7 +6,7 @@
 //! user-side pipeline alone ([`pipeline`]), the tracer's own CPU and memory, the recording size
 //! and the classifier's memory; then the goals ([`report`]).
 //!
-//! `cargo xtask bench PART…` (bystander, loop, mt, free, cost, redis, pipeline, extra) runs only those and
+//! `cargo xtask bench PART…` (bystander, startstop, loop, mt, free, cost, redis, pipeline, extra) runs only those and
 //! writes `target/bench/partial.md` instead of BENCHMARKS.md.
 
 mod bystander;
@@ -38,6 +38,7 @@ const PIPELINE_MIN: f64 = 10e6;
 const BYSTANDER_MAX: f64 = 1.05;
 const PARTS: &[&str] = &[
     "bystander",
+    "startstop",
     "loop",
     "mt",
     "free",
@@ -197,14 +198,34 @@ pub fn run(parts: &[String]) -> Result<()> {
                     .into()
             },
         });
-        let whole = bystander::whole_run(&oomtrace)?;
-        line(
-            &mut md,
-            &format!(
-                "Whole run, `oomtrace run --format json -o /dev/null -- /bin/true` (start, trace, \
-                 report, detach): median **{whole:.2} s** of 5.\n"
-            ),
-        );
+    }
+    if want("startstop") {
+        let libc = tracers::allocator_of(&oomtrace, std::path::Path::new("/bin/true"))?;
+        let s = bystander::start_stop(&oomtrace, &libc)?;
+        bystander::start_stop_table(&mut md, &s);
+        let ours = s.rows[0].2;
+        let heaptrack = s.rows[1].2;
+        goals.push(Goal {
+            goal: "`oomtrace run -- /bin/true` ≤ heaptrack's whole run of the same command".into(),
+            measured: Some(format!("{ours:.3} s vs {heaptrack:.3} s")),
+            met: Some(ours <= heaptrack),
+            why: if ours <= heaptrack {
+                String::new()
+            } else {
+                format!(
+                    "over by {:.0} ms: loading and verifying the programs is most of it (the \
+                     allocator entry program alone is tens of ms of verification), then the \
+                     tracepoints and the symbolizer's kernel mapping records",
+                    (ours - heaptrack) * 1e3
+                )
+            },
+        });
+        goals.push(Goal {
+            goal: "`--pid` attach and detach each under 0.3 s".into(),
+            measured: Some(format!("{:.3} s / {:.3} s", s.attach_s, s.detach_s)),
+            met: Some(s.attach_s < 0.3 && s.detach_s < 0.3),
+            why: String::new(),
+        });
     }
 
     let one_thread = Workload {

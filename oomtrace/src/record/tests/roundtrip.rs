@@ -44,7 +44,7 @@ fn extreme_events_round_trip() {
     zero_after_max.kind = 1;
     zero_after_max.tid = u32::MAX;
     let mut events = vec![event(), all_max, zero_after_max, all_max, event()];
-    for kind in 0..=16 {
+    for kind in 0..=26 {
         let mut ev = all_max;
         ev.kind = kind;
         events.push(ev);
