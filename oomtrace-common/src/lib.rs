@@ -671,10 +671,13 @@ pub enum ConfigKey {
     SbDev = 38,
     /// Byte offset of `vm_end` in `struct vm_area_struct`.
     VmaEnd = 39,
+    /// Non-zero: stacks follow frame pointers only, not the unwind tables
+    /// (`OOMTRACE_UNWIND=frame-pointers`, the baseline the tables' cost is measured against).
+    UnwindFramePointers = 40,
 }
 
 /// Number of config words.
-pub const CONFIG_WORDS: u32 = 40;
+pub const CONFIG_WORDS: u32 = 41;
 
 /// [`ConfigKey::Mode`]: every allocator call is traced.
 pub const MODE_EXACT: u64 = 0;

@@ -185,6 +185,8 @@ pub struct WalkState {
     leaf_ret: u64,
     /// The walk ended before the limit.
     done: u64,
+    /// [`ConfigKey::UnwindFramePointers`]: no table lookups.
+    fp_only: u64,
     /// A pc that lay in no known mapping (0: none).
     unknown_pc: u64,
     /// The process's mappings.
@@ -222,6 +224,7 @@ pub fn walk(tgid: u32, start: Start, buf: &mut [u64; STACK_WORDS]) -> u64 {
         (*st).flags = 0;
         (*st).n = 0;
         (*st).done = 0;
+        (*st).fp_only = config(ConfigKey::UnwindFramePointers);
         (*st).unknown_pc = 0;
         (*st).maps = PROC_MAPS.get(tgid).copied().unwrap_or_default();
         (*win).len = 0;
@@ -316,7 +319,11 @@ fn step(w: &mut WalkState, buf: &mut [u64; STACK_WORDS]) -> bool {
     // How the caller's frame is found: from a row (CFA and rbp slot), or frame pointers.
     let mut cfa = 0u64;
     let mut rbp_slot = 0i64;
-    let mut found = unwind_row(lookup);
+    let mut found = if w.fp_only != 0 {
+        LOOKUP_NO_TABLE
+    } else {
+        unwind_row(lookup)
+    };
     if found == 0 {
         found = unwind_vma_row(lookup);
     }
@@ -474,9 +481,8 @@ pub extern "C" fn unwind_row(pc: u64) -> u64 {
     let maps = unsafe { (*w).maps };
     let generation = maps.generation;
     let cache = ROW_CACHE.get_ptr_mut(0);
-    let slot = ((pc ^ generation).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - CACHE_BITS))
-        as usize
-        * 3;
+    let slot =
+        ((pc ^ generation).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - CACHE_BITS)) as usize * 3;
     if generation != 0
         && let Some(c) = cache
     {
@@ -686,7 +692,7 @@ extern "C" fn vma_found(_task: *mut c_void, vma: *mut c_void, _ctx: *mut c_void)
         ino: kread(inode, config(ConfigKey::InodeIno)),
     };
     // SAFETY: copied out.
-    let Some(m) = (unsafe { MODULE_FILES.get(&key).copied() }) else {
+    let Some(m) = (unsafe { MODULE_FILES.get(key).copied() }) else {
         return 0;
     };
     let base = lo.wrapping_sub(pgoff << PAGE_SHIFT);

@@ -273,10 +273,7 @@ pub fn program_objects(exe: &Path, preload: Option<&str>) -> Vec<PathBuf> {
 }
 
 /// The program (`exe`, or a script's interpreter) and the objects it will map, opened.
-fn load_order(
-    exe: &Path,
-    preload: Option<&str>,
-) -> Result<(PathBuf, Vec<Candidate>), TargetError> {
+fn load_order(exe: &Path, preload: Option<&str>) -> Result<(PathBuf, Vec<Candidate>), TargetError> {
     let exe = interpreter_of_script(exe).unwrap_or_else(|| exe.to_owned());
     let root = ElfObject::open(&exe).map_err(|e| TargetError::Io(format!("{e:#}")))?;
     let search = SearchPath::new();

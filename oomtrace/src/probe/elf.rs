@@ -107,7 +107,9 @@ impl ElfObject {
             .iter()
             .find(|ph| ph.p_type.get(e) == elf::PT_INTERP)?;
         let name = self.layout.read_cstr(ph.p_offset.get(e)).ok()?;
-        Some(PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name)))
+        Some(PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name),
+        ))
     }
 
     /// Whether it has a dynamic section (a static-pie binary has one, a plain static one none).

@@ -71,6 +71,11 @@ impl Probes {
                 None => notices.push(missing.to_owned()),
             }
         }
+        if std::env::var("OOMTRACE_UNWIND").is_ok_and(|v| v == "frame-pointers") {
+            // The baseline the tables' cost is measured against (`cargo xtask bench stacks`).
+            config.set(ConfigKey::UnwindFramePointers as u32, 1, 0)?;
+            notices.push("oomtrace: notice: OOMTRACE_UNWIND=frame-pointers: stacks follow frame pointers only".into());
+        }
         let tables = KernelTables::take(&mut self.ebpf)?;
         Ok((Unwinder::new(tables), notices))
     }

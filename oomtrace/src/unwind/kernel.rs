@@ -6,6 +6,7 @@
 //! of its `PROC_MAPS` entry, after everything it refers to is in place.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::Ebpf;
@@ -77,6 +78,9 @@ impl<T> Drop for Shared<T> {
 // aliases it.
 unsafe impl<T: Send> Send for Shared<T> {}
 
+/// How long a process's replaced run of mappings stays unused (a walk takes microseconds).
+const QUARANTINE: Duration = Duration::from_millis(20);
+
 /// Why a module or a process could not be given tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Full {
@@ -101,6 +105,9 @@ pub struct KernelTables {
     next_row: u32,
     /// Free runs of `mappings`: (start, length).
     free: Vec<(u32, u32)>,
+    /// Runs given back, with when: free again only after [`QUARANTINE`], so that a walk that
+    /// took a process's old run a moment before it was replaced never reads it rewritten.
+    released: Vec<(Instant, u32, u32)>,
     /// Bytes of the maps in use.
     pub used_bytes: u64,
 }
@@ -128,6 +135,7 @@ impl KernelTables {
             next_page: 0,
             next_row: 0,
             free: vec![(0, MAX_MAPPINGS)],
+            released: Vec::new(),
             used_bytes: 0,
         })
     }
@@ -181,6 +189,7 @@ impl KernelTables {
     /// replacing what it had.
     pub fn set_process(&mut self, pid: u32, maps: &[ExecMapping]) -> Result<(), Full> {
         let n = maps.len().min(MAX_PROC_MAPPINGS as usize) as u32;
+        self.reclaim();
         let Some(i) = self.free.iter().position(|&(_, len)| len >= n.max(1)) else {
             return Err(Full::Mappings);
         };
@@ -225,8 +234,21 @@ impl KernelTables {
     }
 
     fn release(&mut self, base: u32, len: u32) {
-        self.free.push((base, len));
-        if self.free.len() > 64 {
+        self.released.push((Instant::now(), base, len));
+    }
+
+    /// Frees the released runs whose quarantine is over.
+    fn reclaim(&mut self) {
+        let now = Instant::now();
+        let before = self.free.len();
+        self.released.retain(|&(at, base, len)| {
+            let over = now.duration_since(at) >= QUARANTINE;
+            if over {
+                self.free.push((base, len));
+            }
+            !over
+        });
+        if self.free.len() > 64 && self.free.len() != before {
             // Coalesce neighbours now and then so long runs come back.
             self.free.sort_unstable();
             let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.free.len());

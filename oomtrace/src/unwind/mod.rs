@@ -417,7 +417,7 @@ mod tests {
     /// the read-only one that also covers file offset 0x1000.
     #[test]
     fn mapping_offsets_pick_the_segment_that_starts_in_that_page() {
-        let loads = [(0, 0x1e10, 0), (0x1e10, 0x5000, 0x2e10)];
+        let loads = [(0, 0x1e10, 0, false), (0x1e10, 0x5000, 0x2e10, true)];
         assert_eq!(virt_offset(&loads, 0x1000), Some(0x2000));
         assert_eq!(virt_offset(&loads, 0), Some(0));
     }

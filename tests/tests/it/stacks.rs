@@ -131,7 +131,11 @@ fn an_o2_chain_without_frame_pointers_unwinds_to_main() {
     let (exe, lib) = (chain_program(), plugin_library());
     let report = trace(&[exe.as_os_str(), lib.as_os_str()], false);
     check_c_chains(&report);
-    assert_eq!(report["unwind"]["modules_unreadable"], 0, "{}", report["unwind"]);
+    assert_eq!(
+        report["unwind"]["modules_unreadable"], 0,
+        "{}",
+        report["unwind"]
+    );
 }
 
 #[test]
@@ -245,4 +249,21 @@ fn the_chains_and_bytes_match_valgrind() {
         let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
         assert_chain(&report, chain[0], &chain, *bytes, *blocks);
     }
+}
+
+#[test]
+fn programs_a_shell_execs_unwind_from_their_first_allocation() {
+    if !require_bpf() {
+        return;
+    }
+    let exe = chain_program();
+    let script = format!("{0} -; {0} -; true", exe.display());
+    let report = trace(&["sh".as_ref(), "-c".as_ref(), script.as_ref()], false);
+    let six = [
+        "chain6", "chain5", "chain4", "chain3", "chain2", "chain1", "main",
+    ];
+    // Two processes, each its own stack: the chain in both, 7 blocks each.
+    assert_chain(&report, "chain6", &six, 2 * 7 * 1111, 14);
+    assert_eq!(stacks_through(&report, "chain6").len(), 2, "{report}");
+    assert_chain(&report, "dup_name", &["dup_name", "main"], 2 * 38, 2);
 }

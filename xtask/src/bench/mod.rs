@@ -6,7 +6,8 @@
 //! user-side pipeline alone ([`pipeline`]), the tracer's own CPU and memory, the recording size
 //! and the classifier's memory; then the goals ([`report`]).
 //!
-//! `cargo xtask bench PART…` (bystander, startstop, loop, mt, free, cost, redis, pipeline, extra) runs only those and
+//! `cargo xtask bench PART…` (bystander, startstop, loop, mt, free, cost, redis, pipeline, extra,
+//! stacks) runs only those and
 //! writes `target/bench/partial.md` instead of BENCHMARKS.md.
 
 mod bystander;
@@ -16,6 +17,7 @@ mod loops;
 mod pipeline;
 mod redis;
 mod report;
+mod stacks;
 mod tracers;
 
 use std::process::Command;
@@ -46,6 +48,7 @@ const PARTS: &[&str] = &[
     "redis",
     "pipeline",
     "extra",
+    "stacks",
 ];
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -337,6 +340,9 @@ pub fn run(parts: &[String]) -> Result<()> {
                 )
             },
         });
+    }
+    if want("stacks") {
+        stacks::measure(&oomtrace, &dir, &mut md)?;
     }
     if want("extra") {
         extra::recording_size(&oomtrace, &exe, &dir, &mut md)?;
