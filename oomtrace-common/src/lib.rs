@@ -280,6 +280,15 @@ pub enum EventKind {
     /// An allocator call made inside a signal handler: `aux` is the signal, `stack_id`,
     /// `call_site`, `size` and `alloc_fn` the call's.
     HandlerAlloc = 42,
+    /// User side only (kinds from 32 on are the user side's): what the leak scan at a
+    /// process's exit found on one of its stacks (`call_site`, `stack_id`): `alloc_fn` is the
+    /// leak kind (0 definitely lost, 1 indirectly, 2 possibly, 3 still reachable), `size` the
+    /// bytes and `addr` the blocks of that kind. `alloc_fn` 255 closes the process's scan.
+    Leak = 32,
+    /// User side only, before a `Tick`: resident bytes (`addr`) of mapped regions, read from
+    /// `/proc/PID/smaps`. `alloc_fn` 0: the direct mappings of one stack (`call_site`,
+    /// `stack_id`); 1: the process's thread stacks; 2: its `PROT_NONE` reservations.
+    Resident = 33,
 }
 
 /// `size` of a [`EventKind::Brk`] made inside an allocator call: it moves the break (which the
@@ -322,6 +331,8 @@ impl EventKind {
             40 => Self::Injected,
             41 => Self::Crash,
             42 => Self::HandlerAlloc,
+            32 => Self::Leak,
+            33 => Self::Resident,
             _ => return None,
         })
     }

@@ -44,6 +44,11 @@ pub enum Command {
     OomWatch(OomWatchArgs),
     /// Play a recording back in the live TUI, with time controls.
     Replay(ReplayArgs),
+    /// Run as a daemon for the whole machine (or --cgroup, --comm): Prometheus metrics on
+    /// --listen, heap profiles pushed to a profile store or written to a directory.
+    Agent(Box<crate::agent::config::AgentArgs>),
+    /// Remove what an oomtrace that was killed left behind (its memory cgroups).
+    Cleanup,
 }
 
 /// Options of `oomtrace replay`.
@@ -241,6 +246,22 @@ pub struct RunArgs {
     /// Fail chosen allocator calls (`--fail-*`).
     #[command(flatten)]
     pub fail: FailArgs,
+    /// Fail (exit 3) when more than SIZE leaked by the time CMD exits (definitely and
+    /// indirectly lost, as memcheck tells them; see --leak-kinds), naming the stacks.
+    #[arg(long, value_name = "SIZE", value_parser = crate::oom::sizes::parse_limit_arg)]
+    pub max_leaked: Option<u64>,
+    /// Which leak kinds count against --max-leaked: definite, indirect, possible, reachable
+    /// (comma-separated) or all.
+    #[arg(long, value_name = "KINDS", default_value = "definite,indirect", value_parser = crate::leaks::gate::KindSet::parse)]
+    pub leak_kinds: crate::leaks::gate::KindSet,
+    /// Excuse the stacks a rule of FILE matches (`function GLOB` or `module GLOB`, one a line,
+    /// `#` comments); the report lists what each rule excused.
+    #[arg(long, value_name = "FILE")]
+    pub suppressions: Option<PathBuf>,
+    /// Fail (exit 3) when any stack, or a process's heap, RSS, threads or descriptors, is
+    /// growing at the end.
+    #[arg(long)]
+    pub expect_no_growth: bool,
     /// For `cargo xtask bench` only: attach empty programs on the allocator functions and offsets
     /// a real run would probe, and nothing else (the bare probe floor). The report stays empty.
     #[arg(long, hide = true)]
@@ -506,6 +527,44 @@ mod tests {
         };
         assert_eq!(run.tracing.mode, Mode::Exact);
         assert!(Cli::try_parse_from(["oomtrace", "run", "--mode", "fast", "--", "ls"]).is_err());
+    }
+
+    #[test]
+    fn gate_options() {
+        let cli = Cli::try_parse_from([
+            "oomtrace",
+            "run",
+            "--max-leaked",
+            "1K",
+            "--leak-kinds",
+            "all",
+            "--suppressions",
+            "s.txt",
+            "--expect-no-growth",
+            "--",
+            "ls",
+        ])
+        .unwrap();
+        let Some(Command::Run(run)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.max_leaked, Some(1024));
+        let zero = Cli::try_parse_from(["oomtrace", "run", "--max-leaked", "0", "--", "ls"]);
+        assert!(matches!(zero.unwrap().command, Some(Command::Run(r)) if r.max_leaked == Some(0)));
+        assert_eq!(run.leak_kinds, crate::leaks::gate::KindSet([true; 4]));
+        assert!(run.expect_no_growth);
+        let cli = Cli::try_parse_from(["oomtrace", "run", "--", "ls"]).unwrap();
+        let Some(Command::Run(run)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(run.leak_kinds, crate::leaks::gate::KindSet::default());
+        assert!(Cli::try_parse_from(["oomtrace", "run", "--leak-kinds", "x", "--", "ls"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["oomtrace", "cleanup"])
+                .unwrap()
+                .command,
+            Some(Command::Cleanup)
+        ));
     }
 
     #[test]

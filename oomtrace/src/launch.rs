@@ -42,8 +42,10 @@ pub fn spawn_held(exe: &Path, args: &[OsString]) -> Result<Held> {
 
     let (go_r, go_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    // SAFETY: the child only calls async-signal-safe functions (close, read, signal, execve,
-    // write, _exit) on memory prepared before the fork.
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the child only calls async-signal-safe functions (close, prctl, getppid, read,
+    // signal, execve, write, _exit) on memory prepared before the fork.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(std::io::Error::last_os_error()).context("fork failed");
@@ -53,6 +55,14 @@ pub fn spawn_held(exe: &Path, args: &[OsString]) -> Result<Held> {
         unsafe {
             libc::close(go_w);
             libc::close(err_r);
+            // If oomtrace dies (SIGKILL, a panic, the OOM killer), the command goes with it,
+            // traced or not (ptrace's EXITKILL covers the traced tree; this covers the command
+            // when ptrace was refused). The signal comes when the forking thread ends, and
+            // that thread waits for the command. Already orphaned: stop here.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            if libc::getppid() != parent {
+                libc::_exit(127);
+            }
             let mut b = 0u8;
             if libc::read(go_r, (&raw mut b).cast(), 1) != 1 {
                 libc::_exit(127);

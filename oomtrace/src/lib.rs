@@ -15,12 +15,14 @@ macro_rules! say {
     }};
 }
 
+pub mod agent;
 pub mod cli;
 pub mod gpu;
 pub mod hold;
 pub mod inject;
 pub mod kallsyms;
 pub mod launch;
+pub mod leaks;
 pub mod mode;
 pub mod model;
 pub mod objfile;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use oomtrace::cli::{Cli, Command, Format, OutputArgs};
+use oomtrace::leaks::gate::GateOptions;
 use oomtrace::oom::finish::RunEnd;
 use oomtrace::probe::preflight::PreflightError;
 use oomtrace::report::text;
@@ -54,6 +55,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut run_end: Option<RunEnd> = None;
+    let mut gate: Option<GateOptions> = None;
     let (opts, output) = match cli.command {
         Some(Command::Probes(args)) => {
             if args.tracing.kernel {
@@ -105,6 +107,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             );
         }
+        Some(Command::Agent(args)) => {
+            return Ok(match oomtrace::agent::main(*args)? {
+                oomtrace::agent::Ended::Stopped => ExitCode::SUCCESS,
+                oomtrace::agent::Ended::SelfLimit => ExitCode::from(code::ERROR),
+            });
+        }
         Some(Command::Report(args)) => {
             args.names.apply();
             oomtrace::offline::report(&args)?;
@@ -114,6 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             oomtrace::offline::diff_cmd(&args)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Command::Cleanup) => return cleanup(),
         Some(Command::Record(args)) => {
             let target = match (args.pid, args.all, args.command.is_empty()) {
                 (Some(pid), _, _) => Target::Pid(pid),
@@ -149,6 +158,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             (opts, output)
         }
         Some(Command::Run(args)) => {
+            let g = GateOptions {
+                max_leaked: args.max_leaked,
+                kinds: args.leak_kinds,
+                suppressions: args
+                    .suppressions
+                    .as_deref()
+                    .map(oomtrace::leaks::suppress::Suppressions::load)
+                    .transpose()?,
+                expect_no_growth: args.expect_no_growth,
+            };
+            if g.max_leaked.is_some() && args.tracing.mode != oomtrace::mode::Mode::Exact {
+                anyhow::bail!(
+                    "--max-leaked needs --mode exact (the default): telling lost blocks from \
+                     reachable ones takes every block"
+                );
+            }
+            gate = g.active().then_some(g);
+            remove_stale_cgroups();
             let monitored =
                 args.memory_max.is_some() || args.artifacts.is_some() || args.budget.is_some();
             args.tracing.names.apply();
@@ -244,13 +271,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         runtime.block_on(session::trace(opts, None))?
     };
+    let mut outcome = outcome;
+    let gate_failed = gate.as_ref().is_some_and(|g| {
+        let verdict = oomtrace::leaks::gate::apply(&mut outcome.report, g);
+        for (i, line) in verdict.stderr_lines(&g.kinds).iter().enumerate() {
+            match i {
+                0 => oomtrace::say!("oomtrace: {line}"),
+                _ => oomtrace::say!("{line}"),
+            }
+        }
+        !verdict.passed
+    });
     let written = write_report(&outcome.report, &output);
     if let Some(bytes) = outcome.recorded_bytes {
         oomtrace::say!(
             "oomtrace: recording written ({bytes} bytes); read it with `oomtrace report FILE`"
         );
     }
-    let mut outcome = outcome;
     let child = match outcome.pending_child.take() {
         // Stopped at --self-max: the command runs on, untraced, to its own end.
         Some(rx) => {
@@ -269,6 +306,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     if let (Some(end), Some(m)) = (&run_end, &outcome.monitored) {
         code = oomtrace::oom::finish::finish_run(end, m, &outcome, code)?;
+    }
+    if gate_failed {
+        code = oomtrace::leaks::gate::EXIT_GATE_FAILED;
+    }
+    if outcome.stop == StopReason::RecordingCut {
+        // Its one line said why; the prefix on disk reads back.
+        code = i32::from(code::ERROR);
     }
     let code = ExitCode::from(code.clamp(0, 255) as u8);
     // Detach only after the report is out. The allocator probes go at once (in parallel: they
@@ -318,6 +362,42 @@ fn run_tui(
     let outcome = join(tracing)?;
     ended?;
     Ok(Some(outcome))
+}
+
+/// `oomtrace cleanup`: removes the memory cgroups of oomtraces that are gone.
+fn cleanup() -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    let removed = oomtrace::oom::cgroup::remove_all_stale();
+    for (path, result) in &removed {
+        match result {
+            Ok(()) => println!("removed {}", path.display()),
+            Err(e) => {
+                failed = true;
+                oomtrace::say!("oomtrace: error: {e}");
+            }
+        }
+    }
+    if removed.is_empty() {
+        println!("nothing to clean up");
+    }
+    Ok(if failed {
+        ExitCode::from(code::ERROR)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// What a killed oomtrace left: its cgroups go before a new run (one line says so).
+fn remove_stale_cgroups() {
+    for (path, result) in oomtrace::oom::cgroup::remove_all_stale() {
+        match result {
+            Ok(()) => oomtrace::say!(
+                "oomtrace: notice: removed {}, left by an oomtrace that is gone",
+                path.display()
+            ),
+            Err(e) => oomtrace::say!("oomtrace: warning: {e}"),
+        }
+    }
 }
 
 /// `--self-max`, or its default for this machine.

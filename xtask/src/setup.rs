@@ -10,8 +10,10 @@ use crate::status;
 /// workloads, util-linux's setpriv for the unprivileged test (and unshare for the mount-namespace
 /// one), binutils' objdump for the placement cross-check, golang-go for `go tool pprof` reading
 /// our pprof exports, tmux to drive the TUI in a real terminal, PostgreSQL (its server, psql and
-/// pgbench, and the `postgres` user) for the attach-to-a-database test, and GNU time to measure
-/// oomtrace's own peak RSS from outside.
+/// pgbench, and the `postgres` user) for the attach-to-a-database test, GNU time to measure
+/// oomtrace's own peak RSS from outside, Prometheus (with promtool) scraping `oomtrace agent`,
+/// valgrind as the oracle the leak scan's kinds are checked against, and bpftool to see that no
+/// BPF program outlives a killed oomtrace.
 const APT_PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
@@ -25,6 +27,9 @@ const APT_PACKAGES: &[&str] = &[
     "libjemalloc-dev",
     "libgoogle-perftools-dev",
     "libmimalloc-dev",
+    "prometheus",
+    "valgrind",
+    "bpftool",
 ];
 /// Debian packages only `cargo xtask bench` needs: the tools it compares oomtrace with, and the
 /// real application it drives (redis-server under redis-benchmark, from redis-tools).

@@ -6,6 +6,7 @@ pub mod gpu;
 pub mod growth;
 pub mod hist;
 pub mod kernel;
+pub mod leak;
 pub mod oom;
 pub mod process;
 pub mod ranges;
@@ -19,8 +20,35 @@ pub use self::process::{Counts, ExitStatus, Process, StackKey, StackStats};
 /// Live blocks tracked over all processes; past this, allocations are counted but not tracked
 /// (their frees become unknown frees) and `blocks_untracked` says so.
 pub const MAX_TRACKED_BLOCKS: usize = 16 * 1024 * 1024;
-/// Processes kept; past this, the oldest exited ones are dropped (counted).
+/// Processes kept; past this, the oldest exited ones are dropped (counted), and a new process
+/// finds no room while every kept one lives (counted).
 pub const MAX_PROCESSES: usize = 16_384;
+
+/// The caps on what the traced world may make the model hold. A session keeps the defaults;
+/// `oomtrace agent`, which runs for months over a whole machine, sets its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Processes kept ([`MAX_PROCESSES`]).
+    pub processes: usize,
+    /// Stacks per process; later ones fold into one overflow stack
+    /// ([`process::MAX_STACKS_PER_PROCESS`]).
+    pub stacks_per_process: usize,
+    /// Stacks with a growth series, over all processes ([`timeline::MAX_STACK_SERIES`]).
+    pub stack_series: usize,
+    /// Live blocks (pages in growth mode) tracked ([`MAX_TRACKED_BLOCKS`]).
+    pub tracked_blocks: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            processes: MAX_PROCESSES,
+            stacks_per_process: process::MAX_STACKS_PER_PROCESS,
+            stack_series: timeline::MAX_STACK_SERIES,
+            tracked_blocks: MAX_TRACKED_BLOCKS,
+        }
+    }
+}
 
 /// What the caller should do after applying an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +76,8 @@ pub struct Counters {
     pub malformed_events: u64,
     /// OOM events dropped because of the cap.
     pub ooms_dropped: u64,
+    /// Events of processes that found no room (every kept process alive at the cap).
+    pub processes_refused: u64,
 }
 
 /// All traced processes.
@@ -73,6 +103,8 @@ pub struct Model {
     peak_outstanding: u64,
     /// What the events measure (`--mode`): every process follows it.
     pub mode: crate::mode::Mode,
+    /// Its caps.
+    limits: Limits,
 }
 
 impl Model {
@@ -90,10 +122,23 @@ impl Model {
 
     /// An empty model for events traced in `mode`.
     pub fn with_mode(mode: crate::mode::Mode) -> Self {
-        Self {
+        Self::with_limits(mode, Limits::default())
+    }
+
+    /// An empty model for events traced in `mode`, holding at most what `limits` allow.
+    pub fn with_limits(mode: crate::mode::Mode, limits: Limits) -> Self {
+        let mut model = Self {
             mode,
+            limits,
             ..Self::default()
-        }
+        };
+        model.timeline.max_stacks = limits.stack_series;
+        model
+    }
+
+    /// Its caps.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Applies one event.
@@ -121,6 +166,7 @@ impl Model {
                     }
                 }
                 self.timeline.sample_stacks(ev.ts_ns, self.kernel.samples());
+                self.timeline.coarsen(t, ev.addr, ev.size);
                 return Hint::None;
             }
             // The session's business (it disarms the child); nothing to account.
@@ -147,13 +193,21 @@ impl Model {
             }
             _ => {}
         }
+        if !self.room_for(pid) {
+            self.counters.processes_refused += 1;
+            return Hint::None;
+        }
         if kind == EventKind::Fork {
             let child = ev.aux as u32;
+            if !self.room_for(child) {
+                self.counters.processes_refused += 1;
+                return Hint::None;
+            }
             self.insert(Process::new(child, Some(pid)));
             self.process_mut(pid);
             return Hint::Forked(pid, child);
         }
-        let track = self.tracked_blocks < MAX_TRACKED_BLOCKS;
+        let track = self.tracked_blocks < self.limits.tracked_blocks;
         let new = !self.procs.contains_key(&pid);
         let proc = self.process_mut(pid);
         let before = proc.live_blocks();
@@ -181,13 +235,23 @@ impl Model {
 
     fn insert(&mut self, mut p: Process) {
         p.mode = self.mode;
+        p.max_stacks = self.limits.stacks_per_process;
         let pid = p.pid;
         if self.procs.insert(pid, p).is_none() {
             self.order.push(pid);
         }
-        if self.procs.len() > MAX_PROCESSES {
+        if self.procs.len() > self.limits.processes {
             self.evict_one();
         }
+    }
+
+    /// Whether `pid` is kept or can be: at the cap, the oldest exited process makes room.
+    fn room_for(&mut self, pid: u32) -> bool {
+        if self.procs.contains_key(&pid) || self.procs.len() < self.limits.processes {
+            return true;
+        }
+        self.evict_one();
+        self.procs.len() < self.limits.processes
     }
 
     fn evict_one(&mut self) {
@@ -200,6 +264,28 @@ impl Model {
             self.procs.remove(&pid);
             self.counters.processes_dropped += 1;
         }
+    }
+
+    /// Drops every exited process and its time series (a long-running view that has shown
+    /// them keeps only the living); returns how many. Their blocks were released at exit.
+    pub fn forget_exited(&mut self) -> usize {
+        let gone: Vec<u32> = self
+            .processes()
+            .filter(|p| p.exit.is_some())
+            .map(|p| p.pid)
+            .collect();
+        if gone.is_empty() {
+            return 0;
+        }
+        for pid in &gone {
+            if let Some(p) = self.procs.remove(pid) {
+                self.tracked_blocks = self.tracked_blocks.saturating_sub(p.live_blocks());
+            }
+        }
+        self.timeline.forget(&gone);
+        let procs = &self.procs;
+        self.order.retain(|pid| procs.contains_key(pid));
+        gone.len()
     }
 
     /// The process `pid`, created if unknown (a traced process seen first by its events).
@@ -261,8 +347,13 @@ pub fn has_call_site(kind: EventKind) -> bool {
             | EventKind::Mremap
             | EventKind::Brk
             | EventKind::Fault
+            | EventKind::Injected
+            | EventKind::Crash
+            | EventKind::HandlerAlloc
     )
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;

@@ -43,17 +43,19 @@ impl OomEvent {
     /// From an `Oom` event, with the victim's stacks if it is a traced process.
     pub fn new(ev: &MemEvent, victim: Option<&Process>) -> Self {
         let kib = |v: u64| v.saturating_mul(1024);
-        let mut top_stacks: Vec<(StackKey, Counts)> = victim
+        // What is resident made the kill: a direct mapping ranks by its resident bytes.
+        let mut held: Vec<(StackKey, Counts, u64)> = victim
             .map(|p| {
                 p.stacks
                     .iter()
-                    .filter(|s| s.counts.outstanding_bytes > 0)
-                    .map(|s| (s.key, s.counts))
+                    .filter(|s| s.held_bytes() > 0)
+                    .map(|s| (s.key, s.counts, s.held_bytes()))
                     .collect()
             })
             .unwrap_or_default();
-        top_stacks.sort_by_key(|s| std::cmp::Reverse(s.1.outstanding_bytes));
-        top_stacks.truncate(TOP_STACKS);
+        held.sort_by_key(|s| std::cmp::Reverse(s.2));
+        held.truncate(TOP_STACKS);
+        let top_stacks = held.into_iter().map(|(k, c, _)| (k, c)).collect();
         Self {
             ts_ns: ev.ts_ns,
             pid: ev.tgid,

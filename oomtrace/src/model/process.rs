@@ -5,12 +5,18 @@ use super::fasthash::FastMap;
 use oomtrace_common::{EventKind, MemEvent};
 
 use super::hist::{LifetimeHist, SizeDist};
+use super::leak::LeakCounts;
 use super::ranges::Ranges;
 use crate::mode::Mode;
 
 pub mod faults;
+mod leaks;
+mod mapped;
 mod resident;
 mod sampled;
+
+pub use self::leaks::LeakBlock;
+pub use self::mapped::{Mapped, MappedOwner, RegionTotals, resident_events};
 
 /// Stacks kept per process; later distinct stacks are folded into one overflow stack.
 pub const MAX_STACKS_PER_PROCESS: usize = 65_536;
@@ -82,6 +88,18 @@ pub struct StackStats {
     /// The most it held since the last tick: what the tick samples, so a buffer filled and
     /// freed between ticks shows its high-water mark, not wherever the tick happened to fall.
     pub interval_peak: u64,
+    /// Direct mappings only: their resident bytes at the last `Resident` sample.
+    pub resident: Option<u64>,
+    /// What the leak scan at exit found among its blocks.
+    pub leak: Option<Box<LeakCounts>>,
+}
+
+impl StackStats {
+    /// What it holds in memory: the resident bytes of a direct mapping once sampled, else its
+    /// outstanding bytes (what the growth and the OOM story use).
+    pub fn held_bytes(&self) -> u64 {
+        self.resident.unwrap_or(self.counts.outstanding_bytes)
+    }
 }
 
 /// Stacks per process that keep a lifetime histogram (~21 KiB each).
@@ -186,6 +204,10 @@ pub struct Process {
     /// Recently freed blocks (frees that carry their call site only): a second free of one is a
     /// double free.
     freed: faults::FreedRing,
+    /// Mapped regions: direct mappings, thread stacks and reservations, reserved and resident.
+    pub mapped: Mapped,
+    /// The leak scan at exit, once it ran (`run` holds its processes at their end).
+    pub leaks: Option<LeakCounts>,
     index: FastMap<StackKey, u32>,
     blocks: FastMap<u64, Block>,
     ranges: Ranges,
@@ -197,6 +219,8 @@ pub struct Process {
     lifetime_hists: usize,
     /// What its events measure (set by the model).
     pub mode: Mode,
+    /// Stacks kept; later ones fold into one overflow stack (set by the model).
+    pub max_stacks: usize,
 }
 
 impl Process {
@@ -217,6 +241,8 @@ impl Process {
             faults: faults::Faults::default(),
             heap_partial: ppid.is_some(),
             freed: faults::FreedRing::default(),
+            mapped: Mapped::default(),
+            leaks: None,
             index: FastMap::default(),
             blocks: FastMap::default(),
             ranges: Ranges::default(),
@@ -227,6 +253,7 @@ impl Process {
             last_signal: None,
             lifetime_hists: 0,
             mode: Mode::Exact,
+            max_stacks: MAX_STACKS_PER_PROCESS,
         }
     }
 
@@ -245,7 +272,7 @@ impl Process {
         if let Some(&i) = self.index.get(&key) {
             return i;
         }
-        let key = if self.stacks.len() >= MAX_STACKS_PER_PROCESS {
+        let key = if self.stacks.len() >= self.max_stacks.min(MAX_STACKS_PER_PROCESS) {
             StackKey {
                 generation: self.generation,
                 call_site: 0,
@@ -261,6 +288,8 @@ impl Process {
                 sizes: SizeDist::default(),
                 lifetimes: None,
                 interval_peak: 0,
+                resident: None,
+                leak: None,
             });
             (self.stacks.len() - 1) as u32
         })
@@ -295,12 +324,15 @@ impl Process {
     pub fn take_interval_peaks(&mut self) -> (u64, impl Iterator<Item = (StackKey, u64)> + '_) {
         let heap = std::mem::replace(&mut self.interval_peak, self.totals.outstanding_bytes)
             .max(self.totals.outstanding_bytes);
+        // Direct mappings count by what is resident once sampled, not by what they reserve.
+        let heap = match self.mapped.direct.resident_bytes {
+            Some(r) => heap.saturating_sub(self.mapped.direct.reserved_bytes) + r,
+            None => heap,
+        };
         let stacks = self.stacks.iter_mut().map(|st| {
             let now = st.counts.outstanding_bytes;
-            (
-                st.key,
-                std::mem::replace(&mut st.interval_peak, now).max(now),
-            )
+            let peak = std::mem::replace(&mut st.interval_peak, now).max(now);
+            (st.key, st.resident.unwrap_or(peak))
         });
         (heap, stacks)
     }
@@ -369,6 +401,10 @@ impl Process {
         self.next_range_alloc += 1;
         self.ranges.insert(start, len, id);
         self.range_allocs.insert(id, stack);
+        if self.mode != Mode::Growth {
+            self.mapped.direct.count += 1;
+            self.mapped.direct.reserved_bytes += len;
+        }
         let st = &mut self.stacks[stack as usize];
         st.counts.alloc(len);
         st.sizes.record(len);
@@ -384,9 +420,18 @@ impl Process {
             } else {
                 self.range_allocs.get(&r.alloc).copied()
             };
-            if let Some(stack) = stack {
-                self.stacks[stack as usize].counts.release(r.bytes, r.gone);
-                self.totals.release(r.bytes, r.gone);
+            match stack {
+                Some(region @ (mapped::THREAD_STACK | mapped::RESERVATION)) => {
+                    self.release_region(region, r.bytes, r.gone);
+                }
+                Some(stack) => {
+                    self.stacks[stack as usize].counts.release(r.bytes, r.gone);
+                    self.totals.release(r.bytes, r.gone);
+                    if self.mode != Mode::Growth {
+                        self.release_direct(stack, r.bytes, r.gone);
+                    }
+                }
+                None => {}
             }
         }
     }
@@ -410,7 +455,7 @@ impl Process {
             EventKind::HandlerAlloc => self.note_handler_alloc(ev),
             EventKind::Realloc => self.realloc(ev, track_blocks),
             EventKind::Mmap if ev.addr == 0 => self.fail(ev),
-            EventKind::Mmap => self.add_range(ev, ev.addr, ev.size),
+            EventKind::Mmap => self.add_mapping(ev),
             // A non-zero aux is madvise dropping pages (growth mode's business): still mapped.
             EventKind::Munmap if ev.aux != 0 => {}
             EventKind::Munmap => self.remove_range(ev.addr, ev.size),
@@ -455,6 +500,8 @@ impl Process {
                     ExitStatus::default()
                 });
             }
+            EventKind::Leak => self.apply_leak(ev),
+            EventKind::Resident => self.apply_resident_sample(ev),
             EventKind::Fork
             | EventKind::Oom
             | EventKind::OomComm
@@ -551,7 +598,12 @@ impl Process {
 
     fn release_all_ranges(&mut self) {
         self.ranges.clear();
+        self.mapped.clear_live();
         for stack in std::mem::take(&mut self.range_allocs).into_values() {
+            if stack == mapped::THREAD_STACK || stack == mapped::RESERVATION {
+                continue;
+            }
+            self.stacks[stack as usize].resident = None;
             let counts = &mut self.stacks[stack as usize].counts;
             let bytes = counts.outstanding_bytes;
             // Pieces of one stack share its counter; drop the whole remainder once.

@@ -123,6 +123,11 @@ impl Ranges {
         (s.max(start), p.end.min(end))
     }
 
+    /// Every live piece as `(start, end, allocation)`, in address order.
+    pub fn pieces(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.pieces.iter().map(|(&s, p)| (s, p.end, p.alloc))
+    }
+
     /// Drops every piece (the address space went away).
     pub fn clear(&mut self) {
         self.pieces.clear();

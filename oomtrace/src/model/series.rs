@@ -12,6 +12,11 @@
 //!   buckets (`max(8, recent / 3)`, 200 by default), neighbouring pairs are
 //!   merged and the stride doubles: downsampling by two, repeated as needed.
 //!
+//! A run samples fast while it is young (see `timeline`): [`Series::coarsen`] merges those dense
+//! points, once they are old, into one per coarse step, as a coarse tick would have recorded
+//! them: for a series of high-water marks (heap, stacks) the highest value, for a series of
+//! readings (RSS, threads, descriptors) the latest; so old and new history weigh alike in a fit.
+//!
 //! Nothing is ever dropped entirely: the oldest sample is still represented
 //! (coarsely), and [`Series::max`] is the maximum of everything ever pushed.
 //! [`Series::points`] yields at most [`Series::max_points`] points (1002 with
@@ -35,6 +40,15 @@ const MIN_RECENT: usize = 4;
 
 /// Smallest number of history buckets (kept even so pairs merge cleanly).
 const MIN_HISTORY: usize = 8;
+
+/// How [`Series::coarsen`] merges the points of one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// The highest value (a series of high-water marks since the previous tick).
+    Max,
+    /// The latest value (a series of instantaneous readings).
+    Last,
+}
 
 /// One downsampled stretch of history: its lowest and highest sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -124,6 +138,8 @@ pub struct Series {
     stride: u64,
     /// Largest value ever pushed.
     max: Option<f64>,
+    /// Points at or before this time are coarse already.
+    coarse_until: f64,
 }
 
 impl Default for Series {
@@ -152,6 +168,7 @@ impl Series {
             pending_count: 0,
             stride: 1,
             max: None,
+            coarse_until: f64::NEG_INFINITY,
         }
     }
 
@@ -178,6 +195,44 @@ impl Series {
         }
         self.recent.push_back((t_s, value));
         self.max = Some(self.max.map_or(value, |m| m.max(value)));
+    }
+
+    /// Merges the points up to `anchor` (the newest, the tick just sampled) into one per `step`
+    /// seconds, counted back from the anchor (buckets `(anchor - (k + 1) step, anchor - k step]`,
+    /// so the merged points fall a whole step apart and the anchor stays the newest): each
+    /// bucket becomes its latest time and, by `merge`, its highest or its latest value. Points
+    /// merged once are left alone after.
+    pub fn coarsen(&mut self, anchor: f64, step: f64, merge: Merge) {
+        if step.is_nan() || step <= 0.0 || !anchor.is_finite() {
+            return;
+        }
+        let start = self.recent.partition_point(|p| p.0 <= self.coarse_until);
+        let end = self.recent.partition_point(|p| p.0 <= anchor);
+        if end <= start {
+            return;
+        }
+        let mut merged: Vec<(f64, f64)> = Vec::new();
+        let mut key = i64::MIN;
+        for &(t, v) in self.recent.range(start..end) {
+            let k = ((anchor - t) / step).floor() as i64;
+            match merged.last_mut() {
+                Some(last) if k == key => {
+                    *last = match merge {
+                        Merge::Max => (t, last.1.max(v)),
+                        Merge::Last => (t, v),
+                    }
+                }
+                _ => merged.push((t, v)),
+            }
+            key = k;
+        }
+        self.coarse_until = anchor;
+        if merged.len() == end - start {
+            return; // Coarse already.
+        }
+        let tail: Vec<(f64, f64)> = self.recent.drain(start..).skip(end - start).collect();
+        self.recent.extend(merged);
+        self.recent.extend(tail);
     }
 
     /// Adds a sample that left the ring to the pending bucket, completing
@@ -307,10 +362,31 @@ pub(crate) mod synth {
 
     /// `f(t)` sampled at `hz` for `secs` seconds (`secs * hz` samples from 0).
     pub fn sample(hz: f64, secs: f64, mut f: impl FnMut(f64) -> f64) -> Series {
+        if hz <= 0.0 {
+            return scheduled(secs, f);
+        }
         let mut s = Series::new();
         for i in 0..(secs * hz).round() as usize {
             let t = i as f64 / hz;
             s.push(t, f(t));
+        }
+        s
+    }
+
+    /// `f(t)` sampled on the session's schedule for `secs` seconds: every 0.1 s for the first
+    /// 10 s, then every second, the dense points merged once the 10 s are over (as the
+    /// timeline does).
+    pub fn scheduled(secs: f64, mut f: impl FnMut(f64) -> f64) -> Series {
+        let mut s = Series::new();
+        let mut t = 0.0;
+        while t < secs - 1e-9 {
+            s.push(t, f(t));
+            if t >= 10.0 {
+                // These are readings, not high-water marks.
+                s.coarsen(t, 1.0, super::Merge::Last);
+            }
+            t += if t < 10.0 - 1e-9 { 0.1 } else { 1.0 };
+            t = (t * 10.0).round() / 10.0;
         }
         s
     }
@@ -324,14 +400,30 @@ pub(crate) mod synth {
     /// Names of the shapes of [`bounded`].
     pub const BOUNDED: [&str; 6] = ["flat+gauss", "flat+churn", "lru", "sawtooth", "sine", "ar1"];
 
-    /// (sample rate, seconds) of the false-positive sweeps.
-    pub const RUNS: [(f64, f64); 3] = [(1.0, 60.0), (5.0, 60.0), (1.0, 15.0)];
+    /// (sample rate, seconds) of the false-positive sweeps; a rate of 0 is the session's
+    /// schedule ([`scheduled`]: 10 Hz for 10 s, then 1 Hz).
+    pub const RUNS: [(f64, f64); 7] = [
+        (1.0, 60.0),
+        (5.0, 60.0),
+        (1.0, 15.0),
+        (0.0, 2.0),
+        (0.0, 5.0),
+        (0.0, 15.0),
+        (0.0, 60.0),
+    ];
 
     /// Bounded shapes with noise, `kind` indexing [`BOUNDED`]. Time constants
     /// scale with the window so the bound shows inside it (a cache still
     /// filling, or one slow swing, is growth as far as any data can tell).
     pub fn bounded(kind: usize, seed: u64, hz: f64, secs: f64) -> Series {
         let mut n = Noise::new(seed);
+        // The rate of the series the schedule leaves (10 Hz, or 1 Hz once merged), for the
+        // shapes' time constants.
+        let rate = match hz {
+            _ if hz > 0.0 => hz,
+            _ if secs < 10.0 => 10.0,
+            _ => 1.0,
+        };
         let u = n.unit();
         match kind {
             // 64 MiB with 1.5 % Gaussian noise.
@@ -350,7 +442,7 @@ pub(crate) mod synth {
             // Batch buffer filling to 16 MiB and freeing all, 3-15 cycles per
             // window (at least 4 samples each), 1 % noise.
             3 => {
-                let cycles = 3.0 + ((hz * secs / 4.0).min(15.0) - 3.0).max(0.0) * u;
+                let cycles = 3.0 + ((rate * secs / 4.0).min(15.0) - 3.0).max(0.0) * u;
                 let (period, phase) = (secs / cycles, n.unit() * secs);
                 sample(hz, secs, |t| {
                     16.0 * MIB * ((t + phase) % period) / period + n.normal(0.16 * MIB).abs()
@@ -367,7 +459,7 @@ pub(crate) mod synth {
             // Mean-reverting wander: AR(1), sd 1 MiB, correlation time 1/10
             // or 1/30 of the window.
             _ => {
-                let a = (-1.0 / (hz * secs * if u < 0.5 { 0.1 } else { 1.0 / 30.0 })).exp();
+                let a = (-1.0 / (rate * secs * if u < 0.5 { 0.1 } else { 1.0 / 30.0 })).exp();
                 let mut x = 0.0;
                 sample(hz, secs, |_| {
                     x = a * x + n.normal(MIB * (1.0 - a * a).sqrt());
@@ -484,6 +576,36 @@ mod tests {
         let pts: Vec<_> = s.points().collect();
         assert!(pts.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(pts.last(), Some(&(999.0, -999.0)));
+    }
+
+    #[test]
+    fn coarsen_merges_dense_points_once_a_step_apart() {
+        let mut s = Series::new();
+        for i in 0..150 {
+            s.push(f64::from(i) / 10.0, f64::from(i % 7));
+        }
+        // Up to 10.0: one point per second counted back from it, at 0.0, 1.0, ..., 10.0, each
+        // the highest of its second; 10.1 .. 14.9 stay dense.
+        s.coarsen(10.0, 1.0, Merge::Max);
+        let pts: Vec<_> = s.points().collect();
+        assert_eq!(pts.len(), 11 + 49);
+        assert_eq!(pts[0], (0.0, 0.0));
+        assert_eq!(pts[1], (1.0, 6.0));
+        assert_eq!(pts[10], (10.0, 6.0));
+        assert_eq!(pts[11], (10.1, f64::from(101 % 7)));
+        assert!(pts.windows(2).all(|w| w[0].0 < w[1].0));
+        s.coarsen(10.5, 1.0, Merge::Max);
+        assert_eq!(s.len(), 11 + 1 + 44);
+        // Merged points are left alone.
+        s.coarsen(10.5, 1.0, Merge::Max);
+        assert_eq!(s.len(), 56);
+        // Readings keep their latest value.
+        s.coarsen(12.0, 1.0, Merge::Last);
+        let pts: Vec<_> = s.points().collect();
+        assert_eq!(pts.len(), 56 - 15 + 2);
+        assert_eq!(pts[12], (11.0, f64::from(110 % 7)));
+        assert_eq!(pts[13], (12.0, f64::from(120 % 7)));
+        assert_eq!(s.last(), Some((14.9, f64::from(149 % 7))));
     }
 
     #[test]

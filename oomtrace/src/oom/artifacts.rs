@@ -12,9 +12,16 @@
 //! The memory log is written row by row, unbuffered, so a run that is SIGKILLed keeps every
 //! row taken so far; the other files are written once, atomically (a temporary file renamed
 //! into place), so a reader never sees half a JSON document.
+//!
+//! Every file is created readable by its owner only (0600: they hold a program's stacks), and
+//! never through a symlink someone planted in the directory: the log is opened `O_NOFOLLOW`, a
+//! temporary file `O_EXCL | O_NOFOLLOW`, and the rename that follows replaces a planted link
+//! rather than writing where it points. When the disk fills, the log is cut back to its last
+//! whole row, one line says so, and the run goes on without it.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
@@ -68,6 +75,22 @@ pub struct MemoryLog {
     file: File,
     path: PathBuf,
     rows: u64,
+    /// Bytes of whole rows (and the header) in the file.
+    len: u64,
+    /// Set once a write failed: the file stays as it was cut.
+    stopped: bool,
+}
+
+/// Opens `path` for writing, 0600 when new, refusing a symlink there.
+fn create_private(path: &Path, exclusive: bool) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    if exclusive {
+        o.create_new(true);
+    } else {
+        o.create(true).truncate(true);
+    }
+    o.open(path)
 }
 
 impl MemoryLog {
@@ -76,26 +99,51 @@ impl MemoryLog {
         fs::create_dir_all(dir)
             .with_context(|| format!("cannot create artifacts directory {}", dir.display()))?;
         let path = dir.join(MEMORY_LOG);
-        let mut file =
-            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        file.write_all(format!("{CSV_HEADER}\n").as_bytes())
+        let mut file = create_private(&path, false)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let header = format!("{CSV_HEADER}\n");
+        file.write_all(header.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(Self {
             file,
             path,
             rows: 0,
+            len: header.len() as u64,
+            stopped: false,
         })
     }
 
-    /// Appends one row; it is in the file (the kernel's page cache) when this returns.
-    pub fn push(&mut self, row: &Row) -> Result<()> {
+    /// Appends one row; it is in the file (the kernel's page cache) when this returns. When the
+    /// write fails (a full disk), the file is cut back to its last whole row, one line says
+    /// so, and later rows are dropped.
+    pub fn push(&mut self, row: &Row) {
+        if self.stopped {
+            return;
+        }
         let line = format!("{}\n", row.to_csv());
         // One unbuffered write per row: nothing waits in our memory if we are killed.
-        self.file
-            .write_all(line.as_bytes())
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
-        self.rows += 1;
-        Ok(())
+        match self.file.write_all(line.as_bytes()) {
+            Ok(()) => {
+                self.rows += 1;
+                self.len += line.len() as u64;
+            }
+            Err(e) => {
+                self.stopped = true;
+                // Shrinking needs no space, even on a full disk.
+                let _ = self.file.set_len(self.len);
+                crate::say!(
+                    "oomtrace: error: cannot write {}: {e}; it stops at its {} row(s) so far \
+                     and the run goes on",
+                    self.path.display(),
+                    self.rows
+                );
+            }
+        }
+    }
+
+    /// Whether a write failed and the log stopped.
+    pub fn stopped(&self) -> bool {
+        self.stopped
     }
 
     /// Rows written so far (the header not counted).
@@ -152,7 +200,9 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot create artifacts directory {}", dir.display()))?;
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = File::create(&tmp)
+    // A stale temporary of ours (a killed run with our pid) goes first: O_EXCL wants it gone.
+    let _ = fs::remove_file(&tmp);
+    let written = create_private(&tmp, true)
         .and_then(|mut f| {
             f.write_all(bytes)?;
             f.sync_all()
@@ -213,7 +263,7 @@ mod tests {
             },
         ];
         for row in &rows {
-            log.push(row).unwrap();
+            log.push(row);
         }
         assert_eq!(log.rows(), 3);
         let text = fs::read_to_string(log.path()).unwrap();
@@ -269,6 +319,30 @@ mod tests {
             text.contains("\n  \"peak_rss_bytes\": 33554432,\n"),
             "not pretty: {text}"
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_are_private_and_planted_links_are_not_followed() {
+        use std::os::unix::fs::{PermissionsExt as _, symlink};
+        let dir = temp_dir("links");
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        // A link planted where the log goes: creating the log fails, the target is untouched.
+        symlink(&victim, dir.join(MEMORY_LOG)).unwrap();
+        assert!(MemoryLog::create(&dir).is_err());
+        // One planted where a JSON file goes: the file replaces the link.
+        symlink(&victim, dir.join(SUMMARY)).unwrap();
+        write_json(&dir, SUMMARY, &Summary::default()).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        let meta = fs::symlink_metadata(dir.join(SUMMARY)).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        fs::remove_file(dir.join(MEMORY_LOG)).unwrap();
+        let log = MemoryLog::create(&dir).unwrap();
+        let mode = fs::metadata(log.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -572,6 +572,18 @@ pub fn remove_stale(path: &Path) -> Result<(), CgroupError> {
     teardown(path, version)
 }
 
+/// Removes every stale cgroup ([`stale_cgroups`]); returns each one found and how its removal
+/// went (whatever was still running inside was killed).
+pub fn remove_all_stale() -> Vec<(PathBuf, Result<(), CgroupError>)> {
+    stale_cgroups()
+        .into_iter()
+        .map(|path| {
+            let r = remove_stale(&path);
+            (path, r)
+        })
+        .collect()
+}
+
 /// The memory cgroup of a process (`/oomtrace-1-0`), from `/proc/PID/cgroup`.
 ///
 /// The cgroup v1 `memory` line wins when there is one (the memory controller can live in only

@@ -190,6 +190,14 @@ pub fn parse_size_arg(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
 
+/// Parses `--max-leaked`: a size as [`parse_size_arg`], or 0 (no leak allowed at all).
+pub fn parse_limit_arg(s: &str) -> Result<u64, String> {
+    match parse_size(s) {
+        Err(SizeError::Zero { .. }) => Ok(0),
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
 /// Parses a percentage for `--warn-at`: `80`, `80%`, `12.5%`, within 0..=100.
 pub fn parse_percent(s: &str) -> Result<f64, String> {
     let t = s.trim();

@@ -5,6 +5,8 @@
 //! recorder killed at any moment leaves a file that reads back up to its last batch.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 
@@ -59,6 +61,8 @@ pub struct Recorder {
     tx: Option<SyncSender<Msg>>,
     last_gpu: Option<Vec<u8>>,
     thread: Option<JoinHandle<Result<u64, RecordError>>>,
+    /// Set once a write failed and the file was cut at its last complete chunk.
+    cut: Arc<AtomicBool>,
 }
 
 impl Recorder {
@@ -67,9 +71,11 @@ impl Recorder {
         let writer = RecordingWriter::create(path, meta)
             .map_err(|e| anyhow!("cannot create recording {}: {e}", path.display()))?;
         let (tx, rx) = sync_channel(QUEUE);
+        let cut = Arc::new(AtomicBool::new(false));
+        let (name, flag) = (path.to_owned(), cut.clone());
         let thread = std::thread::Builder::new()
             .name("oomtrace-record".into())
-            .spawn(move || write_loop(writer, rx))
+            .spawn(move || write_thread(writer, rx, &name, &flag))
             .context("cannot start the recording thread")?;
         Ok(Self {
             path: path.to_owned(),
@@ -77,7 +83,14 @@ impl Recorder {
             tx: Some(tx),
             last_gpu: None,
             thread: Some(thread),
+            cut,
         })
+    }
+
+    /// Whether a write failed (the disk is full, say): the file was cut at its last complete
+    /// chunk, one line said so, and nothing more is written.
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Relaxed)
     }
 
     /// Adds one event.
@@ -171,10 +184,49 @@ impl Recorder {
     }
 }
 
-fn write_loop(
+/// The writer thread: the loop, then the footer; a failed write cuts the file back to its last
+/// complete chunk and says so once (returning what was kept).
+fn write_thread(
     mut w: RecordingWriter<std::fs::File>,
     rx: Receiver<Msg>,
+    path: &Path,
+    cut: &AtomicBool,
 ) -> Result<u64, RecordError> {
+    // Kept to cut the file when the footer (which consumes the writer) fails.
+    let spare = w.get_ref().try_clone().ok();
+    let stop = |e: RecordError, good: u64, chunks: u64| -> Result<u64, RecordError> {
+        if let Some(f) = &spare {
+            let _ = f.set_len(good);
+        }
+        cut.store(true, Ordering::Relaxed);
+        crate::say!(
+            "oomtrace: error: {e}: recording {} stops at byte {good} ({chunks} complete \
+             chunk(s), readable with `oomtrace report`); nothing more is recorded",
+            path.display()
+        );
+        Ok(good)
+    };
+    let finish_msg = match write_loop(&mut w, &rx) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(w.bytes_written()),
+        Err(e) => return stop(e, w.bytes_written(), w.chunks_written()),
+    };
+    let counters = match finish(&mut w, *finish_msg) {
+        Ok(c) => c,
+        Err(e) => return stop(e, w.bytes_written(), w.chunks_written()),
+    };
+    let (good, chunks) = (w.bytes_written(), w.chunks_written());
+    match w.finish(&counters) {
+        Ok(_) => Ok(good),
+        Err(e) => stop(e, good, chunks),
+    }
+}
+
+/// Writes every message until `Finish` (returned) or the session hangs up (`None`).
+fn write_loop(
+    w: &mut RecordingWriter<std::fs::File>,
+    rx: &Receiver<Msg>,
+) -> Result<Option<Box<Finish>>, RecordError> {
     let mut kernel = false;
     loop {
         let msg = match rx.try_recv() {
@@ -184,12 +236,12 @@ fn write_loop(
                 w.flush()?;
                 match rx.recv() {
                     Ok(msg) => msg,
-                    Err(_) => return Ok(w.bytes_written()),
+                    Err(_) => return Ok(None),
                 }
             }
             Err(TryRecvError::Disconnected) => {
                 w.flush()?;
-                return Ok(w.bytes_written());
+                return Ok(None);
             }
         };
         match msg {
@@ -211,13 +263,13 @@ fn write_loop(
             }
             Msg::Kernel(stacks, frames) => {
                 kernel = true;
-                write_kernel(&mut w, stacks, frames)?;
+                write_kernel(w, stacks, frames)?;
             }
             Msg::Finish(mut f) => {
                 if kernel {
                     f.counters.other.push((w.intern(KEY_KERNEL), 1));
                 }
-                return finish(w, *f);
+                return Ok(Some(f));
             }
         }
     }
@@ -254,7 +306,8 @@ fn write_kernel(
     })
 }
 
-fn finish(mut w: RecordingWriter<std::fs::File>, f: Finish) -> Result<u64, RecordError> {
+/// Everything but the footer; returns the footer's counters.
+fn finish(w: &mut RecordingWriter<std::fs::File>, f: Finish) -> Result<Counters, RecordError> {
     w.flush()?;
     let stacks = Stacks {
         stacks: f
@@ -291,7 +344,5 @@ fn finish(mut w: RecordingWriter<std::fs::File>, f: Finish) -> Result<u64, Recor
         .other
         .push((w.intern(KEY_DURATION_NS), f.duration_ns));
     w.write_counters(&counters)?;
-    let bytes = w.bytes_written();
-    w.finish(&counters)?;
-    Ok(bytes)
+    Ok(counters)
 }

@@ -38,9 +38,19 @@ pub struct RecordingWriter<W: Write> {
 }
 
 impl RecordingWriter<File> {
-    /// Creates (or truncates) the file at `path` and writes a header carrying `meta`.
+    /// Creates (or truncates) the file at `path` and writes a header carrying `meta`. A new file
+    /// is readable by its owner only (0600): a recording holds a program's stacks and symbols.
+    /// A symlink at `path` is refused, never followed (`O_NOFOLLOW`).
     pub fn create(path: impl AsRef<Path>, meta: &str) -> Result<Self, RecordError> {
-        Self::new(File::create(path)?, &Header::new(meta))
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        Self::new(file, &Header::new(meta))
     }
 }
 

@@ -136,6 +136,8 @@ pub(super) mod tests {
             via: Vec::new(),
             walk: Vec::new(),
             frames,
+            leak: None,
+            resident_bytes: None,
         }
     }
 
@@ -167,6 +169,8 @@ pub(super) mod tests {
                         threads: crate::tui::snapshot::unknown_growth(),
                         fds: crate::tui::snapshot::unknown_growth(),
                     },
+                    leaks: None,
+                    mapped: Default::default(),
                 })
                 .collect(),
             stacks,
@@ -177,6 +181,7 @@ pub(super) mod tests {
             tracer_cost: None,
             late_attach: None,
             self_limit: None,
+            leak_gate: None,
         }
     }
 

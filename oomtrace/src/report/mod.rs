@@ -7,10 +7,12 @@ pub mod flamegraph;
 pub mod folded;
 pub mod gpu;
 pub mod kernel;
+pub mod leaks;
 pub mod pprof;
 pub mod proto;
 pub mod site;
 pub mod text;
+pub mod vitals;
 
 use serde::Serialize;
 
@@ -59,6 +61,10 @@ pub struct ResolvedStack {
     pub frames: Vec<Frame>,
     /// How the walk above the call site ended ([`oomtrace_common::stack`] flags).
     pub walk: u64,
+    /// What the leak scan at exit found among its blocks.
+    pub leak: Option<leaks::StackLeak>,
+    /// A direct mapping's resident bytes, once sampled.
+    pub resident_bytes: Option<u64>,
 }
 
 /// Resolves the frames of every stack of the model, in model order.
@@ -81,6 +87,8 @@ pub fn resolve(
                 counts: s.counts,
                 frames,
                 walk,
+                leak: leaks::StackLeak::of(s.leak.as_deref()),
+                resident_bytes: s.resident,
             });
         }
     }
@@ -145,6 +153,9 @@ pub struct Report {
     /// Tracing stopped early because oomtrace's own memory reached `--self-max`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub self_limit: Option<SelfLimitReport>,
+    /// `run --max-leaked`/`--suppressions`/`--expect-no-growth`: the gate's verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leak_gate: Option<crate::leaks::gate::GateReport>,
 }
 
 /// oomtrace stopped tracing at its own memory limit: the report covers what came before.
@@ -217,6 +228,10 @@ pub struct ProcessReport {
     pub counts: Counts,
     /// Growth of its heap, RSS, threads and descriptors.
     pub growth: ProcGrowth,
+    /// The leak scan at its exit (`run`; null when it was not scanned).
+    pub leaks: Option<leaks::LeakReport>,
+    /// Its mapped regions: direct mappings, thread stacks, reservations.
+    pub mapped: crate::model::process::Mapped,
 }
 
 /// One stack in the report.
@@ -251,6 +266,12 @@ pub struct StackReport {
     /// `--stack-depth`), `stopped`, `unknown_module`, `unsupported_rule` (frames may be
     /// missing), and `frame_pointers`, `signal_frame`, `trampoline_fixed` (how it got there).
     pub walk: Vec<&'static str>,
+    /// What the leak scan at exit found among its blocks (null when not scanned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leak: Option<leaks::StackLeak>,
+    /// A direct mapping's resident bytes, once sampled (its outstanding bytes are reserved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resident_bytes: Option<u64>,
 }
 
 /// The names of the [`oomtrace_common::stack`] flags set in `status`.
@@ -355,6 +376,8 @@ impl Report {
                 site,
                 via,
                 walk: walk_words(r.walk),
+                leak: r.leak.clone(),
+                resident_bytes: r.resident_bytes,
             };
             match seen.get(&id) {
                 Some(&i) => out[i].merge(&report),
@@ -400,6 +423,7 @@ impl Report {
             tracer_cost: None,
             late_attach: None,
             self_limit: None,
+            leak_gate: None,
         }
     }
 
@@ -452,6 +476,11 @@ impl StackReport {
             self.sizes = self.sizes.or(other.sizes);
             self.lifetime_ms = self.lifetime_ms.or(other.lifetime_ms);
         }
+        leaks::StackLeak::merge(&mut self.leak, &other.leak);
+        self.resident_bytes = match (self.resident_bytes, other.resident_bytes) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
         self.outstanding_bytes += other.outstanding_bytes;
         self.outstanding_allocs += other.outstanding_allocs;
         self.allocated_bytes += other.allocated_bytes;
@@ -479,6 +508,8 @@ pub fn stack_at(pid: u32, key: &StackKey, c: &Counts, resolved: &[ResolvedStack]
         site,
         via,
         walk: r.map(|r| walk_words(r.walk)).unwrap_or_default(),
+        leak: None,
+        resident_bytes: None,
     }
 }
 
@@ -540,6 +571,8 @@ fn process_report(model: &Model, p: &Process) -> ProcessReport {
         growth: model
             .timeline
             .process_growth(p.pid, &GrowthConfig::default()),
+        leaks: p.leaks.as_ref().map(leaks::LeakReport::from),
+        mapped: p.mapped,
     }
 }
 

@@ -92,6 +92,8 @@ pub fn render(report: &Report, top: usize) -> String {
             exit
         );
     }
+    super::vitals::render_text(&mut s, &report.processes);
+    super::leaks::render_text(&mut s, report);
     if let Some(gpu) = &report.gpu {
         gpu.render(&mut s, growth_word);
     }
@@ -130,6 +132,12 @@ pub fn render(report: &Report, top: usize) -> String {
         let _ = write!(s, "; {}", growth_word(&st.growth));
         if let Some(z) = st.sizes {
             let _ = write!(s, "; size p50 {}", human_bytes(z.p50));
+        }
+        if let Some(r) = st.resident_bytes {
+            let _ = write!(s, "; {} resident", human_bytes(r));
+        }
+        if let Some(l) = &st.leak {
+            s.push_str(&super::leaks::stack_words(l));
         }
         let _ = writeln!(s, "]");
         for f in &st.frames {

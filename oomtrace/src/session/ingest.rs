@@ -26,6 +26,10 @@ pub struct Ui {
 
 /// Everything the loop owns.
 pub struct Session {
+    /// A periodic reader besides the TUI (`oomtrace agent`).
+    pub observer: Option<Box<dyn super::Observer>>,
+    /// `Target::Select`: the selected processes traced already.
+    pub adopted: super::select::Adopted,
     pub ui: Option<Ui>,
     pub probes: Probes,
     pub ring: AsyncFd<RingReader>,
@@ -51,6 +55,8 @@ pub struct Session {
     pub cost: super::cost::CostMeter,
     /// The stack walker's tables (none for the probe floor).
     pub unwind: Option<crate::unwind::Unwinder>,
+    /// When to sample (fast while the run is young), and what was sampled.
+    pub sampling: super::sampling::Sampling,
 }
 
 impl Session {
@@ -67,6 +73,7 @@ impl Session {
         opts: &Options,
         root: Option<u32>,
         child_rx: &mut Option<tokio::sync::oneshot::Receiver<Result<ChildStatus>>>,
+        exit_scans: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::leaks::ToModel>>,
         started: Instant,
         signals: Signals,
     ) -> Result<(StopReason, Option<ChildStatus>)> {
@@ -81,13 +88,19 @@ impl Session {
         let tick_every = Duration::from_millis(20);
         let mut tick =
             tokio::time::interval_at(tokio::time::Instant::now() + tick_every, tick_every);
-        let mut sample =
-            tokio::time::interval_at(tokio::time::Instant::now() + opts.tick, opts.tick);
+        // Fast while the run is young, every --tick after (see `sampling`).
+        let mut next_sample = tokio::time::Instant::now() + self.sampling.next();
         let refresh_every = self
             .ui
             .as_ref()
             .map_or(Duration::from_secs(3600), |u| u.link.refresh);
         let mut refresh = tokio::time::interval(refresh_every);
+        let observe_every = self
+            .observer
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |o| o.every());
+        let mut observe =
+            tokio::time::interval_at(tokio::time::Instant::now() + observe_every, observe_every);
         // Out of `self`, so the select's branches borrow disjoint things.
         let mut quit = self
             .ui
@@ -111,6 +124,9 @@ impl Session {
                     if let Some(m) = &mut self.monitor {
                         m.tick(&self.model)?;
                     }
+                    if self.recorder.as_ref().is_some_and(|r| r.is_cut()) {
+                        return Ok((StopReason::RecordingCut, child));
+                    }
                     ticks += 1;
                     // Every 100 ms: oomtrace's own memory against --self-max.
                     if ticks.is_multiple_of(5)
@@ -120,9 +136,26 @@ impl Session {
                         return Ok((StopReason::SelfLimit(rss), child));
                     }
                 }
-                _ = sample.tick() => {
+                _ = tokio::time::sleep_until(next_sample) => {
                     self.drain();
+                    if let Target::Select(sel) = &opts.target {
+                        self.adopt(sel, opts.mode.probes_allocator());
+                    }
                     self.sample();
+                    next_sample = tokio::time::Instant::now() + self.sampling.next();
+                }
+                // A process held at its exit waits for this (the leak scan).
+                msg = async { exit_scans.as_mut().expect("guarded").recv().await }, if exit_scans.is_some() => {
+                    match msg {
+                        Some(msg) => self.exit_scan(msg),
+                        None => *exit_scans = None,
+                    }
+                }
+                _ = observe.tick(), if self.observer.is_some() => {
+                    self.drain();
+                    if self.observe() {
+                        return Ok((StopReason::Quit, child));
+                    }
                 }
                 _ = refresh.tick(), if self.ui.is_some() => self.publish(started, None),
                 _ = async { quit.as_mut().expect("guarded").await }, if quit.is_some() => {
@@ -219,13 +252,15 @@ impl Session {
                 self.feed(&ev);
             }
         }
-        self.sample_gpu();
-        self.feed(&super::synthetic(EventKind::Tick, 0));
+        self.sample_coarse();
+        let mut tick = super::synthetic(EventKind::Tick, 0);
+        (tick.addr, tick.size) = self.sampling.tick_fields();
+        self.feed(&tick);
     }
 
     /// One GPU snapshot into the model and the recording. A snapshot that cannot be taken at
     /// all (a root that is not a directory) is skipped: the heap figures do not depend on it.
-    fn sample_gpu(&mut self) {
+    pub fn sample_gpu(&mut self) {
         let Ok(snap) = self.gpu.sample() else {
             return;
         };
@@ -331,6 +366,10 @@ impl Session {
                             r.oom_cgroup(pid, &cgroup);
                         }
                     }
+                    // The memory log's row at the kill.
+                    if let Some(m) = &mut self.monitor {
+                        m.log_ooms(&self.model);
+                    }
                 }
                 Hint::None => {}
             }
@@ -374,6 +413,67 @@ impl Session {
         if let Some(r) = &mut self.recorder {
             r.send_batch();
         }
+    }
+}
+
+/// `oomtrace agent`'s hooks: a periodic observer of the model, and a selection of processes.
+impl Session {
+    /// Shows the model to the observer and does the housekeeping it asks for; true when it
+    /// asks the session to end.
+    fn observe(&mut self) -> bool {
+        let Some(observer) = &mut self.observer else {
+            return false;
+        };
+        let lost = self.probes.drops().map_or(0, |d| d.lost_events) + self.ring.get_ref().malformed;
+        let upkeep = observer.observe(super::Observed {
+            model: &self.model,
+            stacks: &super::KernelStacks(&self.probes),
+            symbols: &mut self.symbols,
+            lost_events: lost,
+        });
+        if upkeep.forget_exited {
+            self.model.forget_exited();
+        }
+        let done = upkeep.ooms_done.min(self.model.ooms.len());
+        self.model.ooms.drain(..done);
+        upkeep.stop
+    }
+
+    /// Traces the processes `sel` holds now that are not traced yet (each with its own
+    /// allocator when the mode probes one); returns how many.
+    pub fn adopt(&mut self, sel: &super::select::Selection, probe_allocator: bool) -> usize {
+        let now = sel.pids(Path::new("/proc"));
+        let fresh = self.adopted.newcomers(&now);
+        for &pid in &fresh {
+            if self.model.process(pid).is_some_and(|p| p.exit.is_none()) {
+                // A child of a selected process: followed since its fork.
+                continue;
+            }
+            if let Err(e) = self.probes.trace_pid(pid) {
+                crate::say!("oomtrace: warning: cannot trace pid {pid}: {e:#}");
+                continue;
+            }
+            self.sync_unwind(pid);
+            self.symbols.read_maps(pid, 0);
+            if probe_allocator {
+                match crate::probe::allocators::plan_for_pid(pid) {
+                    Ok(plan) => {
+                        if let Err(e) = self.probes.attach_plan(Some(pid), &plan) {
+                            crate::say!("oomtrace: warning: cannot attach to pid {pid}: {e:#}");
+                        }
+                    }
+                    Err(crate::probe::target::TargetError::NoSuchProcess(_)) => continue,
+                    Err(e) => {
+                        crate::say!("oomtrace: warning: not probing pid {pid}: {e}");
+                    }
+                }
+            }
+            let comm = read_comm(pid);
+            if !comm.is_empty() {
+                self.feed(&comm_event(pid, &comm));
+            }
+        }
+        fresh.len()
     }
 }
 

@@ -3,11 +3,14 @@
 //! signal arrives; with `record`, the same events are teed into a recording.
 
 pub mod cost;
+mod exitscan;
 mod ingest;
 pub mod kernel;
 mod mapped;
 pub mod monitor;
 mod plans;
+mod sampling;
+pub mod select;
 pub mod selfmem;
 pub mod view;
 
@@ -44,6 +47,9 @@ pub enum Target {
     Pid(u32),
     /// Every process using the system libc.
     All,
+    /// The processes of some cgroup subtrees or with some command names, looked for again at
+    /// every tick (`oomtrace agent --cgroup/--comm`), and their children.
+    Select(select::Selection),
 }
 
 /// Session options.
@@ -105,6 +111,43 @@ pub struct UiLink {
     pub refresh: Duration,
 }
 
+/// A periodic reader of the model besides the TUI (`oomtrace agent`'s exporters). It is called
+/// on the ingestion loop's own task right after a drain, so it sees the model as the loop owns
+/// it; what it returns is the housekeeping the loop then does.
+pub trait Observer {
+    /// How often to be called.
+    fn every(&self) -> Duration;
+    /// The caps of the model it reads (a long-running observer keeps it smaller).
+    fn limits(&self) -> crate::model::Limits {
+        crate::model::Limits::default()
+    }
+    /// Reads the model.
+    fn observe(&mut self, seen: Observed<'_>) -> Upkeep;
+}
+
+/// What an [`Observer`] is shown.
+pub struct Observed<'a> {
+    /// The model, just drained.
+    pub model: &'a Model,
+    /// Deeper frames of its stacks.
+    pub stacks: &'a dyn StackSource,
+    /// Names of their frames.
+    pub symbols: &'a mut dyn crate::report::SymbolSource,
+    /// Events lost so far (kernel side, and records that did not decode).
+    pub lost_events: u64,
+}
+
+/// The loop's housekeeping after an [`Observer`] has looked.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Upkeep {
+    /// Drop the processes that have exited, and their series (they have been shown).
+    pub forget_exited: bool,
+    /// The oldest OOM events it has accounted for, dropped from the model.
+    pub ooms_done: usize,
+    /// End the session (its configuration changed).
+    pub stop: bool,
+}
+
 /// Why the session stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -118,6 +161,8 @@ pub enum StopReason {
     Signal(i32),
     /// oomtrace's own memory reached `--self-max` (its resident bytes then).
     SelfLimit(u64),
+    /// A write to the recording failed (a full disk): it was cut at its last complete chunk.
+    RecordingCut,
 }
 
 /// What a finished session hands to the report writers.
@@ -196,6 +241,20 @@ fn status_event(pid: u32, status: Option<ChildStatus>) -> MemEvent {
 
 /// Runs a whole session (with the TUI fed through `ui`, if given).
 pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
+    trace_with(opts, ui, None).await
+}
+
+/// Runs a whole session read by `observer` every [`Observer::every`], until a signal, the
+/// observer or `--duration` ends it.
+pub async fn trace_observed(opts: Options, observer: Box<dyn Observer>) -> Result<Outcome> {
+    trace_with(opts, None, Some(observer)).await
+}
+
+async fn trace_with(
+    opts: Options,
+    ui: Option<UiLink>,
+    observer: Option<Box<dyn Observer>>,
+) -> Result<Outcome> {
     let t0 = Instant::now();
     let phase = |what: &str| {
         if std::env::var_os("OOMTRACE_TIMING").is_some() {
@@ -234,6 +293,8 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             Err(e) => return Err(e.into()),
         },
         Target::All => (Some(allocators::plan_for_system()?), None),
+        // Each selected process gets its own plan when it is adopted.
+        Target::Select(_) => (None, None),
     };
     if needs_allocator
         && let Some(p) = &plan
@@ -300,6 +361,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
             .join(" "),
         Target::Pid(pid) => format!("pid {pid} ({})", ingest::read_comm(*pid)),
         Target::All => "all processes".to_owned(),
+        Target::Select(sel) => sel.describe(),
     };
     let label = crate::mode::label(label, opts.mode);
     let memory_max = opts.monitor.as_ref().and_then(|m| m.memory_max);
@@ -312,11 +374,16 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     if let Some(n) = notice {
         crate::say!("{n}");
     }
+    let limits = observer
+        .as_ref()
+        .map_or_else(crate::model::Limits::default, |o| o.limits());
     let mut session = Session {
+        observer,
+        adopted: select::Adopted::default(),
         ui,
         probes,
         ring,
-        model: Model::with_mode(opts.mode),
+        model: Model::with_limits(opts.mode, limits),
         symbols,
         recorder,
         monitor,
@@ -333,6 +400,7 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
         gpu: crate::gpu::Sampler::from_env(),
         cost: cost::CostMeter::start(),
         unwind,
+        sampling: sampling::Sampling::new(opts.tick, !trace_all),
     };
     session.model.kernel.enabled = opts.kernel;
 
@@ -340,13 +408,20 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
     let start_ns = monotonic_ns();
     let mut child_rx = None;
     let mut root = None;
+    // `run` holds its processes at their end: the leak scan (exact mode, where blocks are).
+    let mut exit_scans = None;
     // The baseline sample (GPU included) now: once the command runs, the loop reads its events
     // first.
     session.sample();
     match &opts.target {
         Target::Run(argv) => {
             let exe = exe.expect("resolved above");
-            let on_stop = on_stop(session.probes.attacher());
+            let scanner = (opts.mode == crate::mode::Mode::Exact).then(|| {
+                let (scanner, rx) = crate::leaks::ExitScanner::new();
+                exit_scans = Some(rx);
+                scanner
+            });
+            let on_stop = on_stop(session.probes.attacher(), scanner);
             let fail = opts.fail.as_ref().filter(|f| f.armed());
             let on_signal = match fail {
                 Some(spec) => {
@@ -496,12 +571,28 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                 );
             }
         }
+        Target::Select(sel) => {
+            let n = session.adopt(sel, needs_allocator);
+            crate::say!(
+                "oomtrace: {}; {n} process(es) now, more as they appear",
+                crate::mode::label(format!("tracing {}", sel.describe()), opts.mode)
+            );
+        }
     }
 
     phase("started");
-    let (stop, child) = session
-        .run_loop(&opts, root, &mut child_rx, started, signals)
-        .await?;
+    let looped = session
+        .run_loop(
+            &opts,
+            root,
+            &mut child_rx,
+            &mut exit_scans,
+            started,
+            signals,
+        )
+        .await;
+    session.finish_exit_scans(&mut exit_scans);
+    let (stop, child) = looped?;
     phase("stopped");
     if let StopReason::SelfLimit(rss) = stop {
         crate::say!(
@@ -607,13 +698,16 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
                 stack_collisions: losses.stack_collisions,
                 other: Vec::new(),
             };
-            Some(recorder.finish(stacks, resolved, counters, start_ns, duration_ns)?)
+            let cut = recorder.is_cut();
+            let bytes = recorder.finish(stacks, resolved, counters, start_ns, duration_ns)?;
+            // A cut recording said so when it happened: no "written" line for it.
+            (!cut).then_some(bytes)
         }
         None => None,
     };
     phase("report");
     let pending_child = match stop {
-        StopReason::SelfLimit(_) if child.is_none() => {
+        StopReason::SelfLimit(_) | StopReason::RecordingCut if child.is_none() => {
             // Nothing more is traced; the command runs on to its own end.
             session.probes.quiesce();
             child_rx.take()
@@ -633,11 +727,18 @@ pub async fn trace(opts: Options, ui: Option<UiLink>) -> Result<Outcome> {
 
 /// What the holder thread does while a process of `run` waits: a new process gets its parent's
 /// probes; a new program gets its own allocator probed before it runs.
-fn on_stop(attacher: Option<Arc<Attacher>>) -> OnStop {
+fn on_stop(attacher: Option<Arc<Attacher>>, exits: Option<crate::leaks::ExitScanner>) -> OnStop {
     let mut cache = plans::PlanCache::default();
     Box::new(move |stop| {
+        if let Stop::Exiting { pid, tid } = stop {
+            if let Some(x) = &exits {
+                x.at_exit(pid, tid);
+            }
+            return;
+        }
         let Some(a) = &attacher else { return };
         match stop {
+            Stop::Exiting { .. } => {}
             Stop::Forked { parent, child } => {
                 if let Err(e) = a.attach_like(parent, child) {
                     crate::say!("oomtrace: warning: cannot attach to new process {child}: {e:#}");

@@ -1,6 +1,11 @@
 //! What `oomtrace run --memory-max/--artifacts/--budget` adds to a session: the memory cgroup
 //! CMD runs in, an RSS sample every interval (`memory_log.csv`), the peak and the stacks that
 //! held most at it, and the kernel's OOM lines.
+//!
+//! So that the log tells the whole story of an OOM, the interval tightens to
+//! [`NEAR_CAP_INTERVAL`] once the cgroup's usage passes [`NEAR_CAP`] of its limit (a job that
+//! climbs to its cap in 0.2 s still leaves a curve), and each OOM kill adds a row with the
+//! victim's RSS as the kernel's `oom:mark_victim` event gave it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,6 +20,10 @@ use crate::oom::sampler;
 
 /// Stacks remembered at the heap peak.
 const PEAK_STACKS: usize = 10;
+/// Past this share of `memory.max`, samples come every [`NEAR_CAP_INTERVAL`].
+pub const NEAR_CAP: f64 = 0.8;
+/// The sample interval near the cap (the loop checks every 20 ms).
+pub const NEAR_CAP_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Options of a monitored run.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +58,12 @@ pub struct Monitor {
     pub kernel_lines: Vec<String>,
     interval: Duration,
     next: Instant,
+    last: Instant,
     start: Instant,
+    /// `start` on the events' clock, for OOM rows.
+    start_ns: u64,
+    /// OOM events already logged.
+    ooms_logged: usize,
     root: u32,
     /// Peaks so far.
     pub peaks: Peaks,
@@ -77,7 +91,10 @@ impl Monitor {
             kernel_lines: Vec::new(),
             interval: opts.sample_interval.max(Duration::from_millis(10)),
             next: now,
+            last: now,
             start: now,
+            start_ns: super::monotonic_ns(),
+            ooms_logged: 0,
             root: 0,
             peaks: Peaks::default(),
             stacks_heap: 0,
@@ -91,17 +108,63 @@ impl Monitor {
             cg.add_pid(root)?;
         }
         self.start = Instant::now();
+        self.start_ns = super::monotonic_ns();
         self.next = self.start;
         Ok(())
     }
 
-    /// Takes a sample if one is due.
+    /// Takes a sample if one is due: every interval, or every [`NEAR_CAP_INTERVAL`] near the cap.
     pub fn tick(&mut self, model: &Model) -> Result<()> {
-        if Instant::now() < self.next {
+        let now = Instant::now();
+        let due = now >= self.next || (now >= self.last + NEAR_CAP_INTERVAL && self.near_cap());
+        if !due {
             return Ok(());
         }
-        self.next += self.interval;
+        if now >= self.next {
+            self.next += self.interval;
+        }
         self.sample(model)
+    }
+
+    /// Whether the cgroup's usage is past [`NEAR_CAP`] of its limit.
+    fn near_cap(&self) -> bool {
+        let Some(cg) = &self.cgroup else {
+            return false;
+        };
+        cg.usage_bytes()
+            .is_some_and(|u| u as f64 >= NEAR_CAP * cg.limit_bytes() as f64)
+    }
+
+    /// Logs a row for each OOM kill not logged yet whose victim is ours (traced, or in our
+    /// cgroup): its RSS as the kernel reported it at the kill.
+    pub fn log_ooms(&mut self, model: &Model) {
+        let ours = |o: &crate::model::oom::OomEvent| {
+            model.process(o.pid).is_some()
+                || self
+                    .cgroup
+                    .as_ref()
+                    .zip(o.cgroup.as_deref())
+                    .is_some_and(|(cg, path)| path.ends_with(cg.name()))
+        };
+        let new: Vec<Row> = model.ooms[self.ooms_logged.min(model.ooms.len())..]
+            .iter()
+            .filter(|o| ours(o))
+            .map(|o| Row {
+                t_s: o.ts_ns.saturating_sub(self.start_ns) as f64 / 1e9,
+                pid: o.pid,
+                rss_bytes: o.anon_rss_bytes + o.file_rss_bytes + o.shmem_rss_bytes,
+                heap_outstanding_bytes: model.outstanding(),
+                cgroup_usage_bytes: self.cgroup.as_ref().and_then(MemoryCgroup::usage_bytes),
+            })
+            .collect();
+        self.ooms_logged = model.ooms.len();
+        for row in &new {
+            self.peaks.rss_bytes = self.peaks.rss_bytes.max(row.rss_bytes);
+            self.peaks.samples += 1;
+            if let Some(log) = &mut self.log {
+                log.push(row);
+            }
+        }
     }
 
     /// Takes a sample now.
@@ -118,6 +181,7 @@ impl Monitor {
             0
         };
         let heap = model.outstanding();
+        self.last = Instant::now();
         self.peaks.samples += 1;
         self.peaks.rss_bytes = self.peaks.rss_bytes.max(rss).max(hwm);
         // The exact peak comes from the model; the stacks are those of the largest sample.
@@ -137,7 +201,7 @@ impl Monitor {
                 heap_outstanding_bytes: heap,
                 cgroup_usage_bytes: self.cgroup.as_ref().and_then(MemoryCgroup::usage_bytes),
             };
-            log.push(&row)?;
+            log.push(&row);
         }
         Ok(())
     }

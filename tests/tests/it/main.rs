@@ -2,9 +2,12 @@
 //! Run by `cargo xtask test` (as root, one test at a time: they share kernel state).
 
 mod allocator;
+mod cleanup;
 mod cost;
 mod errors;
 mod files;
+mod fleet;
+mod gates;
 mod gpu;
 mod groundtruth;
 mod growth;
@@ -12,6 +15,7 @@ mod harm;
 mod hazards;
 mod heaps;
 mod kernel;
+mod leaks;
 mod modes;
 mod offline;
 mod oom;

@@ -7,9 +7,10 @@
 //! and the classifier's memory; then the goals ([`report`]).
 //!
 //! `cargo xtask bench PART…` (bystander, startstop, loop, mt, free, cost, redis, pipeline, extra,
-//! stacks) runs only those and
+//! agent, stacks) runs only those and
 //! writes `target/bench/partial.md` instead of BENCHMARKS.md.
 
+mod agent;
 mod bystander;
 mod extra;
 mod interference;
@@ -38,6 +39,10 @@ const SAMPLE_REDIS_MIN: f64 = 0.70;
 const GROWTH_REDIS_MIN: f64 = 0.97;
 const PIPELINE_MIN: f64 = 10e6;
 const BYSTANDER_MAX: f64 = 1.05;
+/// `oomtrace agent`'s own CPU over a churning workload, % of one core.
+const AGENT_CPU_MAX: f64 = 2.0;
+/// `oomtrace agent`'s stated memory bound (its default `self_max`).
+const AGENT_RSS_MAX: u64 = 512 << 20;
 const PARTS: &[&str] = &[
     "bystander",
     "startstop",
@@ -48,6 +53,7 @@ const PARTS: &[&str] = &[
     "redis",
     "pipeline",
     "extra",
+    "agent",
     "stacks",
 ];
 
@@ -340,6 +346,35 @@ pub fn run(parts: &[String]) -> Result<()> {
                 )
             },
         });
+    }
+    if want("agent") {
+        let rows = agent::measure(&oomtrace, &dir)?;
+        agent::table(&mut md, &rows);
+        for r in &rows {
+            let cpu_ok = r.cpu_pct < AGENT_CPU_MAX;
+            goals.push(Goal {
+                goal: format!(
+                    "`oomtrace agent` over {}, {} s of churn: its own CPU < {AGENT_CPU_MAX} % of \
+                     a core, its memory ≤ {} MiB",
+                    r.name,
+                    agent::SECONDS,
+                    AGENT_RSS_MAX >> 20
+                ),
+                measured: Some(format!(
+                    "{:.2} %, peak {:.0} MiB",
+                    r.cpu_pct,
+                    r.peak_rss as f64 / (1 << 20) as f64
+                )),
+                met: Some(cpu_ok && r.peak_rss <= AGENT_RSS_MAX),
+                why: if cpu_ok {
+                    String::new()
+                } else {
+                    "the whole machine is traced: every page fault of whatever else runs here \
+                     (compilers on this shared VM) is an event the agent reads"
+                        .into()
+                },
+            });
+        }
     }
     if want("stacks") {
         stacks::measure(&oomtrace, &dir, &mut md)?;
