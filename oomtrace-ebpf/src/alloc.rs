@@ -59,6 +59,14 @@ fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64
         return 0;
     }
     let mut bits = op;
+    // Inside a signal handler? Only a thread that was delivered one pays for the check.
+    let handler_sig = if t.handlers > 0 {
+        // SAFETY: regs is the probe's pt_regs.
+        let rsp = unsafe { (*ctx.regs).rsp };
+        crate::signals::running_handler(t, rsp + 8)
+    } else {
+        0
+    };
     if config(ConfigKey::Mode) == MODE_SAMPLE {
         let new = sample::take(&mut t.countdown, size);
         let old = old_addr != 0 && sample::is_sampled(tgid, old_addr);
@@ -66,6 +74,11 @@ fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64
             // The common case: no call site, no stack walk, and the return only unwinds depth.
             t.call.ts_ns = now;
             t.call.flags = SKIP;
+            if handler_sig != 0 {
+                let (call_site, start) = caller(ctx);
+                let stack_id = stack::stack_id(tgid, start);
+                handler_alloc(tgid, tid, f, size, call_site, stack_id, handler_sig);
+            }
             return 0;
         }
         bits |= SAMPLE_MODE;
@@ -76,24 +89,7 @@ fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64
             bits |= SAMPLED_OLD;
         }
     }
-    // SAFETY: regs is the probe's pt_regs; [rsp] is read from user memory with the helper.
-    let (call_site, rsp, rbp) = unsafe {
-        let regs = &*ctx.regs;
-        (
-            bpf_probe_read_user(regs.rsp as *const u64).unwrap_or(0),
-            regs.rsp,
-            regs.rbp,
-        )
-    };
-    // The caller's frame: the probe sits before the allocator touches rsp, so the caller's
-    // stack pointer is just past the return address.
-    let start = stack::Start {
-        pc: call_site,
-        sp: rsp + 8,
-        bp: rbp,
-        exact: false,
-        leaf_ret: 0,
-    };
+    let (call_site, start) = caller(ctx);
     t.call = Pending {
         ts_ns: now,
         size,
@@ -104,6 +100,9 @@ fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64
         alloc_fn: f,
         flags: bits,
     };
+    if handler_sig != 0 {
+        handler_alloc(tgid, tid, f, size, call_site, t.call.stack_id, handler_sig);
+    }
     if config(ConfigKey::InjectArmed) != 0 {
         inject(ctx, t, c, size, call_site);
     }
@@ -143,6 +142,43 @@ fn inject(ctx: &ProbeContext, t: &mut crate::Thread, c: u64, size: u64, call_sit
     }
 }
 
+/// The allocator call's site (the return address at `[rsp]`) and where the walk of its
+/// caller's frame starts.
+#[inline(always)]
+fn caller(ctx: &ProbeContext) -> (u64, stack::Start) {
+    // SAFETY: regs is the probe's pt_regs; [rsp] is read from user memory with the helper.
+    let (call_site, rsp, rbp) = unsafe {
+        let regs = &*ctx.regs;
+        (
+            bpf_probe_read_user(regs.rsp as *const u64).unwrap_or(0),
+            regs.rsp,
+            regs.rbp,
+        )
+    };
+    // The caller's frame: the probe sits before the allocator touches rsp, so the caller's
+    // stack pointer is just past the return address.
+    let start = stack::Start {
+        pc: call_site,
+        sp: rsp + 8,
+        bp: rbp,
+        exact: false,
+        leaf_ret: 0,
+    };
+    (call_site, start)
+}
+
+/// An allocator call made inside the handler of signal `sig`: a hazard, reported on its own.
+#[inline(always)]
+fn handler_alloc(tgid: u32, tid: u32, f: u16, size: u64, call_site: u64, stack_id: i32, sig: u64) {
+    let mut ev = event(EventKind::HandlerAlloc, tgid, tid);
+    ev.alloc_fn = f;
+    ev.size = size;
+    ev.call_site = call_site;
+    ev.stack_id = stack_id;
+    ev.aux = sig;
+    emit_with(&ev, false);
+}
+
 /// `a * b`, or `u64::MAX` on overflow (BPF has no 128-bit multiply for `checked_mul`).
 #[inline(always)]
 fn mul_or_max(a: u64, b: u64) -> u64 {
@@ -172,7 +208,7 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
     let ptr = arg_at(&args, cookie::ptr_arg(c));
     let op = cookie::op(c);
     if op == cookie::OP_FREE {
-        return free(ptr, cookie::alloc_fn(c));
+        return free(&ctx, ptr, cookie::alloc_fn(c));
     }
     let mut size = arg_at(&args, cookie::size_arg(c));
     if cookie::mul_arg(c) != cookie::NONE {
@@ -322,7 +358,7 @@ fn sampled_return(ev: &mut MemEvent, bits: u16, is_realloc: bool) -> bool {
 /// A block returned (`free`, `operator delete`, `sdallocx`, ...), from [`alloc_enter`]; `f`
 /// carries its allocator family.
 #[inline(always)]
-fn free(addr: u64, f: u16) -> u32 {
+fn free(ctx: &ProbeContext, addr: u64, f: u16) -> u32 {
     // free(NULL) is a no-op.
     if addr == 0 {
         return 0;
@@ -349,6 +385,12 @@ fn free(addr: u64, f: u16) -> u32 {
     let mut ev = event(EventKind::Free, tgid, tid);
     ev.addr = addr;
     ev.alloc_fn = f;
+    if config(ConfigKey::FreeSites) != 0 {
+        // Traced from its start: the user side judges each free (double, invalid, through the
+        // wrong allocator), and names where it was made.
+        // SAFETY: regs is the probe's pt_regs; [rsp] is read from user memory with the helper.
+        ev.call_site = unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64).unwrap_or(0) };
+    }
     emit_with(&ev, first_of_image(flags));
     0
 }

@@ -29,7 +29,7 @@ const MADV_DONTNEED_LOCKED: u64 = 24;
 /// Whether `ret` looks like a return address: the bytes before it are a `call` instruction
 /// (`e8 rel32`, `ff 15 disp32`, `ff /2` through a register, with or without a disp8).
 #[inline(always)]
-fn after_call(ret: u64) -> bool {
+pub fn after_call(ret: u64) -> bool {
     if ret < 6 {
         return false;
     }

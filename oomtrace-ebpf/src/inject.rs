@@ -37,12 +37,16 @@ const TGID_BITS: u32 = 32;
 /// The rule (one entry), written by the user side before the command runs.
 #[map]
 pub static INJECT_RULE: Array<Rule> = Array::with_max_entries(1, 0);
+/// Hash maps allocated as they fill: injection is rare, and a preallocated 1 M-entry block
+/// table alone would cost every session 92 MB of kernel memory and its load time.
+const NO_PREALLOC: u32 = 1;
+
 /// `[0]`: calls that met the rule's other criteria (what `nth` counts); `[1]`: injections made.
 #[map]
 pub static INJECT_COUNT: Array<u64> = Array::with_max_entries(2, 0);
 /// tid → the call it was stopped at; the user side takes it at the stop.
 #[map]
-pub static INJECTS: HashMap<u32, Record> = HashMap::with_max_entries(4096, 0);
+pub static INJECTS: HashMap<u32, Record> = HashMap::with_max_entries(4096, NO_PREALLOC);
 /// Where [`stop`] builds its record.
 #[map]
 pub static INJECT_SCRATCH: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 0);
@@ -54,13 +58,13 @@ pub static INJECT_SITES: LpmTrie<[u8; 12], u8> = LpmTrie::with_max_entries(65536
 pub static INJECT_WRAPPERS: LpmTrie<[u8; 12], u8> = LpmTrie::with_max_entries(262144, 0);
 /// tgid → 1 once its site ranges are in (dropped at exec: a new image needs its own).
 #[map]
-pub static INJECT_READY: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+pub static INJECT_READY: HashMap<u32, u8> = HashMap::with_max_entries(65536, NO_PREALLOC);
 /// (tgid << 64 | addr) halves → size of each live block, `--fail-after` only.
 #[map]
-pub static INJECT_BLOCKS: HashMap<[u64; 2], u64> = HashMap::with_max_entries(1 << 20, 0);
+pub static INJECT_BLOCKS: HashMap<[u64; 2], u64> = HashMap::with_max_entries(1 << 20, NO_PREALLOC);
 /// tgid → its outstanding heap bytes, `--fail-after` only.
 #[map]
-pub static INJECT_HELD: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
+pub static INJECT_HELD: HashMap<u32, u64> = HashMap::with_max_entries(65536, NO_PREALLOC);
 
 /// What [`decide`] found for a call.
 pub enum Decision {

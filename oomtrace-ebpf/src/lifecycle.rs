@@ -166,12 +166,13 @@ pub fn signal_deliver(ctx: RawTracePointContext) -> i32 {
         let ka: u64 = ctx.arg(2);
         // SAFETY: a kernel pointer the tracepoint passed, read through the helper.
         let handler = unsafe { bpf_probe_read_kernel(ka as *const u64).unwrap_or(1) };
+        let sig: u64 = ctx.arg(0);
         if handler == 0 {
-            let sig: u64 = ctx.arg(0);
             let mut ev = event(EventKind::Signal, tgid, tid);
             ev.aux = sig & 0xffff_ffff;
             emit(&ev);
         }
+        crate::signals::delivered(sig & 0xffff_ffff, handler);
     }
     0
 }

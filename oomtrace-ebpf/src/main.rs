@@ -21,6 +21,7 @@ mod kgpu;
 mod kmem;
 mod lifecycle;
 mod sample;
+mod signals;
 mod stack;
 mod syscalls;
 mod unwind;
@@ -57,12 +58,21 @@ pub struct Pending {
 pub struct Thread {
     /// Allocator calls open on this thread (nested ones are the outer call's business).
     pub depth: u32,
-    pub _pad: u32,
+    /// Signal handlers running on this thread (nested ones included).
+    pub handlers: u32,
     /// The outermost open allocator call.
     pub call: Pending,
     /// `--mode sample`: bytes to this thread's next sample point (0: not drawn yet).
     pub countdown: u64,
+    /// The signal of each of the first [`MAX_HANDLERS`] nested handlers, 8 bits each.
+    pub handler_sigs: u64,
+    /// The interrupted context's stack pointer at each of those deliveries: a handler left by
+    /// `siglongjmp` is over once the thread's stack is back above it.
+    pub handler_sp: [u64; MAX_HANDLERS],
 }
+
+/// Nested signal handlers tracked per thread.
+pub const MAX_HANDLERS: usize = 4;
 
 /// `TRACED` value bit: the current image already emitted an allocator event.
 pub const SEEN_BIT: u8 = 2;
@@ -163,7 +173,7 @@ pub fn thread(tid: u32) -> Option<*mut Thread> {
     }
     let fresh = Thread {
         depth: 0,
-        _pad: 0,
+        handlers: 0,
         call: Pending {
             ts_ns: 0,
             size: 0,
@@ -175,6 +185,8 @@ pub fn thread(tid: u32) -> Option<*mut Thread> {
             flags: 0,
         },
         countdown: 0,
+        handler_sigs: 0,
+        handler_sp: [0; MAX_HANDLERS],
     };
     if THREADS.insert(tid, fresh, 0).is_err() {
         count_drop(DropReason::PendingFull);

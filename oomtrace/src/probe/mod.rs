@@ -54,6 +54,9 @@ const SYSCALL_TRACEPOINTS: &[(&str, &str)] = &[
     ("sys_exit_brk", "brk_exit"),
 ];
 
+/// (syscall tracepoint, program): where a signal handler returns.
+const SIGNAL_TRACEPOINTS: &[(&str, &str)] = &[("sys_enter_rt_sigreturn", "sigreturn_enter")];
+
 /// (raw tracepoint, program): the process lifecycle and the OOM killer. Raw tracepoints attach
 /// and detach in microseconds; a perf tracepoint costs a grace period to detach.
 const RAW_TRACEPOINTS: &[(&str, &str)] = &[
@@ -271,6 +274,11 @@ impl Probes {
     pub fn attach_tracepoints(&mut self) -> Result<()> {
         self.attach_raw_tracepoints(RAW_TRACEPOINTS)?;
         self.attach_syscall_tracepoints(SYSCALL_TRACEPOINTS)?;
+        if self.mode != crate::mode::Mode::Growth {
+            // A signal handler's end, for the allocations made inside one (rare: every other
+            // process's rt_sigreturn costs the number filter only).
+            self.attach_syscall_tracepoints(SIGNAL_TRACEPOINTS)?;
+        }
         if self.mode == crate::mode::Mode::Growth {
             self.attach_raw_tracepoints(modes::GROWTH_RAW_TRACEPOINTS)?;
             self.attach_syscall_tracepoints(modes::GROWTH_SYSCALL_TRACEPOINTS)?;

@@ -27,11 +27,7 @@ pub struct CostMeter {
 impl CostMeter {
     /// Turns the kernel's statistics on (a failure is reported, never fatal).
     pub fn start() -> Self {
-        let (fd, err) = match if std::env::var_os("OOMTRACE_NO_STATS").is_some() {
-            Err("off".to_string())
-        } else {
-            stats::enable()
-        } {
+        let (fd, err) = match stats::enable() {
             Ok(fd) => (Some(fd), None),
             Err(e) => (None, Some(e)),
         };

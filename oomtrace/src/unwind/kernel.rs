@@ -5,7 +5,7 @@
 //! not one syscall per row). A process's mapping list is published last, with one map update
 //! of its `PROC_MAPS` entry, after everything it refers to is in place.
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
@@ -78,6 +78,28 @@ impl<T> Drop for Shared<T> {
 // aliases it.
 unsafe impl<T: Send> Send for Shared<T> {}
 
+/// Says when a process's mappings are published: `run`'s hold waits for it at an exec, so
+/// that the new image's first allocations unwind through its own tables.
+pub struct PublishWatch {
+    procs: HashMap<MapData, u32, ProcMaps>,
+}
+
+impl PublishWatch {
+    /// Waits until process `pid` has published mappings, at most `limit`; whether it has.
+    pub fn wait(&self, pid: u32, limit: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            if self.procs.get(&pid, 0).is_ok() {
+                return true;
+            }
+            if started.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
 /// How long a process's replaced run of mappings stays unused (a walk takes microseconds).
 const QUARANTINE: Duration = Duration::from_millis(20);
 
@@ -97,6 +119,8 @@ pub struct KernelTables {
     rows: Shared<u64>,
     mappings: Shared<ExecMapping>,
     procs: HashMap<MapData, u32, ProcMaps>,
+    /// Another handle on `procs`, for [`PublishWatch`]es.
+    procs_fd: OwnedFd,
     files: HashMap<MapData, FileKey, FileModule>,
     next_module: u32,
     /// The next publication's generation (see [`ProcMaps::generation`]).
@@ -115,8 +139,14 @@ pub struct KernelTables {
 impl KernelTables {
     /// Takes the walker's maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        let procs = match ebpf.take_map("PROC_MAPS") {
-            Some(m) => HashMap::try_from(m)?,
+        let (procs, procs_fd) = match ebpf.take_map("PROC_MAPS") {
+            Some(m) => {
+                let fd = match &m {
+                    Map::HashMap(d) => d.fd().as_fd().try_clone_to_owned()?,
+                    _ => return Err(anyhow!("PROC_MAPS is not a hash map")),
+                };
+                (HashMap::try_from(m)?, fd)
+            }
             None => return Err(anyhow!("the eBPF object has no map PROC_MAPS")),
         };
         let files = match ebpf.take_map("MODULE_FILES") {
@@ -129,6 +159,7 @@ impl KernelTables {
             rows: Shared::take(ebpf, "UNWIND_ROWS", MAX_ROWS)?,
             mappings: Shared::take(ebpf, "EXEC_MAPPINGS", MAX_MAPPINGS)?,
             procs,
+            procs_fd,
             files,
             next_module: 0,
             next_generation: 1,
@@ -148,6 +179,14 @@ impl KernelTables {
         let p = 8 * u64::from(MAX_PAGES) + 8 * u64::from(MAX_ROWS);
         let e = std::mem::size_of::<ExecMapping>() as u64 * u64::from(MAX_MAPPINGS);
         m + p + e
+    }
+
+    /// A handle another thread can wait on for a process's mappings to be published.
+    pub fn watch(&self) -> Result<PublishWatch> {
+        let data = MapData::from_fd(self.procs_fd.try_clone()?)?;
+        Ok(PublishWatch {
+            procs: HashMap::try_from(Map::HashMap(data))?,
+        })
     }
 
     /// Registers the file `key` as module `m.module`, for pcs in mappings not published yet.

@@ -249,6 +249,11 @@ impl Unwinder {
         out
     }
 
+    /// A handle another thread can wait on for a process's mappings to be published.
+    pub fn watch(&self) -> anyhow::Result<kernel::PublishWatch> {
+        self.kernel.watch()
+    }
+
     /// Builds and loads the tables of the object at `path` (a program about to start, or a
     /// library it will map) before any process maps it, so that the kernel side finds them
     /// through the mapping's inode from the first call on. False when it cannot be read.
