@@ -16,7 +16,7 @@ const PAIRS: u64 = 100_000;
 /// Functions nested above the loop: deeper than the deepest stack measured.
 const NESTING: &str = "40";
 /// Rounds per configuration (interleaved).
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// One row: how oomtrace runs (or not), on which build.
 struct Row {
