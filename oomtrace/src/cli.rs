@@ -49,6 +49,32 @@ pub enum Command {
     Agent(Box<crate::agent::config::AgentArgs>),
     /// Remove what an oomtrace that was killed left behind (its memory cgroups).
     Cleanup,
+    /// The OOM-resilience audit: run CMD once per allocation site, failing the k-th call from
+    /// it, and report what each failure did (handled, crashed, aborted, hung, leaked).
+    Sweep(SweepArgs),
+}
+
+/// Options of `oomtrace sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Which call from each site fails, one run each (comma-separated k's: 1,3,7,37).
+    #[arg(long, value_name = "K,...", value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u64).range(1..))]
+    pub occurrences: Vec<u64>,
+    /// At most this many failing runs (the largest sites first).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub max_runs: usize,
+    /// A run still going after this long is killed and classified `hung`.
+    #[arg(long, value_name = "D", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// `text`: a table by site, worst first; `json`: `{"runs": [...]}` (docs/inject.md).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write the results to FILE instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
 }
 
 /// Options of `oomtrace replay`.

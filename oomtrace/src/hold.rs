@@ -319,19 +319,7 @@ impl Holder {
 /// The system call a stopped thread is in (`orig_rax`), if it can be read.
 #[cfg(target_arch = "x86_64")]
 fn exit_syscall(tid: u32) -> Option<u64> {
-    // SAFETY: user_regs_struct is plain data; all-zero is a valid value.
-    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    // SAFETY: PTRACE_GETREGS on a tracee stopped at its exit stop writes one user_regs_struct
-    // to the pointer we own.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GETREGS,
-            tid as libc::pid_t,
-            0usize,
-            &mut regs as *mut libc::user_regs_struct,
-        )
-    };
-    (rc == 0).then_some(regs.orig_rax)
+    crate::ptrace_regs::get(tid).ok().map(|r| r.orig_rax)
 }
 
 /// Elsewhere the last-thread rule decides alone.

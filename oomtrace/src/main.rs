@@ -54,6 +54,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    oomtrace::privs::drop_if_offline(cli.command.as_ref());
     let mut run_end: Option<RunEnd> = None;
     let mut gate: Option<GateOptions> = None;
     let (opts, output) = match cli.command {
@@ -123,6 +124,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Cleanup) => return cleanup(),
+        Some(Command::Sweep(args)) => {
+            let code = oomtrace::sweep::run(&args)?;
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
         Some(Command::Record(args)) => {
             let target = match (args.pid, args.all, args.command.is_empty()) {
                 (Some(pid), _, _) => Target::Pid(pid),
@@ -283,6 +288,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         !verdict.passed
     });
     let written = write_report(&outcome.report, &output);
+    for line in oomtrace::report::faults::summary_lines(&outcome.report) {
+        oomtrace::say!("{line}");
+    }
     if let Some(bytes) = outcome.recorded_bytes {
         oomtrace::say!(
             "oomtrace: recording written ({bytes} bytes); read it with `oomtrace report FILE`"

@@ -7,10 +7,20 @@
  *   gates stacks    20 threads that wait; 1.5 s later the process exits with them alive.
  *   gates churn S   S seconds of malloc/free churn over a bounded live set (the soak):
  *                   prints "live B" at the end, the bytes it still holds.
+ *   gates heap M    M MiB in 1 KiB blocks, each pointing to the one before, the last held by
+ *                   a global: a heap the leak scan must read all of (its cost).
+ *   gates forks N   N children one after another, each mallocs 4096 bytes in fork_child and
+ *                   exits without freeing them (the fork storm). Prints "forks N in S s".
+ *   gates threads N N threads at once, each 1000 x (thread_alloc 256 bytes, free) and one
+ *                   256-byte block kept (the thread storm). Prints "threads N in S s".
+ *   gates mmaps N   N x (mmap_one: 64 KiB anonymous, touched, munmap) (the mmap storm).
+ *                   Prints "mmaps N in S s".
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +138,78 @@ static void churn(double secs) {
     printf("live %zu steps %ld\n", held, steps);
 }
 
+void *heap_head;
+
+NOINLINE void heap_fill(long mib) {
+    void *prev = NULL;
+    for (long i = 0; i < mib * 1024; i++) {
+        void **b = malloc(1024);
+        memset(b, 0x5a, 1024);
+        b[0] = prev;
+        prev = b;
+    }
+    heap_head = prev;
+}
+
+NOINLINE void fork_child(void) {
+    char *p = malloc(4096);
+    memset(p, 1, 4096);
+    _exit(p ? 0 : 1);
+}
+
+static void forks(long n) {
+    double start = now();
+    for (long i = 0; i < n; i++) {
+        pid_t pid = fork();
+        if (pid == 0)
+            fork_child();
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+    }
+    printf("forks %ld in %.3f s\n", n, now() - start);
+}
+
+void *thread_kept[4096];
+
+NOINLINE void *thread_alloc(size_t n) {
+    void *p = malloc(n);
+    memset(p, 2, n);
+    return p;
+}
+
+static void *thread_work(void *arg) {
+    long i = (long)arg;
+    for (int k = 0; k < 1000; k++)
+        free(thread_alloc(256));
+    thread_kept[i % 4096] = thread_alloc(256);
+    return NULL;
+}
+
+static void threads(long n) {
+    double start = now();
+    pthread_t *t = calloc(n, sizeof *t);
+    for (long i = 0; i < n; i++)
+        pthread_create(&t[i], NULL, thread_work, (void *)i);
+    for (long i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+    printf("threads %ld in %.3f s\n", n, now() - start);
+}
+
+NOINLINE void mmap_one(void) {
+    char *p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return;
+    p[0] = 1;
+    munmap(p, 65536);
+}
+
+static void mmaps(long n) {
+    double start = now();
+    for (long i = 0; i < n; i++)
+        mmap_one();
+    printf("mmaps %ld in %.3f s\n", n, now() - start);
+}
+
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "short";
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -139,5 +221,13 @@ int main(int argc, char **argv) {
         stacks();
     else if (!strcmp(what, "churn"))
         churn(argc > 2 ? atof(argv[2]) : 30.0);
+    else if (!strcmp(what, "heap"))
+        heap_fill(argc > 2 ? atol(argv[2]) : 1024);
+    else if (!strcmp(what, "forks"))
+        forks(argc > 2 ? atol(argv[2]) : 1000);
+    else if (!strcmp(what, "threads"))
+        threads(argc > 2 ? atol(argv[2]) : 200);
+    else if (!strcmp(what, "mmaps"))
+        mmaps(argc > 2 ? atol(argv[2]) : 100000);
     return 0;
 }

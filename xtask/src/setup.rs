@@ -16,6 +16,8 @@ use crate::status;
 /// BPF program outlives a killed oomtrace.
 const APT_PACKAGES: &[&str] = &[
     "gcc",
+    // C++ workloads (failure injection: `new` throwing `std::bad_alloc`).
+    "g++",
     "libc6-dev",
     "util-linux",
     "binutils",

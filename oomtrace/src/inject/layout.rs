@@ -87,18 +87,9 @@ impl Resolver {
                 // A runtime's functions are never sites: its callers are.
                 continue;
             }
-            let Ok(file) =
-                ObjFile::open_mapping(pid, line.start, line.end, line.id, Path::new(path))
-            else {
+            let Some((elf, bias)) = mapped_object(pid, &line) else {
                 continue;
             };
-            let Ok(elf) = ElfObject::from_file(file, Path::new(path)) else {
-                continue;
-            };
-            let Some(vstart) = elf.mapping_vaddr(line.offset, line.exec()) else {
-                continue;
-            };
-            let bias = line.start.wrapping_sub(vstart);
             let funcs = self.module(line.id, &elf);
             let clip = |&(lo, hi): &(u64, u64)| {
                 let (lo, hi) = (lo.wrapping_add(bias), hi.wrapping_add(bias));
@@ -138,6 +129,16 @@ impl Resolver {
         }
         &self.modules[&id]
     }
+}
+
+/// The object file of executable mapping `line` of process `pid`, and the bias from its
+/// addresses to the process's.
+pub fn mapped_object(pid: u32, line: &maps::MapsLine<'_>) -> Option<(ElfObject, u64)> {
+    let path = Path::new(line.file()?);
+    let file = ObjFile::open_mapping(pid, line.start, line.end, line.id, path).ok()?;
+    let elf = ElfObject::from_file(file, path).ok()?;
+    let vstart = elf.mapping_vaddr(line.offset, line.exec())?;
+    Some((elf, line.start.wrapping_sub(vstart)))
 }
 
 #[cfg(test)]

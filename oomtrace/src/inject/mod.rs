@@ -8,12 +8,9 @@
 pub mod layout;
 pub mod regs;
 
-use std::path::Path;
-
 use oomtrace_common::inject::{self as rule, Record, Rule};
 
-use crate::objfile::{ObjFile, maps};
-use crate::probe::elf::ElfObject;
+use crate::objfile::maps;
 use crate::probe::inject::InjectMaps;
 
 /// Inclusive bounds of a requested size.
@@ -267,20 +264,11 @@ fn function_address(pid: u32, names: &[&str]) -> Option<(u64, Vec<u8>, u64)> {
         if !line.exec() {
             continue;
         }
-        let Some(path) = line.file() else { continue };
-        let Ok(file) = ObjFile::open_mapping(pid, line.start, line.end, line.id, Path::new(path))
-        else {
-            continue;
-        };
-        let Ok(elf) = ElfObject::from_file(file, Path::new(path)) else {
-            continue;
-        };
-        let Some(vstart) = elf.mapping_vaddr(line.offset, line.exec()) else {
+        let Some((elf, bias)) = layout::mapped_object(pid, &line) else {
             continue;
         };
         for name in names {
             if let Some(f) = elf.function(name) {
-                let bias = line.start.wrapping_sub(vstart);
                 return Some((f.vaddr.wrapping_add(bias), f.code, bias));
             }
         }

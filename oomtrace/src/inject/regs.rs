@@ -15,26 +15,6 @@ use oomtrace_common::inject::{self, Record, reg};
 /// `ENOMEM`, as the allocator sets it.
 const ENOMEM: u64 = 12;
 
-/// The registers of a stopped tracee.
-fn get(tid: u32) -> io::Result<libc::user_regs_struct> {
-    // SAFETY: user_regs_struct is plain data; all-zero is a valid value.
-    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    // SAFETY: PTRACE_GETREGS on a stopped tracee writes one user_regs_struct to our pointer.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GETREGS,
-            tid as libc::pid_t,
-            0usize,
-            &mut regs as *mut libc::user_regs_struct,
-        )
-    };
-    if rc == 0 {
-        Ok(regs)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 fn set(tid: u32, regs: &libc::user_regs_struct) -> io::Result<()> {
     // SAFETY: PTRACE_SETREGS on a stopped tracee reads one user_regs_struct from our pointer.
     let rc = unsafe {
@@ -107,7 +87,7 @@ fn restore_callee_saved(regs: &mut libc::user_regs_struct, rec: &Record) {
 
 /// Fails the call: NULL (with `errno` at `errno_at`, when known) or `ENOMEM` as its return.
 pub fn fail(tid: u32, rec: &Record, errno_at: impl FnOnce(u64) -> Option<u64>) -> io::Result<()> {
-    let mut regs = get(tid)?;
+    let mut regs = crate::ptrace_regs::get(tid)?;
     let sp = rec.regs[reg::RSP];
     restore_callee_saved(&mut regs, rec);
     regs.rip = peek(tid, sp)?;
@@ -125,7 +105,7 @@ pub fn fail(tid: u32, rec: &Record, errno_at: impl FnOnce(u64) -> Option<u64>) -
 
 /// Throws: enters `throw_at` (`std::__throw_bad_alloc()`) as if the call had tail-called it.
 pub fn throw(tid: u32, rec: &Record, throw_at: u64) -> io::Result<()> {
-    let mut regs = get(tid)?;
+    let mut regs = crate::ptrace_regs::get(tid)?;
     let sp = rec.regs[reg::RSP];
     restore_callee_saved(&mut regs, rec);
     poke(tid, sp, rec.ret_addr)?;
@@ -137,7 +117,7 @@ pub fn throw(tid: u32, rec: &Record, throw_at: u64) -> io::Result<()> {
 /// Runs the call again from its entry: every register as it was there, and the real return
 /// address back on the stack (the uretprobe takes it again when the probe hits again).
 pub fn rerun(tid: u32, rec: &Record) -> io::Result<()> {
-    let mut regs = get(tid)?;
+    let mut regs = crate::ptrace_regs::get(tid)?;
     let r = &rec.regs;
     regs.r15 = r[0];
     regs.r14 = r[1];

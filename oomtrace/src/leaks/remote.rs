@@ -190,19 +190,8 @@ pub struct ThreadState {
 /// The registers of stopped tracee `tid`; call on the thread that traces it.
 #[cfg(target_arch = "x86_64")]
 pub fn thread_state(tid: u32) -> Option<ThreadState> {
-    // SAFETY: user_regs_struct is plain data; all-zero is a valid value.
-    let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    // SAFETY: PTRACE_GETREGS on a tracee stopped at its exit stop, from the tracing thread,
-    // writes one user_regs_struct to the pointer we own.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GETREGS,
-            tid as libc::pid_t,
-            0usize,
-            &mut r as *mut libc::user_regs_struct,
-        )
-    };
-    (rc == 0).then(|| ThreadState {
+    let r = crate::ptrace_regs::get(tid).ok()?;
+    Some(ThreadState {
         sp: r.rsp,
         fs_base: r.fs_base,
         words: vec![

@@ -10,6 +10,14 @@
 //!    start or interior) is *indirectly* lost, and the leader stays *definitely* lost. A leader
 //!    reached later by another leader's clique becomes indirect.
 //!
+//! **Reading.** The blocks are read once, in address order and in large batches (many blocks per
+//! `process_vm_readv`), into a compact graph: per block, the blocks its words point into (4
+//! bytes an edge). The marking then runs in memory, whatever the heap's shape: a linked list
+//! read block by block as a search reaches it would cost a system call per block (measured on
+//! a 1 GiB list of 1 KiB blocks, `gates heap 1024`, 2 loaded cores: 7.8 s that way, 2.1–2.8 s
+//! this way). Past [`MAX_EDGES`] the graph is dropped and the marking reads blocks as it
+//! reaches them, in batches of its frontier.
+//!
 //! A pointer into a block counts when it lies within the block's requested bytes (or equals the
 //! address of a zero-sized block), as memcheck has it. One exception, for glibc: its arena
 //! keeps pointers to the free chunk right after a block (`main_arena.top`, the bins), and that
@@ -51,6 +59,10 @@ pub struct ScanStats {
 
 /// Bytes read per `process_vm_readv` batch.
 const BATCH_BYTES: usize = 4 << 20;
+/// Edges the in-memory graph may hold (4 bytes each): past this, blocks are read as reached.
+pub const MAX_EDGES: usize = 16 << 20;
+/// An edge's flag: the pointer is into the block's middle, not at its start.
+const INTERIOR: u32 = 1 << 31;
 /// Requests per batch (`IOV_MAX`).
 const BATCH_REQS: usize = 1024;
 
@@ -66,6 +78,16 @@ pub fn classify(
     roots: &Roots,
     mem: &mut dyn Memory,
 ) -> (Vec<LeakKind>, ScanStats) {
+    classify_capped(blocks, roots, mem, MAX_EDGES)
+}
+
+/// [`classify`] with the graph capped at `max_edges` edges.
+fn classify_capped(
+    blocks: &[LeakBlock],
+    roots: &Roots,
+    mem: &mut dyn Memory,
+    max_edges: usize,
+) -> (Vec<LeakKind>, ScanStats) {
     let mut m = Marker {
         heap: Heap::new(blocks),
         state: vec![UNREACHED; blocks.len()],
@@ -74,7 +96,9 @@ pub fn classify(
         stats: ScanStats::default(),
         buf: Vec::new(),
         debug: std::env::var_os("OOMTRACE_DEBUG_LEAKS").is_some(),
+        graph: None,
     };
+    m.graph = m.build_graph(mem, max_edges);
     for &w in &roots.words {
         if m.debug && m.heap.find(w).is_some() {
             crate::say!("leak scan: a register points to {w:#x}");
@@ -151,18 +175,36 @@ struct Marker<'a> {
     buf: Vec<u8>,
     /// A developer's aid: which root word reaches which block, on stderr.
     debug: bool,
+    /// Every block's edges, when they fit.
+    graph: Option<Graph>,
+}
+
+/// The blocks' pointers to one another: block `i`'s edges are
+/// `edges[start[i]..start[i + 1]]`, each a block index, [`INTERIOR`] set for a pointer into its
+/// middle.
+struct Graph {
+    start: Vec<u32>,
+    edges: Vec<u32>,
 }
 
 impl Marker<'_> {
+    /// The block word `p` points into (and whether at its start), glibc's chunk headers left
+    /// out.
+    fn target(&mut self, p: u64, mem: &mut dyn Memory) -> Option<(usize, bool)> {
+        let (i, start) = self.heap.find(p)?;
+        self.stats.lookups += 1;
+        (start || !self.is_chunk_header(i, p, mem)).then_some((i, start))
+    }
+
     /// Phase 1: a word `p` seen in a root (`definite`) or in a block of that state.
     fn reach(&mut self, p: u64, definite: bool, mem: &mut dyn Memory) {
-        let Some((i, start)) = self.heap.find(p) else {
-            return;
-        };
-        self.stats.lookups += 1;
-        if !start && self.is_chunk_header(i, p, mem) {
-            return;
+        if let Some((i, start)) = self.target(p, mem) {
+            self.reach_block(i, start, definite);
         }
+    }
+
+    /// Phase 1: block `i` pointed to (at its `start` or not) from something `definite`.
+    fn reach_block(&mut self, i: usize, start: bool, definite: bool) {
         match self.state[i] {
             REACHABLE => {}
             _ if start && definite => {
@@ -179,13 +221,13 @@ impl Marker<'_> {
 
     /// Phase 2: a word `p` seen in a block of `leader`'s clique.
     fn claim(&mut self, p: u64, leader: usize, mem: &mut dyn Memory) {
-        let Some((i, start)) = self.heap.find(p) else {
-            return;
-        };
-        self.stats.lookups += 1;
-        if !start && self.is_chunk_header(i, p, mem) {
-            return;
+        if let Some((i, _)) = self.target(p, mem) {
+            self.claim_block(i, leader);
         }
+    }
+
+    /// Phase 2: block `i` pointed to from `leader`'s clique.
+    fn claim_block(&mut self, i: usize, leader: usize) {
         if self.state[i] == UNREACHED && i != leader {
             self.state[i] = INDIRECT;
             self.stack.push(i as u32);
@@ -238,8 +280,87 @@ impl Marker<'_> {
         }
     }
 
+    /// Reads every block once, in address order, into the graph; `None` past `max_edges`.
+    fn build_graph(&mut self, mem: &mut dyn Memory, max_edges: usize) -> Option<Graph> {
+        let blocks = self.heap.blocks;
+        // An edge holds a block index below INTERIOR, and `start` an edge count in a u32.
+        if blocks.len() >= INTERIOR as usize || max_edges >= u32::MAX as usize {
+            return None;
+        }
+        let mut g = Graph {
+            start: Vec::with_capacity(blocks.len() + 1),
+            edges: Vec::new(),
+        };
+        // Requests in address order; a large block is several, in order. The cursor is the next
+        // block and how much of it was asked for already.
+        let mut reqs: Vec<(u64, usize)> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        let (mut next, mut done) = (0, 0u64);
+        while next < blocks.len() {
+            let mut bytes = 0;
+            while next < blocks.len() && reqs.len() < BATCH_REQS && bytes < BATCH_BYTES {
+                let b = blocks[next];
+                // A block split between batches is split at a word.
+                let room = (BATCH_BYTES - bytes) & !7;
+                if room == 0 {
+                    break;
+                }
+                let n = ((b.size - done) as usize).min(room);
+                reqs.push((b.addr + done, n));
+                owner.push(next);
+                bytes += n;
+                done += n as u64;
+                if done >= b.size {
+                    (next, done) = (next + 1, 0);
+                }
+            }
+            let got = mem.read_many(&reqs, &mut self.buf);
+            let buf = std::mem::take(&mut self.buf);
+            let mut off = 0;
+            for (k, &i) in owner.iter().enumerate() {
+                while g.start.len() <= i {
+                    g.start.push(g.edges.len() as u32);
+                }
+                let part = &buf[off..off + got[k]];
+                off += reqs[k].1;
+                self.stats.block_bytes += part.len() as u64;
+                for w in words(part) {
+                    if let Some((j, start)) = self.target(w, mem) {
+                        g.edges.push(j as u32 | if start { 0 } else { INTERIOR });
+                    }
+                }
+                if g.edges.len() > max_edges {
+                    self.buf = buf;
+                    return None;
+                }
+            }
+            self.buf = buf;
+            reqs.clear();
+            owner.clear();
+        }
+        while g.start.len() <= blocks.len() {
+            g.start.push(g.edges.len() as u32);
+        }
+        Some(g)
+    }
+
     /// Scans the waiting blocks until none is left: phase 1 without a leader, phase 2 with one.
     fn drain(&mut self, leader: Option<usize>, mem: &mut dyn Memory) {
+        if let Some(g) = self.graph.take() {
+            while let Some(i) = self.stack.pop() {
+                let i = i as usize;
+                let definite = self.state[i] == REACHABLE;
+                for &e in &g.edges[g.start[i] as usize..g.start[i + 1] as usize] {
+                    let (j, start) = ((e & !INTERIOR) as usize, e & INTERIOR == 0);
+                    match leader {
+                        None => self.reach_block(j, start, definite),
+                        Some(l) => self.claim_block(j, l),
+                    }
+                }
+            }
+            self.graph = Some(g);
+            return;
+        }
         let mut reqs: Vec<(u64, usize)> = Vec::new();
         // Per request: whether its block was reachable when taken (what phase 1 passes on).
         let mut which: Vec<bool> = Vec::new();
@@ -368,12 +489,17 @@ mod tests {
 
     const ROOT: u64 = 0x1000;
 
+    /// Classifies with the in-memory graph and without it (reading blocks as reached): both
+    /// must agree.
     fn run(blocks: &[LeakBlock], mem: &mut Fake, words: Vec<u64>) -> Vec<LeakKind> {
         let roots = Roots {
             regions: vec![(ROOT, ROOT + 0x100)],
             words,
         };
-        classify(blocks, &roots, mem).0
+        let with_graph = classify(blocks, &roots, mem).0;
+        let without = classify_capped(blocks, &roots, mem, 0).0;
+        assert_eq!(with_graph, without, "graph and remote marking disagree");
+        with_graph
     }
 
     use LeakKind::*;
@@ -466,6 +592,42 @@ mod tests {
         assert_eq!(next_chunk_offset(0x31, 32), None, "not inside the block");
         assert_eq!(next_chunk_offset(0x23, 24), None, "mmapped");
         assert_eq!(next_chunk_offset(0x1001, 24), None, "implausible");
+    }
+
+    #[test]
+    fn a_graph_past_its_cap_falls_back_to_reading_blocks_as_reached() {
+        // A held list of 100 blocks and a lost one of 100: 198 edges, the cap at 50 is passed
+        // halfway through the graph's reading.
+        let mut blocks = Vec::new();
+        let mut m = Fake::default();
+        for list in 0..2u64 {
+            for k in 0..100u64 {
+                let addr = 0x10_0000 * (list + 1) + 0x100 * k;
+                blocks.push(block(addr, 32));
+                if k > 0 {
+                    m.put(addr, addr - 0x100);
+                }
+            }
+        }
+        m.put(ROOT, 0x10_0000 + 0x100 * 99);
+        let roots = Roots {
+            regions: vec![(ROOT, ROOT + 0x100)],
+            words: vec![],
+        };
+        let (full, full_stats) = classify(&blocks, &roots, &mut m);
+        let (capped, capped_stats) = classify_capped(&blocks, &roots, &mut m, 50);
+        assert_eq!(full, capped);
+        assert!(full[..100].iter().all(|&k| k == StillReachable));
+        assert!(full[100..199].iter().all(|&k| k == IndirectlyLost));
+        assert_eq!(
+            full[199], DefinitelyLost,
+            "the lost list's last block leads"
+        );
+        // The full graph reads each block once; the capped scan read part of them for the graph
+        // it dropped, then every block again as the marking reached it.
+        assert_eq!(full_stats.block_bytes, 200 * 32);
+        assert!(capped_stats.block_bytes > 200 * 32);
+        assert!(capped_stats.block_bytes < 2 * 200 * 32);
     }
 
     #[test]

@@ -170,6 +170,7 @@ pub(super) mod tests {
                         fds: crate::tui::snapshot::unknown_growth(),
                     },
                     leaks: None,
+                    faults: None,
                     mapped: Default::default(),
                 })
                 .collect(),

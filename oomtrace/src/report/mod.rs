@@ -3,6 +3,7 @@
 pub mod cost;
 pub mod csv;
 pub mod diff;
+pub mod faults;
 pub mod flamegraph;
 pub mod folded;
 pub mod gpu;
@@ -89,6 +90,23 @@ pub fn resolve(
                 walk,
                 leak: leaks::StackLeak::of(s.leak.as_deref()),
                 resident_bytes: s.resident,
+            });
+        }
+        // Crash and free stacks the faults name, resolved now while the symbols are at hand.
+        let own: std::collections::HashSet<StackKey> = p.stacks.iter().map(|s| s.key).collect();
+        for key in p.fault_keys().into_iter().filter(|k| !own.contains(k)) {
+            let (frames, walk) = key_frames_and_walk(p, key, stacks, symbols);
+            out.push(ResolvedStack {
+                pid: p.pid,
+                key,
+                growth: unknown_growth(),
+                sizes: None,
+                lifetime_ms: None,
+                counts: Counts::default(),
+                frames,
+                walk,
+                leak: None,
+                resident_bytes: None,
             });
         }
     }
@@ -230,6 +248,9 @@ pub struct ProcessReport {
     pub growth: ProcGrowth,
     /// The leak scan at its exit (`run`; null when it was not scanned).
     pub leaks: Option<leaks::LeakReport>,
+    /// Injected failures, the crash and hazards (absent when it had none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faults: Option<faults::FaultsReport>,
     /// Its mapped regions: direct mappings, thread stacks, reservations.
     pub mapped: crate::model::process::Mapped,
 }
@@ -340,10 +361,15 @@ impl Report {
         duration_s: f64,
         losses: Losses,
     ) -> Self {
+        let fault_frames = faults::Frames::index(model, resolved);
         let mut processes: Vec<ProcessReport> = model
             .processes()
-            .map(|p| process_report(model, p))
+            .map(|p| ProcessReport {
+                faults: faults::build(p, &fault_frames),
+                ..process_report(model, p)
+            })
             .collect();
+        let fault_only = faults::fault_only_keys(model);
         processes.sort_by(|a, b| {
             b.counts
                 .outstanding_bytes
@@ -356,6 +382,9 @@ impl Report {
         let mut seen: std::collections::HashMap<(u32, Vec<FrameIdentity>), usize> =
             Default::default();
         for r in resolved {
+            if !fault_only.is_empty() && fault_only.contains(&(r.pid, r.key)) {
+                continue;
+            }
             let id = (
                 r.pid,
                 r.frames.iter().map(FrameIdentity::of).collect::<Vec<_>>(),
@@ -396,9 +425,14 @@ impl Report {
         });
         let stacks_truncated = resolved
             .iter()
+            .filter(|r| !fault_only.contains(&(r.pid, r.key)))
             .filter(|r| r.walk & oomtrace_common::stack::TRUNCATED != 0)
             .count() as u64;
-        let stacks_incomplete = resolved.iter().filter(|r| walk_incomplete(r.walk)).count() as u64;
+        let stacks_incomplete = resolved
+            .iter()
+            .filter(|r| !fault_only.contains(&(r.pid, r.key)))
+            .filter(|r| walk_incomplete(r.walk))
+            .count() as u64;
         Self {
             schema: "oomtrace.report/1",
             mode: model.mode.report(),
@@ -572,6 +606,7 @@ fn process_report(model: &Model, p: &Process) -> ProcessReport {
             .timeline
             .process_growth(p.pid, &GrowthConfig::default()),
         leaks: p.leaks.as_ref().map(leaks::LeakReport::from),
+        faults: None,
         mapped: p.mapped,
     }
 }
@@ -593,7 +628,16 @@ pub fn stack_frames_and_walk(
     stacks: &dyn StackSource,
     symbols: &mut dyn SymbolSource,
 ) -> (Vec<Frame>, u64) {
-    let key = s.key;
+    key_frames_and_walk(p, s.key, stacks, symbols)
+}
+
+/// [`stack_frames_and_walk`] of any stack key of `p` (a crash's or a free's too).
+pub fn key_frames_and_walk(
+    p: &Process,
+    key: StackKey,
+    stacks: &dyn StackSource,
+    symbols: &mut dyn SymbolSource,
+) -> (Vec<Frame>, u64) {
     let mut addrs = vec![key.call_site];
     let mut status = 0;
     if key.stack_id >= 0

@@ -94,6 +94,7 @@ pub fn render(report: &Report, top: usize) -> String {
     }
     super::vitals::render_text(&mut s, &report.processes);
     super::leaks::render_text(&mut s, report);
+    super::faults::render_text(&mut s, report);
     if let Some(gpu) = &report.gpu {
         gpu.render(&mut s, growth_word);
     }

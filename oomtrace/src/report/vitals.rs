@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::{ProcessReport, human_bytes};
 use crate::model::growth::{Growth, GrowthClass};
 use crate::model::process::RegionTotals;
+use crate::model::timeline::ProcGrowth;
 
 /// A verdict with its rate in `unit`: `▲ growing 3.3 threads/s`.
 pub fn verdict(g: &Growth, unit: &str) -> String {
@@ -21,18 +22,23 @@ pub fn verdict(g: &Growth, unit: &str) -> String {
     }
 }
 
+/// A process's four verdicts, each with its label and unit: `("threads", g.threads, "threads")`.
+pub fn parts(g: &ProcGrowth) -> [(&'static str, &Growth, &'static str); 4] {
+    [
+        ("heap", &g.heap, "bytes"),
+        ("RSS", &g.rss, "bytes"),
+        ("threads", &g.threads, "threads"),
+        ("fds", &g.fds, "fds"),
+    ]
+}
+
 /// The growth line of one process.
 pub fn growth_line(p: &ProcessReport) -> String {
-    let g = &p.growth;
-    format!(
-        "  pid {} ({}): heap {} · RSS {} · threads {} · fds {}",
-        p.pid,
-        p.comm,
-        verdict(&g.heap, "bytes"),
-        verdict(&g.rss, "bytes"),
-        verdict(&g.threads, "threads"),
-        verdict(&g.fds, "fds")
-    )
+    let verdicts: Vec<String> = parts(&p.growth)
+        .iter()
+        .map(|(label, g, unit)| format!("{label} {}", verdict(g, unit)))
+        .collect();
+    format!("  pid {} ({}): {}", p.pid, p.comm, verdicts.join(" · "))
 }
 
 fn region(what: &str, r: &RegionTotals, noun: &str) -> Option<String> {

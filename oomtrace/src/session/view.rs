@@ -101,12 +101,17 @@ impl ViewState {
         let stack_rows = self.stack_rows(model, stacks, symbols, &cfg, dt);
         let processes = model
             .processes()
-            .map(|p| ProcessRow {
+            .map(|p| {
+                let vitals = model.timeline.process_growth(p.pid, &cfg);
+                (p, vitals)
+            })
+            .map(|(p, vitals)| ProcessRow {
                 pid: p.pid,
                 comm: p.comm.clone(),
                 outstanding_bytes: p.totals.outstanding_bytes,
                 outstanding_allocs: p.totals.outstanding_allocs,
-                growth: model.timeline.process_growth(p.pid, &cfg).heap,
+                growth: vitals.heap.clone(),
+                vitals,
                 exited: p.exit.map(|e| match (e.code, e.signal) {
                     (_, Some(sig)) => match p.killed_by() {
                         Some(k) => format!("killed by signal {sig} {k}"),

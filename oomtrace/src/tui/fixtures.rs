@@ -12,6 +12,7 @@ use super::snapshot::{
 };
 use crate::model::growth::{Growth, GrowthClass};
 use crate::model::hist::{LifetimeSummary, SizeSummary};
+use crate::model::timeline::ProcGrowth;
 
 /// KiB, MiB, GiB.
 pub const KIB: u64 = 1024;
@@ -160,6 +161,12 @@ pub fn all_mode() -> Snapshot {
             outstanding_bytes: 8 * MIB + 516 * KIB,
             outstanding_allocs: 2100,
             growth: growth(GrowthClass::Growing, 640.0 * KIB as f64),
+            vitals: ProcGrowth {
+                heap: growth(GrowthClass::Growing, 640.0 * KIB as f64),
+                rss: growth(GrowthClass::Growing, 512.0 * KIB as f64),
+                threads: growth(GrowthClass::Growing, 3.0),
+                fds: growth(GrowthClass::Bounded, 0.0),
+            },
             exited: None,
         },
         ProcessRow {
@@ -169,6 +176,7 @@ pub fn all_mode() -> Snapshot {
             outstanding_allocs: 768,
             growth: growth(GrowthClass::Bounded, 0.0),
             exited: Some("exited (status 0)".to_string()),
+            ..ProcessRow::default()
         },
     ];
     snap

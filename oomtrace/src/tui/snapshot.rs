@@ -7,6 +7,7 @@
 
 use crate::model::growth::{Growth, GrowthClass};
 use crate::model::hist::{LifetimeSummary, SizeSummary};
+use crate::model::timeline::ProcGrowth;
 
 /// Everything one frame of the TUI needs.
 #[derive(Clone, Debug, Default)]
@@ -140,6 +141,8 @@ pub struct ProcessRow {
     pub outstanding_allocs: u64,
     /// Trend of `outstanding_bytes`.
     pub growth: Growth,
+    /// Verdicts on its heap, RSS, threads and descriptors, as the text report gives them.
+    pub vitals: ProcGrowth,
     /// Set once the process has ended, e.g. `"exited (status 1)"`.
     pub exited: Option<String>,
 }
@@ -152,6 +155,12 @@ impl Default for ProcessRow {
             outstanding_bytes: 0,
             outstanding_allocs: 0,
             growth: unknown_growth(),
+            vitals: ProcGrowth {
+                heap: unknown_growth(),
+                rss: unknown_growth(),
+                threads: unknown_growth(),
+                fds: unknown_growth(),
+            },
             exited: None,
         }
     }

@@ -59,7 +59,7 @@ fn a_two_second_leak_is_growing_and_a_cache_full_in_a_second_is_not() {
 }
 
 /// The rate after `what ▲ growing ` in a growth line, in `unit`s per second.
-fn rate_in(line: &str, what: &str, unit: &str) -> f64 {
+pub fn rate_in(line: &str, what: &str, unit: &str) -> f64 {
     let rest = line
         .split(&format!("{what} ▲ growing "))
         .nth(1)

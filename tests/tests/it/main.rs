@@ -14,6 +14,7 @@ mod growth;
 mod harm;
 mod hazards;
 mod heaps;
+mod inject;
 mod kernel;
 mod leaks;
 mod modes;

@@ -281,3 +281,49 @@ fn missing_and_empty_recordings_are_one_line_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
+
+/// Issue 19: `report` needs no privilege but file access, so it drops the rest before reading
+/// anything. Seen from outside while it waits on a FIFO for its recording.
+#[test]
+fn report_drops_every_capability_but_file_access() {
+    // Root, to have capabilities to drop (and never skipped under CI=true).
+    if !require_bpf() {
+        return;
+    }
+    let fifo = work_dir().join("privs.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success());
+    let mut child = oomtrace()
+        .args(["report", "--format", "text"])
+        .arg(&fifo)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let field = |status: &str, name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let start = std::time::Instant::now();
+    let status = loop {
+        let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+        if field(&status, "NoNewPrivs") == "1" || start.elapsed().as_secs() > 10 {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&fifo);
+    assert_eq!(field(&status, "NoNewPrivs"), "1", "{status}");
+    // CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH and CAP_FOWNER: bits 1-3.
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(field(&status, set), "000000000000000e", "{set} in {status}");
+    }
+    assert_eq!(field(&status, "CapInh"), "0000000000000000", "{status}");
+}

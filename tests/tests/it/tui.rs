@@ -185,3 +185,50 @@ fn replay_plays_a_recording_with_time_controls() {
     tmux.send("q");
     tmux.wait_for(Duration::from_secs(5), |s| s.contains("SHELL-BACK-0"));
 }
+
+/// Issue 19: the TUI states the target's heap, RSS, thread and fd verdicts with their rates in
+/// their own units, as the text report does (`gates vitals`: 3 threads and 10 fds a second).
+#[test]
+fn live_view_shows_thread_and_fd_growth_in_their_units() {
+    if !require_bpf() {
+        return;
+    }
+    let tmux = Tmux(format!("oomtrace-vitals-{}", std::process::id()));
+    let line = format!(
+        "{} run -- {} vitals; echo SHELL-BACK-$?; sleep 60",
+        bin().display(),
+        crate::gates::gates_exe().display()
+    );
+    let st = tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "200",
+            "-y",
+            "45",
+            &line,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tmux could not start");
+    // The final state, kept on screen once the 3-second workload has exited.
+    let (screen, _) = tmux.wait_for(Duration::from_secs(40), |s| {
+        s.contains("final state kept on screen") && s.contains("threads ▲ growing")
+    });
+    let vitals = screen
+        .lines()
+        .find(|l| l.contains("): heap "))
+        .unwrap_or_else(|| panic!("no vitals line:\n{screen}"));
+    assert!(vitals.contains("(gates): heap "), "{vitals}");
+    let threads = crate::gates::rate_in(vitals, "threads", "threads");
+    let fds = crate::gates::rate_in(vitals, "fds", "fds");
+    assert!((2.4..=3.6).contains(&threads), "{vitals}");
+    assert!((8.0..=12.0).contains(&fds), "{vitals}");
+    tmux.send("q");
+    let (screen, _) = tmux.wait_for(Duration::from_secs(10), |s| s.contains("SHELL-BACK-"));
+    assert!(screen.contains("SHELL-BACK-0"), "{screen}");
+}

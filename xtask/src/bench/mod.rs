@@ -7,17 +7,20 @@
 //! and the classifier's memory; then the goals ([`report`]).
 //!
 //! `cargo xtask bench PART…` (bystander, startstop, loop, mt, free, cost, redis, pipeline, extra,
-//! agent, stacks) runs only those and
-//! writes `target/bench/partial.md` instead of BENCHMARKS.md.
+//! agent, inject, stacks, soak) runs only those and
+//! writes `target/bench/partial.md` instead of BENCHMARKS.md. `soak` ([`soak`]) runs only when
+//! named; a number among the parts is its length in seconds (default 1800).
 
 mod agent;
 mod bystander;
 mod extra;
+mod inject;
 mod interference;
 mod loops;
 mod pipeline;
 mod redis;
 mod report;
+mod soak;
 mod stacks;
 mod tracers;
 
@@ -54,7 +57,9 @@ const PARTS: &[&str] = &[
     "pipeline",
     "extra",
     "agent",
+    "inject",
     "stacks",
+    "soak",
 ];
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -148,13 +153,24 @@ fn check_tools() -> Result<()> {
 }
 
 /// Runs the benchmarks (all of them, or `parts`) and writes the markdown.
-pub fn run(parts: &[String]) -> Result<()> {
-    for p in parts {
+pub fn run(args: &[String]) -> Result<()> {
+    // A number is the soak's length in seconds (`bench soak 60`).
+    let soak_seconds = args
+        .iter()
+        .find_map(|a| a.parse::<u64>().ok())
+        .unwrap_or(soak::DEFAULT_SECONDS);
+    let parts: Vec<String> = args
+        .iter()
+        .filter(|a| a.parse::<u64>().is_err())
+        .cloned()
+        .collect();
+    for p in &parts {
         if !PARTS.contains(&p.as_str()) {
             bail!("unknown bench part {p} (parts: {})", PARTS.join(", "));
         }
     }
     let want = |p: &str| parts.is_empty() || parts.iter().any(|q| q == p);
+    // The soak runs only when named: 30 minutes by default.
     check_tools()?;
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -376,8 +392,14 @@ pub fn run(parts: &[String]) -> Result<()> {
             });
         }
     }
+    if want("inject") {
+        inject::measure(&oomtrace, &exe, &mut md)?;
+    }
     if want("stacks") {
         stacks::measure(&oomtrace, &dir, &mut md)?;
+    }
+    if parts.iter().any(|q| q == "soak") {
+        goals.extend(soak::measure(&oomtrace, &dir, soak_seconds, &mut md)?);
     }
     if want("extra") {
         extra::recording_size(&oomtrace, &exe, &dir, &mut md)?;

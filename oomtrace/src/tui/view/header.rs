@@ -9,9 +9,10 @@ use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph};
 
-use super::{alert, dim, paused_style};
+use super::{alert, dim, growth_style, paused_style};
 use crate::model::growth::GrowthClass;
-use crate::tui::app::App;
+use crate::report::vitals;
+use crate::tui::app::{App, visible_processes};
 use crate::tui::format;
 use crate::tui::snapshot::Snapshot;
 
@@ -36,7 +37,9 @@ pub fn height(area: Rect, snap: &Snapshot) -> u16 {
 
 /// Text lines above the chart.
 fn text_lines(snap: &Snapshot) -> u16 {
-    2 + u16::from(snap.target.exited.is_some()) + snap.header.notices.len().min(2) as u16
+    2 + u16::from(snap.target.exited.is_some())
+        + u16::from(!snap.processes.is_empty())
+        + snap.header.notices.len().min(2) as u16
 }
 
 /// Draws the header into `area`.
@@ -70,6 +73,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
     }
     lines.push(memory_line(snap, inner.width));
     lines.push(trend_line(snap));
+    if let Some(line) = vitals_line(app, snap) {
+        lines.push(line);
+    }
     for notice in snap.header.notices.iter().take(2) {
         lines.push(Line::from(Span::styled(
             format!("! {notice}"),
@@ -83,6 +89,34 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, snap: &Snapshot) {
     if chart_area.height > 0 {
         render_chart(frame, chart_area, snap);
     }
+}
+
+/// `pid 1234 (demo): heap ▲ growing 640 KiB/s · RSS ■ bounded · threads ▲ growing 3.0
+/// threads/s · fds · unknown`, in the text report's words: the process selected in the
+/// Processes pane (`--all`), else the first one traced (the target).
+fn vitals_line(app: &App, snap: &Snapshot) -> Option<Line<'static>> {
+    let p = if snap.all_mode {
+        let rows = visible_processes(app, snap);
+        let pids: Vec<u64> = rows.iter().map(|p| u64::from(p.pid)).collect();
+        app.process_sel
+            .index_in(&pids)
+            .map(|i| rows[i])
+            .or_else(|| snap.processes.first())?
+    } else {
+        snap.processes.first()?
+    };
+    let mut spans = vec![Span::styled(format!("pid {} ({}): ", p.pid, p.comm), dim())];
+    for (k, (label, g, unit)) in vitals::parts(&p.vitals).into_iter().enumerate() {
+        if k > 0 {
+            spans.push(Span::styled(" · ", dim()));
+        }
+        spans.push(Span::raw(format!("{label} ")));
+        spans.push(Span::styled(
+            vitals::verdict(g, unit),
+            growth_style(g.class),
+        ));
+    }
+    Some(Line::from(spans))
 }
 
 /// `RSS 76.0 MiB  heap 11.5 MiB  limit 512 MiB`, and at the right the chart's time span.

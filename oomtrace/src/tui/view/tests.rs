@@ -302,14 +302,15 @@ fn wide_200x60_shows_every_column_and_a_taller_chart() {
     ] {
         assert!(row.contains(want), "{want:?} missing from {row:?}");
     }
-    // The header's bottom border (with the event rate) is lower than at 80x24.
+    // The header's bottom border (with the event rate) is lower than at 80x24 (both under a
+    // line of the selected process's vitals).
     let bottom = lines(&buf).iter().position(|l| l.starts_with('└'));
-    assert_eq!(bottom, Some(15), "\n{}", text(&buf));
-    assert!(lines(&buf)[15].contains("events 12.3k/s"));
+    assert_eq!(bottom, Some(16), "\n{}", text(&buf));
+    assert!(lines(&buf)[16].contains("events 12.3k/s"));
     let narrow = screen(&App::new(), &snap, 80, 24);
     assert_eq!(
         lines(&narrow).iter().position(|l| l.starts_with('└')),
-        Some(6)
+        Some(7)
     );
     line_with(&buf, "4 Processes");
 }
@@ -472,5 +473,43 @@ fn window_follows_the_selection_and_fills_the_view() {
         window(100, Some(99), 95, 10),
         (90, 100),
         "no blank rows at the end"
+    );
+}
+
+#[test]
+fn process_vitals_show_in_the_header_in_their_own_units() {
+    // The target (the first process traced) outside `--all`: the text report's verdicts.
+    let mut snap = fixtures::busy();
+    snap.processes = fixtures::all_mode().processes;
+    let buf = screen(&App::new(), &snap, 160, 30);
+    let line = line_with(&buf, "pid 1234 (demo): ");
+    let want = "pid 1234 (demo): heap ▲ growing 640.00 KiB/s · RSS ▲ growing 512.00 KiB/s · \
+                threads ▲ growing 3.0 threads/s · fds ■ bounded";
+    assert!(line.contains(want), "want {want:?} in {line:?}");
+    let (x, y) = find(&buf, "▲ growing 3.0 threads/s");
+    assert_eq!(buf[(x, y)].fg, Color::Red);
+    // The same words as the report's growth line.
+    let report_words: Vec<String> = crate::report::vitals::parts(&snap.processes[0].vitals)
+        .iter()
+        .map(|(label, g, unit)| format!("{label} {}", crate::report::vitals::verdict(g, unit)))
+        .collect();
+    assert!(line.contains(&report_words.join(" · ")), "{line}");
+}
+
+#[test]
+fn process_vitals_follow_the_selected_process_in_all_mode() {
+    let snap = fixtures::all_mode();
+    let mut app = App {
+        tab: Tab::Processes,
+        ..App::new()
+    };
+    let buf = screen(&app, &snap, 160, 30);
+    line_with(&buf, "pid 1234 (demo): heap ▲ growing");
+    press(&mut app, &snap, KeyCode::Down);
+    let buf = screen(&app, &snap, 160, 30);
+    let line = line_with(&buf, "pid 77 (cache-daemon): ");
+    assert!(
+        line.contains("heap · unknown · RSS · unknown · threads · unknown · fds · unknown"),
+        "{line}"
     );
 }
