@@ -1,5 +1,5 @@
 /* Ground truth for the hazards oomtrace reports (issue 20): each mode does one wrong thing from a
- * named function and prints what it did.
+ * named function and says what it did on stderr (stdout is the tracer's report).
  *
  *   hazards handler   an allocation in a SIGALRM handler (77 B, in on_alarm), one in a SIGUSR1
  *                     handler that siglongjmps out (88 B, in on_usr1), then one after the jump
@@ -40,7 +40,7 @@ static void handler(void) {
     if (sigsetjmp(jump_back, 1) == 0)
         raise(SIGUSR1);
     after_jump();
-    puts("handler done");
+    fputs("handler done\n", stderr);
 }
 
 NOINLINE void *make_block(void) { return malloc(55); }
@@ -50,8 +50,7 @@ NOINLINE void free_again(void *p) { free(p); }
 static void twice(void) {
     void *p = make_block();
     free_once(p);
-    puts("freeing again");
-    fflush(stdout);
+    fputs("freeing again\n", stderr);
     free_again(p);
 }
 
@@ -61,15 +60,14 @@ NOINLINE void free_with_libc(void *p) { free(p); }
 static int cross(void) {
     void *h = dlopen("libmimalloc.so.2", RTLD_NOW | RTLD_LOCAL);
     if (!h) {
-        puts("no mimalloc");
+        fputs("no mimalloc\n", stderr);
         return 2;
     }
     void *(*mi)(size_t) = (void *(*)(size_t))dlsym(h, "mi_malloc");
     /* A library loaded at run time is probed once oomtrace has seen its mapping. */
     usleep(500000);
     void *p = from_mimalloc(mi);
-    puts("freeing with libc");
-    fflush(stdout);
+    fputs("freeing with libc\n", stderr);
     free_with_libc(p);
     return 0;
 }
@@ -82,7 +80,6 @@ NOINLINE void crash_here(void) {
 
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "handler";
-    setvbuf(stdout, NULL, _IONBF, 0);
     if (!strcmp(what, "handler"))
         handler();
     else if (!strcmp(what, "double"))

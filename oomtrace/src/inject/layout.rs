@@ -53,6 +53,15 @@ pub fn demangle(name: &str) -> String {
         .unwrap_or_else(|| name.to_owned())
 }
 
+/// A demangled C++ name without its parameter list: `ns::site(int)` → `ns::site`, so that
+/// `--fail-site ns::site` names it as a user writes it.
+fn bare(shown: &str) -> &str {
+    match shown.find('(') {
+        Some(i) if i > 0 && !shown.starts_with("operator") => &shown[..i],
+        _ => shown,
+    }
+}
+
 impl Resolver {
     /// Matches functions against `globs` (mangled or demangled names); `with_wrappers` also
     /// collects the wrappers to look past.
@@ -116,7 +125,7 @@ impl Resolver {
                 if self
                     .globs
                     .iter()
-                    .any(|g| glob(g, &shown) || glob(g, &f.name))
+                    .any(|g| glob(g, &shown) || glob(g, &f.name) || glob(g, bare(&shown)))
                 {
                     m.sites.push(range);
                 }
@@ -144,6 +153,17 @@ pub fn mapped_object(pid: u32, line: &maps::MapsLine<'_>) -> Option<(ElfObject, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpp_names_match_without_their_parameters() {
+        assert_eq!(bare("store::put(int, char const*)"), "store::put");
+        assert_eq!(bare("site_new()"), "site_new");
+        assert_eq!(
+            bare("operator new(unsigned long)"),
+            "operator new(unsigned long)"
+        );
+        assert_eq!(bare("plain_c"), "plain_c");
+    }
 
     #[test]
     fn names_demangle_as_reports_show_them() {

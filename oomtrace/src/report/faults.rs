@@ -235,7 +235,8 @@ pub fn signal_name(sig: i32) -> String {
     name.to_owned()
 }
 
-fn kind_words(k: HazardKind) -> &'static str {
+/// A hazard kind, in words.
+pub fn kind_words(k: HazardKind) -> &'static str {
     match k {
         HazardKind::SignalHandlerAlloc => "allocation in a signal handler",
         HazardKind::DoubleFree => "double free",

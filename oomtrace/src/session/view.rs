@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::model::growth::{GrowthClass, GrowthConfig};
-use crate::model::{Model, StackKey};
+use crate::model::{Model, Process, StackKey};
 use crate::report::{StackSource, SymbolSource, stack_frames};
 use crate::symbols::Frame;
 use crate::tui::{
@@ -95,7 +95,10 @@ impl ViewState {
             tracer_cpu_pct: cpu_pct,
             tracer_rss_bytes: own_rss(),
             limit_bytes: self.limit,
-            notices: Vec::new(),
+            notices: model
+                .processes()
+                .filter_map(|p| hazard_notice(p, symbols))
+                .collect(),
             bpf_ns_per_call: None,
         };
         let stack_rows = self.stack_rows(model, stacks, symbols, &cfg, dt);
@@ -312,6 +315,48 @@ fn gpu_pane(snap: &Value) -> GpuPane {
 }
 
 /// A stable key for a view row.
+/// One header line for a process's hazards: how many of each kind, and where the first was.
+fn hazard_notice(p: &Process, symbols: &mut dyn SymbolSource) -> Option<String> {
+    use crate::model::process::faults::HazardKind as K;
+    let c = &p.faults.hazard_counts;
+    if c.total() == 0 {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for (kind, n) in [
+        (K::SignalHandlerAlloc, c.signal_handler_allocs),
+        (K::DoubleFree, c.double_frees),
+        (K::InvalidFree, c.invalid_frees),
+        (K::CrossAllocatorFree, c.cross_allocator_frees),
+    ] {
+        if n == 0 {
+            continue;
+        }
+        let at = p
+            .faults
+            .hazards
+            .iter()
+            .find(|h| h.kind == kind)
+            .and_then(|h| {
+                symbols
+                    .frame(p.pid, h.key.generation, h.key.call_site)
+                    .function
+            });
+        parts.push(format!(
+            "{} × {}{}",
+            n,
+            crate::report::faults::kind_words(kind),
+            at.map(|f| format!(" (in {f})")).unwrap_or_default()
+        ));
+    }
+    Some(format!(
+        "hazards in pid {} ({}): {}",
+        p.pid,
+        p.comm,
+        parts.join(", ")
+    ))
+}
+
 fn row_key(pid: u32, key: &StackKey) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -418,6 +463,47 @@ mod tests {
         assert_eq!(clients[0].pids, [626]);
         assert_eq!(clients[0].resident, [("vram".to_owned(), 811_597_824)]);
         assert!(clients[1].resident.is_empty(), "an unknown figure is not 0");
+    }
+
+    /// Every call site is `on_alarm`.
+    struct OnAlarm;
+    impl SymbolSource for OnAlarm {
+        fn is_code(&self, _: u32, _: u32, _: u64) -> bool {
+            true
+        }
+        fn frame(&mut self, _: u32, _: u32, addr: u64) -> Frame {
+            Frame {
+                addr,
+                function: Some("on_alarm".into()),
+                ..Frame::default()
+            }
+        }
+    }
+
+    #[test]
+    fn hazards_make_a_header_line_with_where_the_first_was() {
+        use oomtrace_common::{EventKind, MemEvent};
+        let mut m = Model::new();
+        let ev = MemEvent {
+            kind: EventKind::HandlerAlloc as u16,
+            alloc_fn: 0,
+            tgid: 100,
+            tid: 100,
+            stack_id: -1,
+            ts_ns: 0,
+            addr: 0,
+            size: 48,
+            old_addr: 0,
+            call_site: 0x1234,
+            aux: 14,
+        };
+        m.apply(&ev);
+        m.apply(&ev);
+        let p = m.process(100).unwrap();
+        assert_eq!(
+            hazard_notice(p, &mut OnAlarm).as_deref(),
+            Some("hazards in pid 100 (): 2 × allocation in a signal handler (in on_alarm)")
+        );
     }
 
     #[test]

@@ -97,3 +97,140 @@ fn a_process_killed_by_another_names_the_sender() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_killed_by(&report, target.id(), sender);
 }
+
+/// `tests/workloads/hazards.c`, with frame pointers.
+fn hazards_prog() -> std::path::PathBuf {
+    build_c(
+        "hazards",
+        "hazards",
+        &["-O0", "-g", "-fno-omit-frame-pointer"],
+    )
+}
+
+/// The one process's `faults`, and its hazards of `kind`.
+fn faults_of(report: &Value) -> &Value {
+    let procs = report["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 1, "{report}");
+    &procs[0]["faults"]
+}
+
+fn functions(frames: &Value) -> Vec<&str> {
+    frames
+        .as_array()
+        .unwrap_or_else(|| panic!("no frames: {frames}"))
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect()
+}
+
+#[test]
+fn allocations_in_signal_handlers_are_hazards_and_siglongjmp_ends_one() {
+    if !require_bpf() {
+        return;
+    }
+    let prog = hazards_prog();
+    let (code, report) = run_json(&[prog.as_os_str(), "handler".as_ref()]);
+    assert_eq!(code, 0, "{report}");
+    let f = faults_of(&report);
+    assert_eq!(f["hazard_counts"]["signal_handler_allocs"], 2, "{f}");
+    assert_eq!(f["hazard_counts"]["double_frees"], 0, "{f}");
+    assert_eq!(f["hazard_counts"]["invalid_frees"], 0, "{f}");
+    let hazards = f["hazards"].as_array().unwrap();
+    // SIGALRM's handler returned through rt_sigreturn; SIGUSR1's left by siglongjmp, and the
+    // 99 B allocation after the jump is not in any handler.
+    let seen: Vec<(i64, i64, &str)> = hazards
+        .iter()
+        .map(|h| {
+            assert_eq!(h["kind"], "signal_handler_alloc", "{h}");
+            assert_eq!(h["function"], "malloc", "{h}");
+            (
+                h["signal"].as_i64().unwrap(),
+                h["size"].as_i64().unwrap(),
+                functions(&h["frames"])[0],
+            )
+        })
+        .collect();
+    assert_eq!(seen, vec![(14, 77, "on_alarm"), (10, 88, "on_usr1")], "{f}");
+    for h in hazards {
+        assert!(functions(&h["frames"]).contains(&"main"), "{h}");
+    }
+    // The accounting is untouched: the handlers' blocks are still held, the jump's freed.
+    let on_alarm = figures(&report, "on_alarm", None);
+    assert_eq!((on_alarm.allocs, on_alarm.outstanding_bytes), (1, 77));
+    let after = figures(&report, "after_jump", None);
+    assert_eq!((after.allocs, after.outstanding_bytes), (1, 0));
+}
+
+#[test]
+fn a_double_free_is_reported_with_the_allocation_and_both_frees() {
+    if !require_bpf() {
+        return;
+    }
+    let prog = hazards_prog();
+    let (code, report) = run_json(&[prog.as_os_str(), "double".as_ref()]);
+    // glibc catches it too, and aborts: 128 + SIGABRT.
+    assert_eq!(code, 134, "{report}");
+    let f = faults_of(&report);
+    assert_eq!(f["hazard_counts"]["double_frees"], 1, "{f}");
+    assert_eq!(f["hazard_counts"]["invalid_frees"], 0, "{f}");
+    let h = &f["hazards"][0];
+    assert_eq!(h["kind"], "double_free", "{h}");
+    assert_eq!(functions(&h["frames"])[0], "free_again", "{h}");
+    assert_eq!(
+        functions(&h["alloc_frames"])[..3],
+        ["make_block", "twice", "main"],
+        "{h}"
+    );
+    assert_eq!(functions(&h["first_free_frames"])[0], "free_once", "{h}");
+    // The abort that followed is the crash, in the kernel's own words.
+    assert_eq!(f["crash"]["signal"], 6, "{f}");
+}
+
+#[test]
+fn a_block_freed_through_another_allocator_names_both() {
+    if !require_bpf() {
+        return;
+    }
+    let prog = hazards_prog();
+    let (code, report) = run_json(&[prog.as_os_str(), "cross".as_ref()]);
+    // glibc's free refuses mimalloc's block and aborts.
+    assert_eq!(code, 134, "{report}");
+    let f = faults_of(&report);
+    assert_eq!(f["hazard_counts"]["cross_allocator_frees"], 1, "{f}");
+    let h = &f["hazards"][0];
+    assert_eq!(h["kind"], "cross_allocator_free", "{h}");
+    assert_eq!(functions(&h["frames"])[0], "free_with_libc", "{h}");
+    assert_eq!(
+        functions(&h["alloc_frames"])[..3],
+        ["from_mimalloc", "cross", "main"],
+        "{h}"
+    );
+}
+
+#[test]
+fn a_crash_is_reported_with_the_stack_where_it_struck() {
+    if !require_bpf() {
+        return;
+    }
+    let prog = hazards_prog();
+    let (code, report) = run_json(&[prog.as_os_str(), "crash".as_ref()]);
+    assert_eq!(code, 128 + 11, "{report}");
+    let p = &report["processes"][0];
+    assert_eq!(p["signal"], 11, "{p}");
+    let crash = &faults_of(&report)["crash"];
+    assert_eq!(crash["signal"], 11, "{crash}");
+    assert_eq!(
+        functions(&crash["frames"])[..2],
+        ["crash_here", "main"],
+        "{crash}"
+    );
+    // The faulting line itself, not the call before it.
+    let source = std::fs::read_to_string(root().join("tests/workloads/hazards.c")).unwrap();
+    let line = source
+        .lines()
+        .position(|l| l.contains("*nowhere = 1"))
+        .unwrap()
+        + 1;
+    assert_eq!(crash["frames"][0]["line"], line, "{crash}");
+    assert_eq!(faults_of(&report)["hazard_counts"]["double_frees"], 0);
+}
