@@ -66,6 +66,8 @@ pub mod unwind {
     pub const NO_MODULE: u32 = u32::MAX;
     /// Pending uretprobes looked at per walk for the trampoline fix-up.
     pub const MAX_PENDING_RETURNS: usize = 4;
+    /// Files with unwind rows the walker can find by their inode.
+    pub const MAX_FILES: u32 = 8192;
 
     /// Row kinds (bits 0-3 of a row's info).
     pub mod kind {
@@ -164,6 +166,38 @@ pub mod unwind {
         pub base: u32,
         /// Entries.
         pub count: u32,
+        /// Which publication this is (never 0, never reused): the walker's per-CPU lookup
+        /// cache keys its entries with it, so a process's new layout never meets old entries.
+        pub generation: u64,
+    }
+
+    /// A file as the kernel names it: the device of its inode's filesystem (the kernel's
+    /// encoding, `major << 20 | minor`) and its inode number.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct FileKey {
+        /// `inode->i_sb->s_dev`.
+        pub dev: u64,
+        /// `inode->i_ino`.
+        pub ino: u64,
+    }
+
+    /// How a pc in a mapping of a file with rows finds them, when the walker was not told
+    /// about the mapping (mapped since its process's mappings were published): the module,
+    /// and how a file offset in its executable segment becomes the module's own address.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct FileModule {
+        /// Index in the module tables.
+        pub module: u32,
+        /// Reserved.
+        pub _pad: u32,
+        /// The executable segment's file offsets: `[off_lo, off_hi)`.
+        pub off_lo: u64,
+        /// One past its last offset.
+        pub off_hi: u64,
+        /// Added to a file offset in that range to get the module's own address.
+        pub delta: u64,
     }
 }
 
@@ -631,10 +665,30 @@ pub enum ConfigKey {
     /// Free events carry their call site (1) and their stack too (2): `run`, where a bad free
     /// is a hazard the report names.
     FreeSites = 31,
+    /// Byte offset of `vm_start` in `struct vm_area_struct` (0 on 6.x kernels).
+    VmaStart = 32,
+    /// Byte offset of `vm_pgoff` in `struct vm_area_struct`.
+    VmaPgoff = 33,
+    /// Byte offset of `vm_file` in `struct vm_area_struct` (0: not known, and the stack walker
+    /// cannot name a mapping it was not told about).
+    VmaFile = 34,
+    /// Byte offset of `f_inode` in `struct file`.
+    FileInode = 35,
+    /// Byte offset of `i_ino` in `struct inode`.
+    InodeIno = 36,
+    /// Byte offset of `i_sb` in `struct inode`.
+    InodeSb = 37,
+    /// Byte offset of `s_dev` in `struct super_block`.
+    SbDev = 38,
+    /// Byte offset of `vm_end` in `struct vm_area_struct`.
+    VmaEnd = 39,
+    /// Non-zero: stacks follow frame pointers only, not the unwind tables
+    /// (`OOMTRACE_UNWIND=frame-pointers`, the baseline the tables' cost is measured against).
+    UnwindFramePointers = 40,
 }
 
 /// Number of config words.
-pub const CONFIG_WORDS: u32 = 32;
+pub const CONFIG_WORDS: u32 = 41;
 
 /// [`ConfigKey::Mode`]: every allocator call is traced.
 pub const MODE_EXACT: u64 = 0;
@@ -805,6 +859,10 @@ mod user {
     unsafe impl aya::Pod for super::unwind::ExecMapping {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::unwind::ProcMaps {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::unwind::FileKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::unwind::FileModule {}
 }
 
 #[cfg(test)]

@@ -104,32 +104,42 @@ fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64
         handler_alloc(tgid, tid, f, size, call_site, t.call.stack_id, handler_sig);
     }
     if config(ConfigKey::InjectArmed) != 0 {
-        match crate::inject::decide(ctx, tgid, tid, c, size, call_site) {
-            Decision::Pass => {}
-            Decision::Sync => {
-                // The call runs again from its entry once the user side has read the layout.
+        inject(ctx, t, c, size, call_site);
+    }
+    0
+}
+
+/// `run --fail-*`: decides whether this call fails, with its stack walked. A subprogram of its
+/// own: inlined, its event would sit in `alloc_enter`'s frame, and the stack walk's callbacks
+/// need that room (the verifier caps a call chain's frames at 512 bytes together).
+#[inline(never)]
+fn inject(ctx: &ProbeContext, t: &mut crate::Thread, c: u64, size: u64, call_site: u64) {
+    let f = cookie::alloc_fn(c);
+    let (tgid, tid) = ids();
+    match crate::inject::decide(ctx, tgid, tid, c, size, call_site) {
+        Decision::Pass => {}
+        Decision::Sync => {
+            // The call runs again from its entry once the user side has read the layout.
+            t.depth -= 1;
+        }
+        Decision::Fail { seq, action } => {
+            let mut ev = event(EventKind::Injected, tgid, tid);
+            ev.alloc_fn = f;
+            ev.size = size;
+            ev.call_site = call_site;
+            ev.stack_id = t.call.stack_id;
+            ev.aux = u64::from(seq) | (u64::from(action) << 32);
+            emit_with(&ev, true);
+            if action == inject::FAIL_THROW {
+                // It enters `__throw_bad_alloc` instead: its return probe never runs, so
+                // the failure is counted here.
                 t.depth -= 1;
-            }
-            Decision::Fail { seq, action } => {
-                let mut ev = event(EventKind::Injected, tgid, tid);
-                ev.alloc_fn = f;
-                ev.size = size;
-                ev.call_site = call_site;
-                ev.stack_id = t.call.stack_id;
-                ev.aux = u64::from(seq) | (u64::from(action) << 32);
-                emit_with(&ev, true);
-                if action == inject::FAIL_THROW {
-                    // It enters `__throw_bad_alloc` instead: its return probe never runs, so
-                    // the failure is counted here.
-                    t.depth -= 1;
-                    ev.kind = EventKind::Alloc as u16;
-                    ev.aux = 0;
-                    emit_with(&ev, false);
-                }
+                ev.kind = EventKind::Alloc as u16;
+                ev.aux = 0;
+                emit_with(&ev, false);
             }
         }
     }
-    0
 }
 
 /// The allocator call's site (the return address at `[rsp]`) and where the walk of its
@@ -152,6 +162,7 @@ fn caller(ctx: &ProbeContext) -> (u64, stack::Start) {
         sp: rsp + 8,
         bp: rbp,
         exact: false,
+        leaf_ret: 0,
     };
     (call_site, start)
 }

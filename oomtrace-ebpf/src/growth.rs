@@ -66,17 +66,24 @@ pub fn page_fault(ctx: RawTracePointContext) -> i32 {
             bpf_probe_read_kernel(regs.add(PT_REGS_BP) as *const u64).unwrap_or(0),
         )
     };
-    // A leaf without a frame of its own (libc's memset) leaves rbp to its caller, so the walk
+    // The walk starts at the faulting instruction itself. Where no unwind rows cover it, a leaf
+    // without a frame of its own (libc's memset) leaves rbp to its caller, and frame pointers
     // would skip that caller: its return address sits at [sp] then. Take it when it is one.
     // SAFETY: user memory read through the helper.
     let top = unsafe { bpf_probe_read_user(sp as *const u64).unwrap_or(0) };
-    let first = if after_call(top) { top } else { 0 };
+    let start = stack::Start {
+        pc: ip,
+        sp,
+        bp,
+        exact: true,
+        leaf_ret: if after_call(top) { top } else { 0 },
+    };
     let mut ev = event(EventKind::Fault, tgid, tid);
     ev.addr = address & !(PAGE - 1);
     ev.size = PAGE;
     // The faulting instruction, + 1 so that it symbolizes like a return address (at addr - 1).
     ev.call_site = ip.wrapping_add(1);
-    ev.stack_id = stack::stack_id_from(tgid, first, bp);
+    ev.stack_id = stack::stack_id(tgid, start);
     emit(&ev);
     0
 }

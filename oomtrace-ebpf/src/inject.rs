@@ -18,7 +18,7 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_func_ip, bpf_send_signal_thread},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::ProbeContext,
 };
 use oomtrace_common::{
@@ -47,6 +47,9 @@ pub static INJECT_COUNT: Array<u64> = Array::with_max_entries(2, 0);
 /// tid → the call it was stopped at; the user side takes it at the stop.
 #[map]
 pub static INJECTS: HashMap<u32, Record> = HashMap::with_max_entries(4096, NO_PREALLOC);
+/// Where [`stop`] builds its record.
+#[map]
+pub static INJECT_SCRATCH: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 0);
 /// Site functions' address ranges, per process.
 #[map]
 pub static INJECT_SITES: LpmTrie<[u8; 12], u8> = LpmTrie::with_max_entries(65536, 0);
@@ -230,13 +233,12 @@ pub fn decide(
 /// Records the call's entry state for the user side and stops the thread.
 #[inline(always)]
 fn stop(ctx: &ProbeContext, tid: u32, action: u32, seq: u32, ret_addr: u64) -> bool {
-    if INJECTS.insert(tid, Record::default(), 0).is_err() {
-        return false;
-    }
-    let Some(rec) = INJECTS.get_ptr_mut(tid) else {
+    // Built in a per-CPU slot, not on the stack: the stack walk's subprograms need that room
+    // (the verifier caps a call chain's frames at 512 bytes together).
+    let Some(rec) = INJECT_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
-    // SAFETY: pointer into the map value, valid for this program run.
+    // SAFETY: per-CPU map value, ours for this program run.
     let rec = unsafe { &mut *rec };
     rec.action = action;
     rec.seq = seq;
@@ -245,6 +247,11 @@ fn stop(ctx: &ProbeContext, tid: u32, action: u32, seq: u32, ret_addr: u64) -> b
     // The probe address (regs' ip is past the breakpoint on some kernels).
     // SAFETY: plain helper call on this program's context.
     rec.regs[inject::reg::RIP] = unsafe { bpf_get_func_ip(ctx.as_ptr()) };
+    // By reference: a copy would sit on the stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    if INJECTS.insert(tid, &*rec, 0).is_err() {
+        return false;
+    }
     // SAFETY: plain helper call: signals the current thread.
     if unsafe { bpf_send_signal_thread(SIGSTOP) } != 0 {
         let _ = INJECTS.remove(tid);

@@ -81,20 +81,27 @@ pub fn delivered(sig: u64, handler: u64) {
 #[inline(always)]
 fn crash(tgid: u32, tid: u32, sig: u64) {
     let (ip, sp, bp) = user_regs();
-    // A leaf without a frame of its own leaves rbp to its caller: its return address sits at
+    // The walk starts at the faulting instruction itself. Where no unwind rows cover it, a
+    // leaf without a frame of its own leaves rbp to its caller: its return address sits at
     // [sp] then; take it when it looks like one.
     // SAFETY: user memory read through the helper.
     let top = unsafe { bpf_probe_read_user(sp as *const u64).unwrap_or(0) };
-    let first = if crate::growth::after_call(top) {
-        top
-    } else {
-        0
+    let start = stack::Start {
+        pc: ip,
+        sp,
+        bp,
+        exact: true,
+        leaf_ret: if crate::growth::after_call(top) {
+            top
+        } else {
+            0
+        },
     };
     let mut ev = event(EventKind::Crash, tgid, tid);
     ev.aux = sig;
     // + 1 so that it symbolizes like a return address (at call_site - 1).
     ev.call_site = ip.wrapping_add(1);
-    ev.stack_id = stack::stack_id_from(tgid, first, bp);
+    ev.stack_id = stack::stack_id(tgid, start);
     emit(&ev);
 }
 

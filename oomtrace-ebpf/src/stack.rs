@@ -1,5 +1,6 @@
 //! User stacks deduplicated into `STACKS`: the walk ([`crate::unwind`]) fills a per-CPU scratch
-//! stack, whose hash is its id.
+//! stack, whose hash is its id. Allocator entries, the memory syscalls and growth mode's page
+//! faults all take their stacks here.
 //!
 //! The stored value is the header word (frame count and how the walk ended) and the return
 //! addresses *above* the call site, which the event carries separately as frame 0.
@@ -9,19 +10,6 @@ use oomtrace_common::DropReason;
 use crate::unwind;
 pub use crate::unwind::Start;
 use crate::{SCRATCH, STACKS, count_drop};
-
-/// As [`stack_id`], with `first` (when non-zero) as the innermost frame before the frame-pointer
-/// walk from `rbp`: a return address found some other way (at a leaf that keeps no frame).
-#[inline(always)]
-pub fn stack_id_from(tgid: u32, first: u64, rbp: u64) -> i32 {
-    let start = Start {
-        pc: first,
-        sp: 0,
-        bp: rbp,
-        exact: false,
-    };
-    stack_id(tgid, start)
-}
 
 /// Walks the stack of process `tgid` from `start`, stores it, and returns its id (-1: none, or
 /// it could not be stored).

@@ -67,6 +67,7 @@ fn syscall_enter(class: u64, size: u64, old: u64, aux: u64) {
         sp: rsp + 8,
         bp: rbp,
         exact: false,
+        leaf_ret: 0,
     };
     let p = Pending {
         ts_ns: 0,

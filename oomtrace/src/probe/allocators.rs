@@ -249,6 +249,31 @@ fn decide(candidates: Vec<Candidate>, what: &str) -> Result<AllocatorPlan, Targe
 /// `preload` (`LD_PRELOAD`'s value), then its libraries breadth-first, found as the dynamic
 /// linker finds them.
 pub fn plan_for_program(exe: &Path, preload: Option<&str>) -> Result<AllocatorPlan, TargetError> {
+    let (exe, candidates) = load_order(exe, preload)?;
+    decide(candidates, &exe.display().to_string())
+}
+
+/// The objects a command about to start will map, in the dynamic linker's order: `exe` (or a
+/// script's interpreter), `preload`'s, then its libraries breadth-first, and its dynamic linker.
+pub fn program_objects(exe: &Path, preload: Option<&str>) -> Vec<PathBuf> {
+    let Ok((_, candidates)) = load_order(exe, preload) else {
+        return Vec::new();
+    };
+    // The dynamic linker too: it allocates (its own minimal malloc, then libc's) before the
+    // program's first instruction.
+    let interp = candidates.first().and_then(|c| c.elf.interpreter());
+    candidates
+        .into_iter()
+        .filter_map(|c| match c.object {
+            ObjectRef::Path(p) => Some(p),
+            ObjectRef::Mapping { .. } => None,
+        })
+        .chain(interp)
+        .collect()
+}
+
+/// The program (`exe`, or a script's interpreter) and the objects it will map, opened.
+fn load_order(exe: &Path, preload: Option<&str>) -> Result<(PathBuf, Vec<Candidate>), TargetError> {
     let exe = interpreter_of_script(exe).unwrap_or_else(|| exe.to_owned());
     let root = ElfObject::open(&exe).map_err(|e| TargetError::Io(format!("{e:#}")))?;
     let search = SearchPath::new();
@@ -291,7 +316,7 @@ pub fn plan_for_program(exe: &Path, preload: Option<&str>) -> Result<AllocatorPl
             elf,
         });
     }
-    decide(candidates, &exe.display().to_string())
+    Ok((exe, candidates))
 }
 
 /// What `--all` probes: the system C library, in every process that maps it.

@@ -98,6 +98,20 @@ impl ElfObject {
             .any(|ph| ph.p_type.get(e) == elf::PT_INTERP)
     }
 
+    /// The program interpreter it names (the dynamic linker), if any.
+    pub fn interpreter(&self) -> Option<PathBuf> {
+        let e = self.layout.endian();
+        let ph = self
+            .layout
+            .segments()
+            .iter()
+            .find(|ph| ph.p_type.get(e) == elf::PT_INTERP)?;
+        let name = self.layout.read_cstr(ph.p_offset.get(e)).ok()?;
+        Some(PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name),
+        ))
+    }
+
     /// Whether it has a dynamic section (a static-pie binary has one, a plain static one none).
     pub fn is_dynamic(&self) -> bool {
         let e = self.layout.endian();

@@ -25,6 +25,8 @@ pub struct ProgramRuns {
     pub runs: u64,
     /// Nanoseconds spent in those runs.
     pub run_time_ns: u64,
+    /// Instructions the verifier went through to accept it (its limit is a million).
+    pub verified_insns: Option<u32>,
 }
 
 impl Probes {
@@ -39,6 +41,7 @@ impl Probes {
                     name: name.to_owned(),
                     runs: info.run_count(),
                     run_time_ns: info.run_time().as_nanos() as u64,
+                    verified_insns: info.verified_instruction_count(),
                 })
             })
             .collect();
@@ -53,11 +56,13 @@ impl Probes {
                     // The perf fallback uses aya's own copy: the same program, counted once.
                     r.runs = stats.runs;
                     r.run_time_ns = stats.run_time_ns;
+                    r.verified_insns = Some(stats.verified_insns);
                 } else {
                     runs.push(ProgramRuns {
                         name: (*name).to_owned(),
                         runs: stats.runs,
                         run_time_ns: stats.run_time_ns,
+                        verified_insns: Some(stats.verified_insns),
                     });
                 }
             }

@@ -1,5 +1,6 @@
 //! The raw `bpf(2)` and `perf_event_open(2)` calls that aya 0.14 has no API for: loading a
-//! program for multi-uprobe links, creating those links (one per process and object, with the
+//! program for multi-uprobe links (with the object's BTF, which `bpf_loop` callbacks need),
+//! creating those links (one per process and object, with the
 //! process's pid as the kernel's filter), perf uprobe links with a cookie (the fallback on kernels
 //! without multi-uprobe links), and reading a program's run statistics.
 //!
@@ -16,6 +17,7 @@ const BPF_PROG_TYPE_KPROBE: u32 = 2;
 /// `bpf(2)` commands.
 const BPF_PROG_LOAD: i64 = 5;
 const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
+const BPF_BTF_LOAD: i64 = 18;
 const BPF_LINK_CREATE: i64 = 28;
 /// `BPF_PERF_EVENT`: attach type of a link that binds a program to a perf event.
 const BPF_PERF_EVENT: u32 = 41;
@@ -26,7 +28,7 @@ const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
 /// `PERF_FLAG_FD_CLOEXEC`.
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 
-/// The `BPF_PROG_LOAD` part of `union bpf_attr`, up to `expected_attach_type`.
+/// The `BPF_PROG_LOAD` part of `union bpf_attr`, up to `attach_btf_id`.
 #[repr(C)]
 #[derive(Default)]
 struct ProgLoadAttr {
@@ -42,6 +44,27 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
     prog_ifindex: u32,
     expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
+}
+
+/// The `BPF_BTF_LOAD` part of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+    /// Zero (no padding the kernel could read as flags).
+    btf_flags: u32,
 }
 
 /// The `BPF_LINK_CREATE` part of `union bpf_attr` with its `uprobe_multi` member.
@@ -152,12 +175,54 @@ impl std::fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// Loads `insns` as a uprobe (kprobe-type) program for `expected_attach_type`.
+/// Loads raw BTF (an object's types, for the programs' `func_info`); the kernel's log says why
+/// when it refuses them.
+pub fn load_btf(btf: &[u8]) -> Result<OwnedFd, LoadError> {
+    let mut attr = BtfLoadAttr {
+        btf: btf.as_ptr() as u64,
+        btf_size: btf.len() as u32,
+        ..Default::default()
+    };
+    match bpf(BPF_BTF_LOAD, &mut attr) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(first) => {
+            let mut log = vec![0u8; 64 * 1024];
+            attr.btf_log_level = 1;
+            attr.btf_log_size = log.len() as u32;
+            attr.btf_log_buf = log.as_mut_ptr() as u64;
+            let _ = bpf(BPF_BTF_LOAD, &mut attr);
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Err(LoadError {
+                error: first,
+                log: String::from_utf8_lossy(&log[..end]).into_owned(),
+            })
+        }
+    }
+}
+
+/// A program's BTF: the loaded types and its function and line records (raw, as the kernel
+/// reads them).
+pub struct ProgBtf<'a> {
+    /// The loaded BTF ([`load_btf`]).
+    pub fd: BorrowedFd<'a>,
+    /// `bpf_func_info` records, one per function (subprograms and callbacks included).
+    pub func_info: &'a [u8],
+    /// Size of one `func_info` record.
+    pub func_info_rec_size: u32,
+    /// `bpf_line_info` records.
+    pub line_info: &'a [u8],
+    /// Size of one `line_info` record.
+    pub line_info_rec_size: u32,
+}
+
+/// Loads `insns` as a uprobe (kprobe-type) program for `expected_attach_type`, with its BTF
+/// when given (a program with `bpf_loop` callbacks or other subprograms needs it).
 pub fn load_uprobe_program(
     name: &str,
     insns: &[bpf_insn],
     license: &CString,
     expected_attach_type: u32,
+    btf: Option<&ProgBtf<'_>>,
 ) -> Result<OwnedFd, LoadError> {
     let mut prog_name = [0u8; 16];
     let n = name.len().min(15);
@@ -171,11 +236,25 @@ pub fn load_uprobe_program(
         expected_attach_type,
         ..Default::default()
     };
+    if let Some(b) = btf {
+        attr.prog_btf_fd = b.fd.as_raw_fd() as u32;
+        let count = |bytes: &[u8], size: u32| (bytes.len() / size.max(1) as usize) as u32;
+        if b.func_info_rec_size > 0 && !b.func_info.is_empty() {
+            attr.func_info_rec_size = b.func_info_rec_size;
+            attr.func_info = b.func_info.as_ptr() as u64;
+            attr.func_info_cnt = count(b.func_info, b.func_info_rec_size);
+        }
+        if b.line_info_rec_size > 0 && !b.line_info.is_empty() {
+            attr.line_info_rec_size = b.line_info_rec_size;
+            attr.line_info = b.line_info.as_ptr() as u64;
+            attr.line_info_cnt = count(b.line_info, b.line_info_rec_size);
+        }
+    }
     match bpf(BPF_PROG_LOAD, &mut attr) {
         Ok(fd) => Ok(owned(fd)),
         Err(first) => {
             // Again with the verifier's log, to say why.
-            let mut log = vec![0u8; 256 * 1024];
+            let mut log = vec![0u8; 4 << 20];
             attr.log_level = 1;
             attr.log_size = log.len() as u32;
             attr.log_buf = log.as_mut_ptr() as u64;
@@ -304,6 +383,8 @@ pub struct ProgStats {
     pub runs: u64,
     /// Nanoseconds spent in those runs.
     pub run_time_ns: u64,
+    /// Instructions the verifier processed to accept the program (its limit is a million).
+    pub verified_insns: u32,
 }
 
 /// `BPF_OBJ_GET_INFO_BY_FD` on a program.
@@ -320,6 +401,7 @@ pub fn prog_stats(prog: BorrowedFd<'_>) -> std::io::Result<ProgStats> {
         id: info.id,
         runs: info.run_cnt,
         run_time_ns: info.run_time_ns,
+        verified_insns: info.verified_insns,
     })
 }
 
@@ -331,6 +413,12 @@ mod tests {
     fn attr_layouts_match_the_kernel_uapi() {
         assert_eq!(std::mem::offset_of!(ProgLoadAttr, prog_name), 48);
         assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, prog_btf_fd), 72);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, func_info), 80);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, line_info), 96);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, attach_btf_id), 108);
+        assert_eq!(std::mem::offset_of!(BtfLoadAttr, btf_size), 16);
+        assert_eq!(std::mem::size_of::<BtfLoadAttr>(), 32);
         assert_eq!(std::mem::offset_of!(UprobeMultiAttr, path), 16);
         assert_eq!(std::mem::offset_of!(UprobeMultiAttr, cnt), 48);
         assert_eq!(std::mem::offset_of!(UprobeMultiAttr, pid), 56);

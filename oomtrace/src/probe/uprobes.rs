@@ -387,8 +387,23 @@ fn object_key(object: &Path) -> Result<ObjectKey> {
 /// Loads relocated copies of the programs `names` from the eBPF object `image`, for multi
 /// links (`expected_attach_type` = `BPF_TRACE_UPROBE_MULTI`), against the maps `ebpf` created.
 /// aya 0.14 loads uprobe programs without an expected attach type, which multi links refuse.
+/// The object's BTF is loaded too and each program gets its function and line records: the
+/// stack walk's `bpf_loop` callback is a subprogram, which the verifier accepts only with them.
 pub fn load_for_multi(ebpf: &Ebpf, image: &[u8], names: &[&str]) -> Result<Vec<OwnedFd>> {
     let mut obj = aya_obj::Object::parse(image).context("cannot parse the eBPF object")?;
+    let btf_fd = match aya::features().btf() {
+        Some(features) => match obj
+            .fixup_and_sanitize_btf(features)
+            .map_err(|e| anyhow!("cannot prepare the eBPF object's BTF: {e}"))?
+        {
+            Some(btf) => Some(
+                sys::load_btf(&btf.to_bytes())
+                    .map_err(|e| anyhow!("the kernel refused the eBPF object's BTF: {e}"))?,
+            ),
+            None => None,
+        },
+        None => None,
+    };
     let fds: HashMap<String, i32> = ebpf
         .maps()
         .filter_map(|(name, map)| Some((name.to_owned(), map_fd(map)?)))
@@ -412,6 +427,7 @@ pub fn load_for_multi(ebpf: &Ebpf, image: &[u8], names: &[&str]) -> Result<Vec<O
     .map_err(|e| anyhow!("cannot relocate map references: {e}"))?;
     obj.relocate_calls(&text_sections)
         .map_err(|e| anyhow!("cannot relocate calls: {e}"))?;
+    obj.sanitize_functions(aya::features());
     names
         .iter()
         .map(|name| {
@@ -423,11 +439,23 @@ pub fn load_for_multi(ebpf: &Ebpf, image: &[u8], names: &[&str]) -> Result<Vec<O
                 .functions
                 .get(&prog.function_key())
                 .ok_or_else(|| anyhow!("eBPF object has no code for {name}"))?;
+            let (func_info, line_info) = (
+                func.func_info.func_info_bytes(),
+                func.line_info.line_info_bytes(),
+            );
+            let btf = btf_fd.as_ref().map(|fd| sys::ProgBtf {
+                fd: fd.as_fd(),
+                func_info: &func_info,
+                func_info_rec_size: func.func_info_rec_size as u32,
+                line_info: &line_info,
+                line_info_rec_size: func.line_info_rec_size as u32,
+            });
             sys::load_uprobe_program(
                 name,
                 &func.instructions,
                 &prog.license,
                 sys::BPF_TRACE_UPROBE_MULTI,
+                btf.as_ref(),
             )
             .map_err(|e| anyhow!("the kernel rejected {name} for multi-uprobe links: {e}"))
         })

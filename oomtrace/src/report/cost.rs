@@ -46,6 +46,8 @@ pub struct ProgramCost {
     pub run_time_ns: u64,
     /// Mean time per run, nanoseconds (null without runs).
     pub ns_per_run: Option<f64>,
+    /// Instructions the verifier went through to accept the program (null if not known).
+    pub verified_insns: Option<u32>,
 }
 
 impl TracerCost {

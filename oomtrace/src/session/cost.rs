@@ -75,6 +75,7 @@ impl CostMeter {
                 runs: r.runs,
                 run_time_ns: r.run_time_ns,
                 ns_per_run: (r.runs > 0).then(|| r.run_time_ns as f64 / r.runs as f64),
+                verified_insns: r.verified_insns,
             })
             .collect();
         programs.sort_by(|a, b| b.run_time_ns.cmp(&a.run_time_ns).then(a.name.cmp(&b.name)));
@@ -133,6 +134,7 @@ mod tests {
             name: name.into(),
             runs,
             run_time_ns: ns,
+            verified_insns: None,
         }
     }
 

@@ -387,6 +387,17 @@ impl Session {
                 }
             }
         }
+        // Their unwind tables too, before the walker meets their code (it finds a file whose
+        // tables are built through the kernel's VMA until the process's maps are published).
+        let mut synced: Vec<u32> = Vec::new();
+        for m in &new_maps {
+            if !synced.contains(&m.pid)
+                && self.model.process(m.pid).is_some_and(|p| p.exit.is_none())
+            {
+                synced.push(m.pid);
+                self.sync_unwind(m.pid);
+            }
+        }
         // After the batch: reading new processes' maps comes first (they may exit any moment);
         // resolving an exec'd program's allocator takes milliseconds.
         for pid in execs {

@@ -333,8 +333,8 @@ async fn trace_with(
     let unwind = if opts.probe_floor {
         None
     } else {
-        let (u, notice) = probes.take_unwinder(opts.stack_depth)?;
-        if let Some(n) = notice {
+        let (u, notices) = probes.take_unwinder(opts.stack_depth)?;
+        for n in notices {
             crate::say!("{n}");
         }
         Some(u)
@@ -422,7 +422,8 @@ async fn trace_with(
                 exit_scans = Some(rx);
                 scanner
             });
-            let on_stop = on_stop(session.probes.attacher(), scanner);
+            let watch = session.unwind.as_ref().and_then(|u| u.watch().ok());
+            let on_stop = on_stop(session.probes.attacher(), scanner, watch);
             let fail = opts.fail.as_ref().filter(|f| f.armed());
             let on_signal = match fail {
                 Some(spec) => {
@@ -464,6 +465,15 @@ async fn trace_with(
             session.probes.trace_pid(pid)?;
             if let Some(p) = &plan {
                 session.probes.attach_plan(Some(pid), p)?;
+            }
+            // The unwind tables of what the command will map, before it runs: the dynamic
+            // linker maps its libraries and calls malloc long before the session could read
+            // its maps, and the kernel side finds them by inode meanwhile.
+            if let Some(u) = &mut session.unwind {
+                let preload = std::env::var("LD_PRELOAD").ok();
+                for object in allocators::program_objects(&exe, preload.as_deref()) {
+                    u.prepare(&object);
+                }
             }
             if let Some(m) = &mut session.monitor {
                 // Joins the cgroup before exec: everything CMD runs is capped.
@@ -719,7 +729,11 @@ async fn trace_with(
 
 /// What the holder thread does while a process of `run` waits: a new process gets its parent's
 /// probes; a new program gets its own allocator probed before it runs.
-fn on_stop(attacher: Option<Arc<Attacher>>, exits: Option<crate::leaks::ExitScanner>) -> OnStop {
+fn on_stop(
+    attacher: Option<Arc<Attacher>>,
+    exits: Option<crate::leaks::ExitScanner>,
+    unwind: Option<crate::unwind::kernel::PublishWatch>,
+) -> OnStop {
     let mut cache = plans::PlanCache::default();
     Box::new(move |stop| {
         if let Stop::Exiting { pid, tid } = stop {
@@ -737,39 +751,53 @@ fn on_stop(attacher: Option<Arc<Attacher>>, exits: Option<crate::leaks::ExitScan
                 }
             }
             Stop::Execed { pid, former_tid } => {
-                if !mapped::same_mount_namespace(pid) {
-                    // Its files are not ours to resolve by path: its allocator is probed when
-                    // it maps it (the kernel's mapping records).
-                    a.detach(pid);
-                    return;
-                }
-                if former_tid != pid {
-                    // Another thread exec'd: the kernel's filter followed the old leader's
-                    // task, so the process gets fresh links.
-                    let objects = a.objects(Some(pid));
-                    a.detach(pid);
-                    for o in &objects {
-                        let _ = a.attach(Some(pid), o);
-                    }
-                }
-                let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
-                    return;
-                };
-                let preload = allocators::preload_of_pid(pid);
-                let Some(plan) = cache.plan_of(&exe, preload.as_deref()) else {
-                    return;
-                };
-                for object in &plan.objects {
-                    if let Err(e) = a.attach(Some(pid), object) {
-                        crate::say!(
-                            "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
-                            object.name.display()
-                        );
-                    }
+                attach_exec(a, &mut cache, pid, former_tid);
+                // The new image's first allocations unwind through its own tables once the
+                // session has read its maps (it does at the exec event): a moment's wait.
+                if let Some(w) = &unwind {
+                    w.wait(pid, EXEC_PUBLISH_WAIT);
                 }
             }
         }
     })
+}
+
+/// How long `run`'s hold waits at an exec for the new image's mappings to be published.
+const EXEC_PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Probes the allocator of the program process `pid` exec'd (`former_tid`: the thread that
+/// called exec).
+fn attach_exec(a: &Attacher, cache: &mut plans::PlanCache, pid: u32, former_tid: u32) {
+    if !mapped::same_mount_namespace(pid) {
+        // Its files are not ours to resolve by path: its allocator is probed when
+        // it maps it (the kernel's mapping records).
+        a.detach(pid);
+        return;
+    }
+    if former_tid != pid {
+        // Another thread exec'd: the kernel's filter followed the old leader's
+        // task, so the process gets fresh links.
+        let objects = a.objects(Some(pid));
+        a.detach(pid);
+        for o in &objects {
+            let _ = a.attach(Some(pid), o);
+        }
+    }
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return;
+    };
+    let preload = allocators::preload_of_pid(pid);
+    let Some(plan) = cache.plan_of(&exe, preload.as_deref()) else {
+        return;
+    };
+    for object in &plan.objects {
+        if let Err(e) = a.attach(Some(pid), object) {
+            crate::say!(
+                "oomtrace: warning: cannot probe {} for pid {pid}: {e:#}",
+                object.name.display()
+            );
+        }
+    }
 }
 
 /// A file's (device, inode).

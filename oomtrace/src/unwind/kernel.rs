@@ -5,14 +5,15 @@
 //! not one syscall per row). A process's mapping list is published last, with one map update
 //! of its `PROC_MAPS` entry, after everything it refers to is in place.
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::Ebpf;
 use aya::maps::{HashMap, Map, MapData};
 use oomtrace_common::unwind::{
-    ExecMapping, MAX_MAPPINGS, MAX_MODULES, MAX_PAGES, MAX_PROC_MAPPINGS, MAX_ROWS, ModuleTable,
-    ProcMaps,
+    ExecMapping, FileKey, FileModule, MAX_MAPPINGS, MAX_MODULES, MAX_PAGES, MAX_PROC_MAPPINGS,
+    MAX_ROWS, ModuleTable, ProcMaps,
 };
 
 use super::table::ModuleRows;
@@ -77,6 +78,31 @@ impl<T> Drop for Shared<T> {
 // aliases it.
 unsafe impl<T: Send> Send for Shared<T> {}
 
+/// Says when a process's mappings are published: `run`'s hold waits for it at an exec, so
+/// that the new image's first allocations unwind through its own tables.
+pub struct PublishWatch {
+    procs: HashMap<MapData, u32, ProcMaps>,
+}
+
+impl PublishWatch {
+    /// Waits until process `pid` has published mappings, at most `limit`; whether it has.
+    pub fn wait(&self, pid: u32, limit: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            if self.procs.get(&pid, 0).is_ok() {
+                return true;
+            }
+            if started.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// How long a process's replaced run of mappings stays unused (a walk takes microseconds).
+const QUARANTINE: Duration = Duration::from_millis(20);
+
 /// Why a module or a process could not be given tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Full {
@@ -93,11 +119,19 @@ pub struct KernelTables {
     rows: Shared<u64>,
     mappings: Shared<ExecMapping>,
     procs: HashMap<MapData, u32, ProcMaps>,
+    /// Another handle on `procs`, for [`PublishWatch`]es.
+    procs_fd: OwnedFd,
+    files: HashMap<MapData, FileKey, FileModule>,
     next_module: u32,
+    /// The next publication's generation (see [`ProcMaps::generation`]).
+    next_generation: u64,
     next_page: u32,
     next_row: u32,
     /// Free runs of `mappings`: (start, length).
     free: Vec<(u32, u32)>,
+    /// Runs given back, with when: free again only after [`QUARANTINE`], so that a walk that
+    /// took a process's old run a moment before it was replaced never reads it rewritten.
+    released: Vec<(Instant, u32, u32)>,
     /// Bytes of the maps in use.
     pub used_bytes: u64,
 }
@@ -105,9 +139,19 @@ pub struct KernelTables {
 impl KernelTables {
     /// Takes the walker's maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        let procs = match ebpf.take_map("PROC_MAPS") {
-            Some(m) => HashMap::try_from(m)?,
+        let (procs, procs_fd) = match ebpf.take_map("PROC_MAPS") {
+            Some(m) => {
+                let fd = match &m {
+                    Map::HashMap(d) => d.fd().as_fd().try_clone_to_owned()?,
+                    _ => return Err(anyhow!("PROC_MAPS is not a hash map")),
+                };
+                (HashMap::try_from(m)?, fd)
+            }
             None => return Err(anyhow!("the eBPF object has no map PROC_MAPS")),
+        };
+        let files = match ebpf.take_map("MODULE_FILES") {
+            Some(m) => HashMap::try_from(m)?,
+            None => return Err(anyhow!("the eBPF object has no map MODULE_FILES")),
         };
         Ok(Self {
             modules: Shared::take(ebpf, "UNWIND_MODULES", MAX_MODULES)?,
@@ -115,20 +159,40 @@ impl KernelTables {
             rows: Shared::take(ebpf, "UNWIND_ROWS", MAX_ROWS)?,
             mappings: Shared::take(ebpf, "EXEC_MAPPINGS", MAX_MAPPINGS)?,
             procs,
+            procs_fd,
+            files,
             next_module: 0,
+            next_generation: 1,
             next_page: 0,
             next_row: 0,
             free: vec![(0, MAX_MAPPINGS)],
+            released: Vec::new(),
             used_bytes: 0,
         })
     }
 
-    /// Bytes the maps take in the kernel (all preallocated).
+    /// Bytes the tables take in the kernel (all preallocated): modules, pages, rows and
+    /// mappings. The hash maps (processes, files) and the per-CPU walk state, cache and stack
+    /// window come on top.
     pub fn capacity_bytes() -> u64 {
         let m = std::mem::size_of::<ModuleTable>() as u64 * u64::from(MAX_MODULES);
         let p = 8 * u64::from(MAX_PAGES) + 8 * u64::from(MAX_ROWS);
         let e = std::mem::size_of::<ExecMapping>() as u64 * u64::from(MAX_MAPPINGS);
         m + p + e
+    }
+
+    /// A handle another thread can wait on for a process's mappings to be published.
+    pub fn watch(&self) -> Result<PublishWatch> {
+        let data = MapData::from_fd(self.procs_fd.try_clone()?)?;
+        Ok(PublishWatch {
+            procs: HashMap::try_from(Map::HashMap(data))?,
+        })
+    }
+
+    /// Registers the file `key` as module `m.module`, for pcs in mappings not published yet.
+    /// False when the file map is full.
+    pub fn add_file(&mut self, key: FileKey, m: FileModule) -> bool {
+        self.files.insert(key, m, 0).is_ok()
     }
 
     /// Copies one module's rows in; returns its index.
@@ -164,6 +228,7 @@ impl KernelTables {
     /// replacing what it had.
     pub fn set_process(&mut self, pid: u32, maps: &[ExecMapping]) -> Result<(), Full> {
         let n = maps.len().min(MAX_PROC_MAPPINGS as usize) as u32;
+        self.reclaim();
         let Some(i) = self.free.iter().position(|&(_, len)| len >= n.max(1)) else {
             return Err(Full::Mappings);
         };
@@ -175,9 +240,19 @@ impl KernelTables {
         }
         self.mappings.write(base as usize, &maps[..n as usize]);
         let old = self.procs.get(&pid, 0).ok();
+        let generation = self.next_generation;
+        self.next_generation += 1;
         if self
             .procs
-            .insert(pid, ProcMaps { base, count: n }, 0)
+            .insert(
+                pid,
+                ProcMaps {
+                    base,
+                    count: n,
+                    generation,
+                },
+                0,
+            )
             .is_err()
         {
             self.release(base, n.max(1));
@@ -198,8 +273,21 @@ impl KernelTables {
     }
 
     fn release(&mut self, base: u32, len: u32) {
-        self.free.push((base, len));
-        if self.free.len() > 64 {
+        self.released.push((Instant::now(), base, len));
+    }
+
+    /// Frees the released runs whose quarantine is over.
+    fn reclaim(&mut self) {
+        let now = Instant::now();
+        let before = self.free.len();
+        self.released.retain(|&(at, base, len)| {
+            let over = now.duration_since(at) >= QUARANTINE;
+            if over {
+                self.free.push((base, len));
+            }
+            !over
+        });
+        if self.free.len() > 64 && self.free.len() != before {
             // Coalesce neighbours now and then so long runs come back.
             self.free.sort_unstable();
             let mut merged: Vec<(u32, u32)> = Vec::with_capacity(self.free.len());

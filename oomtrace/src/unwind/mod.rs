@@ -5,7 +5,6 @@
 //! Why the walk runs in the kernel, not on copies of the stack in user space, is measured in
 //! `docs/stacks.md`. The model never sees any of this: it receives stacks of addresses.
 
-pub mod btf;
 pub mod kernel;
 pub mod table;
 
@@ -13,7 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use oomtrace_common::unwind::{ExecMapping, MAX_PROC_MAPPINGS, NO_MODULE};
+use oomtrace_common::unwind::{ExecMapping, FileKey, FileModule, MAX_PROC_MAPPINGS, NO_MODULE};
 
 use crate::objfile::elf::ElfLayout;
 use crate::objfile::{FileId, ObjFile, maps};
@@ -80,8 +79,22 @@ const MAX_FILES: usize = 16_384;
 #[derive(Clone, Debug)]
 struct Loaded {
     module: u32,
-    /// Loadable segments: (file offset, file size, virtual address).
-    loads: Vec<(u64, u64, u64)>,
+    /// Loadable segments: (file offset, file size, virtual address, executable).
+    loads: Vec<(u64, u64, u64, bool)>,
+}
+
+impl Loaded {
+    /// How the kernel side finds this module from a mapping of its file it was not told about.
+    fn file_module(&self) -> Option<FileModule> {
+        let &(off, size, vaddr, _) = self.loads.iter().find(|l| l.3)?;
+        Some(FileModule {
+            module: self.module,
+            _pad: 0,
+            off_lo: off,
+            off_hi: off + size,
+            delta: vaddr.wrapping_sub(off),
+        })
+    }
 }
 
 /// What preparing unwind tables did and what did not fit, for the report and notices.
@@ -99,6 +112,9 @@ pub struct UnwindStats {
     pub modules_unreadable: u64,
     /// Modules left out because the kernel tables were full.
     pub modules_over_cap: u64,
+    /// Files the kernel side cannot find by inode because its file map was full (their
+    /// mappings unwind once published).
+    pub files_over_cap: u64,
     /// Processes whose mappings did not fit the kernel tables.
     pub processes_over_cap: u64,
     /// Milliseconds spent building and loading tables.
@@ -222,7 +238,41 @@ impl Unwinder {
                 s.modules_over_cap, s.processes_over_cap
             ));
         }
+        if s.files_over_cap > 0 {
+            out.push(format!(
+                "oomtrace: notice: unwind: {} file(s) did not fit the walker's file map: a \
+                 library mapped after a process's maps were read unwinds by frame pointers \
+                 until they are read again",
+                s.files_over_cap
+            ));
+        }
         out
+    }
+
+    /// A handle another thread can wait on for a process's mappings to be published.
+    pub fn watch(&self) -> anyhow::Result<kernel::PublishWatch> {
+        self.kernel.watch()
+    }
+
+    /// Builds and loads the tables of the object at `path` (a program about to start, or a
+    /// library it will map) before any process maps it, so that the kernel side finds them
+    /// through the mapping's inode from the first call on. False when it cannot be read.
+    pub fn prepare(&mut self, path: &Path) -> bool {
+        let started = Instant::now();
+        let Ok(file) = ObjFile::open_trusted(path) else {
+            return false;
+        };
+        let id = file.id();
+        if !self.by_file.contains_key(&id) {
+            let loaded = match ElfLayout::read(file) {
+                Ok(elf) => self.load(&elf, id, &path.display().to_string()),
+                Err(_) => None,
+            };
+            self.remember(id, loaded);
+        }
+        self.stats.build_ms += started.elapsed().as_secs_f64() * 1e3;
+        self.stats.table_bytes = self.kernel.used_bytes;
+        true
     }
 
     /// The loaded tables of the module mapped by `l`, building them on first sight.
@@ -230,45 +280,62 @@ impl Unwinder {
         if let Some(hit) = self.by_file.get(&l.id) {
             return hit.clone();
         }
-        let loaded = self.load(pid, l, path);
-        if self.by_file.len() >= MAX_FILES {
-            self.by_file.clear();
-        }
-        self.by_file.insert(l.id, loaded.clone());
-        loaded
-    }
-
-    fn load(&mut self, pid: u32, l: &maps::MapsLine<'_>, path: &Path) -> Option<Loaded> {
-        let shown = path.display();
-        let elf = match ObjFile::open_mapping(pid, l.start, l.end, l.id, path)
+        let shown = path.display().to_string();
+        let loaded = match ObjFile::open_mapping(pid, l.start, l.end, l.id, path)
             .and_then(ElfLayout::read)
         {
-            Ok(elf) => elf,
+            Ok(elf) => self.load(&elf, l.id, &shown),
             Err(e) => {
                 self.stats.modules_unreadable += 1;
                 self.note(format!(
                     "oomtrace: notice: unwind: cannot read {shown} ({e}): frames in it use \
                      frame pointers"
                 ));
-                return None;
+                None
             }
         };
+        self.remember(l.id, loaded.clone());
+        loaded
+    }
+
+    /// Remembers what file `id` loaded as, and tells the kernel side its inode.
+    fn remember(&mut self, id: FileId, loaded: Option<Loaded>) {
+        if let Some(m) = loaded.as_ref().and_then(Loaded::file_module) {
+            let key = FileKey {
+                dev: kernel_dev(id.dev),
+                ino: id.ino,
+            };
+            if !self.kernel.add_file(key, m) {
+                self.stats.files_over_cap += 1;
+            }
+        }
+        if self.by_file.len() >= MAX_FILES {
+            self.by_file.clear();
+        }
+        self.by_file.insert(id, loaded);
+    }
+
+    /// Builds (or finds by build id) and loads the rows of `elf`, the file `id`.
+    fn load(&mut self, elf: &ElfLayout, id: FileId, shown: &str) -> Option<Loaded> {
         let e = elf.endian();
-        let loads: Vec<(u64, u64, u64)> = elf
+        let loads: Vec<(u64, u64, u64, bool)> = elf
             .segments()
             .iter()
             .filter(|p| p.p_type.get(e) == object::elf::PT_LOAD)
-            .map(|p| (p.p_offset.get(e), p.p_filesz.get(e), p.p_vaddr.get(e)))
+            .map(|p| {
+                let exec = p.p_flags.get(e) & object::elf::PF_X != 0;
+                (p.p_offset.get(e), p.p_filesz.get(e), p.p_vaddr.get(e), exec)
+            })
             .collect();
         let key = elf.build_id().unwrap_or_else(|| {
             let mut k = b"file:".to_vec();
-            k.extend_from_slice(format!("{:?}:{}", l.id, elf.file().size()).as_bytes());
+            k.extend_from_slice(format!("{:?}:{}", id, elf.file().size()).as_bytes());
             k
         });
         if let Some(hit) = self.by_build_id.get(&key) {
             return hit.clone().map(|h| Loaded { loads, ..h });
         }
-        let loaded = match table::build(&elf) {
+        let loaded = match table::build(elf) {
             Ok(rows) => {
                 if rows.stats.bad_entries > 0 {
                     self.stats.modules_damaged += 1;
@@ -317,17 +384,22 @@ impl Unwinder {
     }
 }
 
+/// The kernel's encoding of a device number (`major << 20 | minor`), from the C library's.
+fn kernel_dev(dev: u64) -> u64 {
+    (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev))
+}
+
 /// The virtual address of file offset `offset` among loadable segments.
-fn virt_offset(loads: &[(u64, u64, u64)], offset: u64) -> Option<u64> {
+fn virt_offset(loads: &[(u64, u64, u64, bool)], offset: u64) -> Option<u64> {
     // Segments can share a page of the file: the one mapped at a page-aligned `offset` is the
     // one that starts in that page (lld lays out binaries so).
     let aligned = loads
         .iter()
-        .find(|&&(start, _, _)| start & !0xfff == offset && start >= offset);
-    if let Some(&(start, _, vaddr)) = aligned {
+        .find(|&&(start, _, _, _)| start & !0xfff == offset && start >= offset);
+    if let Some(&(start, _, vaddr, _)) = aligned {
         return Some(vaddr - (start - offset));
     }
-    loads.iter().find_map(|&(start, size, vaddr)| {
+    loads.iter().find_map(|&(start, size, vaddr, _)| {
         let delta = offset.checked_sub(start)?;
         (delta < size.max(1)).then(|| vaddr + delta)
     })
@@ -350,7 +422,7 @@ mod tests {
     /// the read-only one that also covers file offset 0x1000.
     #[test]
     fn mapping_offsets_pick_the_segment_that_starts_in_that_page() {
-        let loads = [(0, 0x1e10, 0), (0x1e10, 0x5000, 0x2e10)];
+        let loads = [(0, 0x1e10, 0, false), (0x1e10, 0x5000, 0x2e10, true)];
         assert_eq!(virt_offset(&loads, 0x1000), Some(0x2000));
         assert_eq!(virt_offset(&loads, 0), Some(0));
     }

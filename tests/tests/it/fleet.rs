@@ -418,9 +418,11 @@ fn agent_feeds_prometheus_the_leak_rate_a_bounded_cache_and_oom_kills() {
         .value(&format!("oomtrace_stack_outstanding_bytes{cache}"))
         .unwrap();
     // 7 or 8 blocks of 128 KiB (one is freed and mapped again at each step), give or take the
-    // page or two malloc's own header writes put elsewhere or here.
+    // page or two malloc's own header writes put elsewhere or here, and up to a page a block:
+    // malloc writes the next chunk's header past each block, and that fault, inside libc's
+    // malloc, unwinds through libc's tables to fleet_cache.
     assert!(
-        (7.0 * 131072.0 - 8192.0..=8.0 * 131072.0 + 8192.0).contains(&cached),
+        (7.0 * 131072.0 - 8192.0..=8.0 * (131072.0 + 4096.0) + 8192.0).contains(&cached),
         "the cache holds {cached} bytes (7 or 8 blocks of 128 KiB)"
     );
     // The process's own figures.

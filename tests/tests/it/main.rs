@@ -22,6 +22,7 @@ mod offline;
 mod oom;
 mod placement;
 mod sampling;
+mod stacks;
 mod symbols;
 mod tui;
 mod util;

@@ -7,7 +7,7 @@
 //! and the classifier's memory; then the goals ([`report`]).
 //!
 //! `cargo xtask bench PART…` (bystander, startstop, loop, mt, free, cost, redis, pipeline, extra,
-//! agent, inject, soak) runs only those and
+//! agent, inject, stacks, soak) runs only those and
 //! writes `target/bench/partial.md` instead of BENCHMARKS.md. `soak` ([`soak`]) runs only when
 //! named; a number among the parts is its length in seconds (default 1800).
 
@@ -21,6 +21,7 @@ mod pipeline;
 mod redis;
 mod report;
 mod soak;
+mod stacks;
 mod tracers;
 
 use std::process::Command;
@@ -57,6 +58,7 @@ const PARTS: &[&str] = &[
     "extra",
     "agent",
     "inject",
+    "stacks",
     "soak",
 ];
 
@@ -392,6 +394,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if want("inject") {
         inject::measure(&oomtrace, &exe, &mut md)?;
+    }
+    if want("stacks") {
+        stacks::measure(&oomtrace, &dir, &mut md)?;
     }
     if parts.iter().any(|q| q == "soak") {
         goals.extend(soak::measure(&oomtrace, &dir, soak_seconds, &mut md)?);
