@@ -323,6 +323,22 @@ fn demo_workload_figures_are_exact() {
     );
     assert_figures(&report, "remember_session", None, leak(2000 * 4096, 2000));
     assert_figures(&report, "warm_cache", None, leak(256 * 1024, 256));
+    // The demo runs about 2 s: long enough for the verdicts the README shows. The leak grows
+    // 4096 B per request, a request at most every 1 ms (its sleep) plus the work.
+    let growth = &report["stacks"][0]["growth"];
+    assert_eq!(growth["class"], "growing", "{growth}");
+    let rate = growth["bytes_per_s"].as_f64().unwrap();
+    assert!(
+        (0.5 * 4_096_000.0..=1.2 * 4_096_000.0).contains(&rate),
+        "{growth}"
+    );
+    let cache = report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["frames"][0]["function"] == "warm_cache")
+        .unwrap();
+    assert_eq!(cache["growth"]["class"], "bounded", "{cache}");
     assert_figures(
         &report,
         "handle_request",
