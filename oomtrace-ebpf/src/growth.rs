@@ -3,11 +3,7 @@
 //! besides unmaps (the syscall tracepoints of `syscalls.rs` report munmap, brk and mremap).
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
-    },
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    helpers::bpf_probe_read_user, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 use oomtrace_common::EventKind;
 
@@ -16,10 +12,6 @@ use crate::{emit, event, ids, stack, traced};
 const PAGE: u64 = 4096;
 /// User addresses end here on x86-64 (4-level paging; 5-level is rarer and larger: still user).
 const USER_END: u64 = 1 << 56;
-/// Offsets of `ip`, `sp` and `bp` in x86-64 `struct pt_regs` (an ABI-stable layout).
-const PT_REGS_IP: usize = 16 * 8;
-const PT_REGS_SP: usize = 19 * 8;
-const PT_REGS_BP: usize = 4 * 8;
 /// madvise behaviours that drop pages while the mapping stays.
 const MADV_DONTNEED: u64 = 4;
 const MADV_FREE: u64 = 8;
@@ -56,16 +48,7 @@ pub fn page_fault(ctx: RawTracePointContext) -> i32 {
     if address >= USER_END {
         return 0;
     }
-    // SAFETY: task and regs come from BTF helpers; every read goes through probe-read helpers.
-    let (ip, sp, bp) = unsafe {
-        let task = bpf_get_current_task_btf();
-        let regs = bpf_task_pt_regs(task) as *const u8;
-        (
-            bpf_probe_read_kernel(regs.add(PT_REGS_IP) as *const u64).unwrap_or(0),
-            bpf_probe_read_kernel(regs.add(PT_REGS_SP) as *const u64).unwrap_or(0),
-            bpf_probe_read_kernel(regs.add(PT_REGS_BP) as *const u64).unwrap_or(0),
-        )
-    };
+    let (ip, sp, bp) = crate::signals::user_regs();
     // The walk starts at the faulting instruction itself. Where no unwind rows cover it, a leaf
     // without a frame of its own (libc's memset) leaves rbp to its caller, and frame pointers
     // would skip that caller: its return address sits at [sp] then. Take it when it is one.

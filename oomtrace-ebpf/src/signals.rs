@@ -34,7 +34,7 @@ fn is_crash(sig: u64) -> bool {
 
 /// The user registers the thread entered the kernel with: (ip, sp, bp).
 #[inline(always)]
-fn user_regs() -> (u64, u64, u64) {
+pub fn user_regs() -> (u64, u64, u64) {
     // SAFETY: the task and its saved registers come from BTF helpers; the words are read
     // through the probe-read helper.
     unsafe {

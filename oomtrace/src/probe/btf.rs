@@ -105,7 +105,12 @@ impl Btf {
     }
 
     fn struct_record(&self, name: &str) -> Option<usize> {
-        self.types.iter().copied().find(|&at| {
+        self.struct_id(name).map(|id| self.types[id])
+    }
+
+    /// The type id of `struct name`.
+    fn struct_id(&self, name: &str) -> Option<usize> {
+        self.types.iter().position(|&at| {
             at != 0
                 && self
                     .u32_at(at + 4)
@@ -120,16 +125,7 @@ impl Btf {
     /// The byte offset of `member` in `struct name` (a member of a nested anonymous struct or
     /// union is found too). `None` for a bitfield, or when there is no such member.
     pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
-        let id = self.types.iter().position(|&at| {
-            at != 0
-                && self
-                    .u32_at(at + 4)
-                    .is_some_and(|i| (i >> 24) & 0x1f == KIND_STRUCT)
-                && self
-                    .u32_at(at)
-                    .and_then(|n| self.name(n))
-                    .is_some_and(|n| n == name.as_bytes())
-        })?;
+        let id = self.struct_id(name)?;
         self.find_member(id, member.as_bytes(), 0)
     }
 
