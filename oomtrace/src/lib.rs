@@ -40,4 +40,5 @@ pub mod source;
 pub mod sweep;
 pub mod symbols;
 pub mod tui;
+pub mod units;
 pub mod unwind;

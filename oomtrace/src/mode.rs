@@ -155,7 +155,7 @@ impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sample { rate } => {
-                write!(f, "sample (~{})", crate::report::human_bytes_with(*rate, 0))
+                write!(f, "sample (~{})", crate::units::human_bytes_with(*rate, 0))
             }
             other => f.write_str(other.name()),
         }
@@ -168,16 +168,6 @@ pub fn label(label: String, mode: Mode) -> String {
         Mode::Exact => label,
         other if label.is_empty() => format!("[mode {other}]"),
         other => format!("{label} [mode {other}]"),
-    }
-}
-
-/// What an attach says it probes: the allocator object, or none in growth mode.
-pub fn probing(mode: Mode, plan: Option<&crate::probe::allocators::AllocatorPlan>) -> String {
-    let what = plan.map_or_else(|| "no allocator".to_owned(), |p| p.summary());
-    match mode {
-        Mode::Growth => "mode growth: no allocator probes, page faults and unmaps only".to_owned(),
-        Mode::Exact => what,
-        other => format!("{what} in mode {other}"),
     }
 }
 
@@ -226,7 +216,7 @@ pub fn text_table_title(m: &ModeReport) -> Option<String> {
 fn sample_qualifier(rate: u64) -> String {
     format!(
         "estimated, sampled every ~{}",
-        crate::report::human_bytes_with(rate, 0)
+        crate::units::human_bytes_with(rate, 0)
     )
 }
 

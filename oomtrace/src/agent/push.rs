@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 
 use super::config::Export;
-use crate::model::growth::{Growth, GrowthClass};
+use crate::model::growth::Growth;
 use crate::model::{Model, StackStats};
 use crate::report::{Losses, Report, ResolvedStack, StackSource, SymbolSource};
 
@@ -115,15 +115,6 @@ pub struct Batch {
     pub host: String,
 }
 
-fn unknown_growth() -> Growth {
-    Growth {
-        class: GrowthClass::Unknown,
-        bytes_per_s: 0.0,
-        confidence: 0.0,
-        growing_for_s: None,
-    }
-}
-
 impl Batch {
     /// The profiles of the `export.push_processes` live processes holding the most.
     pub fn build(
@@ -153,7 +144,7 @@ impl Batch {
                     pid: p.pid,
                     key: s.key,
                     // A profile carries bytes, not verdicts.
-                    growth: unknown_growth(),
+                    growth: Growth::unknown(),
                     sizes: s.sizes.summary(),
                     lifetime_ms: None,
                     counts: s.counts,

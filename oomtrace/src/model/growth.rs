@@ -79,6 +79,18 @@ pub struct Growth {
     pub growing_for_s: Option<f64>,
 }
 
+impl Growth {
+    /// The verdict for a series too short to judge.
+    pub fn unknown() -> Self {
+        Growth {
+            class: GrowthClass::Unknown,
+            bytes_per_s: 0.0,
+            confidence: 0.0,
+            growing_for_s: None,
+        }
+    }
+}
+
 /// Thresholds of the classifier (see the module docs for how they combine).
 ///
 /// Measured with the synthetic shapes of the tests, 1000 seeds each. "FP":

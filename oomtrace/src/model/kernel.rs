@@ -226,6 +226,19 @@ pub fn source_name(source: u16) -> &'static str {
     }
 }
 
+/// What became of one DRM/TTM probe (report key `kernel_probes`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct KernelProbe {
+    /// Kernel function or `category:tracepoint`.
+    pub name: String,
+    /// `fentry`, `fexit` or `tracepoint`.
+    pub kind: &'static str,
+    /// `attached`, `absent`, `refused` or `unused`.
+    pub status: &'static str,
+    /// Why, in a few words.
+    pub detail: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -453,6 +453,18 @@ pub fn plan_for_pid(pid: u32) -> Result<AllocatorPlan, TargetError> {
     decide(candidates, &what)
 }
 
+/// What an attach says it probes: the allocator object, or none in growth mode.
+pub fn probing(mode: crate::mode::Mode, plan: Option<&AllocatorPlan>) -> String {
+    let what = plan.map_or_else(|| "no allocator".to_owned(), |p| p.summary());
+    match mode {
+        crate::mode::Mode::Growth => {
+            "mode growth: no allocator probes, page faults and unmaps only".to_owned()
+        }
+        crate::mode::Mode::Exact => what,
+        other => format!("{what} in mode {other}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

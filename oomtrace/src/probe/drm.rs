@@ -10,23 +10,11 @@ use std::path::Path;
 use aya::programs::{FEntry, FExit, ProgramError};
 use aya::{Btf, BtfError};
 use oomtrace_common::KernelField;
-use serde::Serialize;
+
+pub use crate::model::kernel::KernelProbe;
 
 use super::Probes;
 use super::kernel::{attach_tracepoint, set_fields};
-
-/// What became of one DRM/TTM probe (report key `kernel_probes`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct KernelProbe {
-    /// Kernel function or `category:tracepoint`.
-    pub name: String,
-    /// `fentry`, `fexit` or `tracepoint`.
-    pub kind: &'static str,
-    /// `attached`, `absent`, `refused` or `unused`.
-    pub status: &'static str,
-    /// Why, in a few words.
-    pub detail: String,
-}
 
 /// The BTF-traced DRM/TTM functions: (function, kind, program).
 const FUNCTIONS: &[(&str, &str, &str)] = &[

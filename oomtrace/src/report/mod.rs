@@ -23,24 +23,14 @@ use crate::model::oom::OomEvent;
 use crate::model::timeline::ProcGrowth;
 use crate::model::{Counts, Model, Process, StackKey, StackStats};
 use crate::symbols::Frame;
+pub use crate::symbols::SymbolSource;
+pub use crate::units::{human_bytes, human_bytes_with};
 
 /// Where deeper stack frames come from (the kernel's stack map live, a recording offline).
 pub trait StackSource {
     /// The stack stored under `stack_id`: the return addresses above the call site, innermost
     /// first, and how the walk ended.
     fn walk(&self, stack_id: u32) -> Option<crate::unwind::UserStack>;
-}
-
-/// Where frames get their names (the live symbolizer, or a recording's symbol table).
-pub trait SymbolSource {
-    /// Whether `addr` is code of that process image (a deeper walk frame that is not is garbage).
-    fn is_code(&self, pid: u32, generation: u32, addr: u64) -> bool;
-    /// The symbolized frame of a return address.
-    fn frame(&mut self, pid: u32, generation: u32, addr: u64) -> Frame;
-    /// Whether `addr` lies in executable memory backed by no file (a JIT's code).
-    fn is_anonymous_code(&self, _pid: u32, _generation: u32, _addr: u64) -> bool {
-        false
-    }
 }
 
 /// One model stack with its frames resolved, before identical stacks are merged.
@@ -99,7 +89,7 @@ pub fn resolve(
             out.push(ResolvedStack {
                 pid: p.pid,
                 key,
-                growth: unknown_growth(),
+                growth: Growth::unknown(),
                 sizes: None,
                 lifetime_ms: None,
                 counts: Counts::default(),
@@ -161,7 +151,7 @@ pub struct Report {
     pub kernel_stacks: Option<Vec<kernel::KernelStackReport>>,
     /// `--kernel`, live only: what became of each DRM/TTM probe.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kernel_probes: Option<Vec<crate::probe::drm::KernelProbe>>,
+    pub kernel_probes: Option<Vec<crate::model::kernel::KernelProbe>>,
     /// What tracing cost (live `run` and attach sessions; absent from recordings' reports).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracer_cost: Option<cost::TracerCost>,
@@ -535,7 +525,7 @@ pub fn stack_at(pid: u32, key: &StackKey, c: &Counts, resolved: &[ResolvedStack]
         allocated_bytes: c.allocated_bytes,
         allocs: c.allocs,
         failed_allocs: c.failed_allocs,
-        growth: r.map_or_else(unknown_growth, |r| r.growth.clone()),
+        growth: r.map_or_else(Growth::unknown, |r| r.growth.clone()),
         sizes: r.and_then(|r| r.sizes),
         lifetime_ms: r.and_then(|r| r.lifetime_ms),
         frames,
@@ -545,13 +535,6 @@ pub fn stack_at(pid: u32, key: &StackKey, c: &Counts, resolved: &[ResolvedStack]
         leak: None,
         resident_bytes: None,
     }
-}
-
-fn unknown_growth() -> Growth {
-    crate::model::growth::classify(
-        &crate::model::series::Series::new(),
-        &GrowthConfig::default(),
-    )
 }
 
 fn oom_report(
@@ -665,36 +648,4 @@ pub fn key_frames_and_walk(
         .map(|a| symbols.frame(p.pid, key.generation, a))
         .collect();
     (frames, status)
-}
-
-/// Human-readable byte count in B, KiB, MiB or GiB, two decimals.
-pub fn human_bytes(n: u64) -> String {
-    human_bytes_with(n, 2)
-}
-
-/// Human-readable byte count with `decimals` decimals (`512 B`, `1.5 KiB`, `2.00 MiB`).
-pub fn human_bytes_with(n: u64, decimals: usize) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.decimals$} {}", UNITS[unit])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.50 KiB");
-        assert_eq!(human_bytes(3 << 20), "3.00 MiB");
-    }
 }

@@ -529,7 +529,7 @@ async fn trace_with(
             session.symbols.read_maps(*pid, 0);
             crate::say!(
                 "oomtrace: attached to pid {pid} ({comm}){children}, {}; Ctrl-C to stop and report",
-                crate::mode::probing(opts.mode, plan.as_ref())
+                crate::probe::allocators::probing(opts.mode, plan.as_ref())
             );
             session.feed(&comm_event(*pid, &comm));
             root = Some(*pid);

@@ -53,6 +53,18 @@ pub struct NewMapping {
     pub path: PathBuf,
 }
 
+/// Where frames get their names (the live symbolizer, or a recording's symbol table).
+pub trait SymbolSource {
+    /// Whether `addr` is code of that process image (a deeper walk frame that is not is garbage).
+    fn is_code(&self, pid: u32, generation: u32, addr: u64) -> bool;
+    /// The symbolized frame of a return address.
+    fn frame(&mut self, pid: u32, generation: u32, addr: u64) -> Frame;
+    /// Whether `addr` lies in executable memory backed by no file (a JIT's code).
+    fn is_anonymous_code(&self, _pid: u32, _generation: u32, _addr: u64) -> bool {
+        false
+    }
+}
+
 /// One symbolized address.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Frame {
@@ -482,7 +494,7 @@ fn place(pid: u32, m: &Mapping) -> objects::Place<'_> {
     }
 }
 
-impl crate::report::SymbolSource for Symbolizer {
+impl SymbolSource for Symbolizer {
     fn is_code(&self, pid: u32, generation: u32, addr: u64) -> bool {
         Symbolizer::is_code(self, pid, generation, addr)
     }
@@ -511,7 +523,7 @@ impl RecordedSymbols {
     }
 }
 
-impl crate::report::SymbolSource for RecordedSymbols {
+impl SymbolSource for RecordedSymbols {
     fn is_code(&self, pid: u32, _generation: u32, addr: u64) -> bool {
         self.frames.contains_key(&(pid, addr))
     }

@@ -195,7 +195,7 @@ fn moving_pages_and_ends() {
             k,
             &[("filler", "f.c:1")],
             1000 - k,
-            crate::tui::snapshot::unknown_growth(),
+            crate::model::growth::Growth::unknown(),
         ));
     }
     let mut app = App {

@@ -8,7 +8,7 @@ use ratatui::buffer::Buffer;
 use super::app::App;
 use super::snapshot::{
     FrameRow, GpuClientRow, GpuDeviceRow, GpuPane, Header, OomRow, ProcessRow, Snapshot, StackRow,
-    Target, unknown_growth,
+    Target,
 };
 use crate::model::growth::{Growth, GrowthClass};
 use crate::model::hist::{LifetimeSummary, SizeSummary};
@@ -107,7 +107,7 @@ pub fn busy() -> Snapshot {
             function: "0x7f12aa00".to_string(),
             outstanding_bytes: 4 * KIB,
             outstanding_allocs: 1,
-            growth: unknown_growth(),
+            growth: Growth::unknown(),
             alloc_rate: 0.5,
             ..StackRow::default()
         },

@@ -132,7 +132,7 @@ fn three_digits(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::snapshot::unknown_growth;
+    use crate::model::growth::Growth;
 
     #[test]
     fn sizes_have_three_significant_digits() {
@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn growth_words() {
-        let mut g = unknown_growth();
+        let mut g = Growth::unknown();
         assert_eq!(growth(&g), "· unknown");
         g.class = GrowthClass::Growing;
         g.bytes_per_s = 640.0 * 1024.0;

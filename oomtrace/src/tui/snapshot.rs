@@ -5,7 +5,7 @@
 //! Nothing here refers to the model's internals, so views are tested from hand-written values.
 //! Times are seconds since tracing started; sizes are bytes.
 
-use crate::model::growth::{Growth, GrowthClass};
+use crate::model::growth::Growth;
 use crate::model::hist::{LifetimeSummary, SizeSummary};
 use crate::model::timeline::ProcGrowth;
 
@@ -107,7 +107,7 @@ impl Default for StackRow {
             module: None,
             outstanding_bytes: 0,
             outstanding_allocs: 0,
-            growth: unknown_growth(),
+            growth: Growth::unknown(),
             alloc_rate: 0.0,
             sizes: None,
             lifetime: None,
@@ -154,12 +154,12 @@ impl Default for ProcessRow {
             comm: String::new(),
             outstanding_bytes: 0,
             outstanding_allocs: 0,
-            growth: unknown_growth(),
+            growth: Growth::unknown(),
             vitals: ProcGrowth {
-                heap: unknown_growth(),
-                rss: unknown_growth(),
-                threads: unknown_growth(),
-                fds: unknown_growth(),
+                heap: Growth::unknown(),
+                rss: Growth::unknown(),
+                threads: Growth::unknown(),
+                fds: Growth::unknown(),
             },
             exited: None,
         }
@@ -239,14 +239,4 @@ pub struct GpuClientRow {
     pub comms: Vec<String>,
     /// Resident bytes per memory region (`vram`, `gtt`, `system`), in the driver's order.
     pub resident: Vec<(String, u64)>,
-}
-
-/// The verdict for a series too short to judge.
-pub fn unknown_growth() -> Growth {
-    Growth {
-        class: GrowthClass::Unknown,
-        bytes_per_s: 0.0,
-        confidence: 0.0,
-        growing_for_s: None,
-    }
 }

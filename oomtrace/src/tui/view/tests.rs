@@ -414,7 +414,7 @@ fn long_table_builds_the_window_around_the_selection() {
             k,
             &[(&format!("filler_{k}"), "f.c:1")],
             1000 - k,
-            crate::tui::snapshot::unknown_growth(),
+            crate::model::growth::Growth::unknown(),
         ));
     }
     let mut app = App {
