@@ -339,7 +339,9 @@ async fn trace_with(
         }
         Some(u)
     };
-    if !opts.probe_floor {
+    if opts.probe_floor {
+        probes.finish_load()?;
+    } else {
         probes.attach_tracepoints()?;
     }
     phase("tracepoints");
