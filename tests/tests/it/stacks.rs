@@ -606,3 +606,130 @@ fn debian_sqlite3_unwinds_through_its_stripped_library_to_main() {
     assert!(!theirs.is_empty(), "valgrind saw blocks held at exit");
     assert_eq!(merged, theirs, "held blocks by chain: oomtrace vs valgrind");
 }
+
+/// `unwind_rust.rs` built as `cargo build --release` would (opt-level 3, no frame pointers,
+/// symbols kept), plus `extra` flags.
+fn rust_program(name: &str, extra: &[&str]) -> PathBuf {
+    let out = work_dir().join(name);
+    let status = Command::new("rustc")
+        .args(["-C", "opt-level=3"])
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .arg(root().join("tests/workloads/unwind_rust.rs"))
+        .status()
+        .expect("rustc runs");
+    assert!(status.success(), "building unwind_rust.rs failed");
+    out
+}
+
+/// The stacks through `function`, with site, via, frame names and walk, checked for `chain`
+/// (from `function` on) and summed: (held bytes, held blocks, bytes allocated, calls).
+fn rust_site(report: &Value, function: &str, chain: &[&str], via: &[&str]) -> (u64, u64, u64, u64) {
+    let found = stacks_through(report, function);
+    assert!(!found.is_empty(), "no stack through {function}: {report}");
+    let mut sum = (0, 0, 0, 0);
+    for (st, names) in &found {
+        let at = names.iter().position(|f| f == function).unwrap();
+        assert_eq!(st["site"], at, "the site is {function}: {names:?}");
+        let got_via: Vec<&str> = st["via"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(got_via, via, "{names:?}");
+        let got: Vec<&str> = names[at..].iter().map(String::as_str).collect();
+        assert!(
+            got.starts_with(chain),
+            "expected {chain:?} from {function} on, got {names:?}"
+        );
+        let n = |k: &str| st[k].as_u64().unwrap();
+        sum.0 += n("outstanding_bytes");
+        sum.1 += n("outstanding_allocs");
+        sum.2 += n("allocated_bytes");
+        sum.3 += n("allocs");
+    }
+    sum
+}
+
+#[test]
+fn a_rust_release_binary_shows_its_allocating_functions_and_callers() {
+    if !require_bpf() {
+        return;
+    }
+    let lang = [
+        "unwind_rust::main",
+        "std::sys::backtrace::__rust_begin_short_backtrace",
+        "std::rt::lang_start::{{closure}}",
+        "std::rt::lang_start_internal",
+        "main",
+    ];
+    let upto = |head: &[&'static str]| -> Vec<&'static str> {
+        head.iter().chain(&lang).copied().collect()
+    };
+    let check = |report: &Value, complete: bool| {
+        // Vec::with_capacity and Box::new: __rust_alloc and __rdl_alloc tail-call malloc at
+        // opt-level 3, so the user's function is frame 0 itself.
+        let rows = rust_site(
+            report,
+            "unwind_rust::fill_rows",
+            &upto(&["unwind_rust::fill_rows", "unwind_rust::build_table"]),
+            &[],
+        );
+        assert_eq!(rows, (8000, 1, 8000, 1));
+        let pages = rust_site(
+            report,
+            "unwind_rust::boxed_page",
+            &upto(&["unwind_rust::boxed_page", "unwind_rust::build_table"]),
+            &[],
+        );
+        assert_eq!(pages, (3 * 4096, 3, 3 * 4096, 3));
+        // Vec::push grows through the standard library's out-of-line RawVec code: those
+        // frames stay on the stack and make the site's "via"; the site is grow_list. One
+        // malloc of 4 elements, then reallocs to 8, ..., 128: 16 + 32 + ... + 512 B.
+        let grown = rust_site(
+            report,
+            "unwind_rust::grow_list",
+            &upto(&["unwind_rust::grow_list", "unwind_rust::build_table"]),
+            &[
+                "alloc::raw_vec::RawVecInner<A>::finish_grow",
+                "alloc::raw_vec::RawVecInner<A>::grow_amortized",
+                "alloc::raw_vec::RawVec<T,A>::grow_one",
+            ],
+        );
+        assert_eq!(grown, (512, 1, 1008, 6));
+        for (st, names) in stacks_through(report, "unwind_rust::build_table") {
+            let walk = st["walk"].as_array().unwrap();
+            if complete {
+                // Past Rust's `main` into the C library's start-up code and `_start`.
+                assert!(walk.iter().any(|w| w == "complete"), "{walk:?}: {names:?}");
+                assert!(
+                    names.ends_with(&[
+                        "main".to_owned(),
+                        "__libc_start_call_main".to_owned(),
+                        "__libc_start_main_impl".to_owned(),
+                        "_start".to_owned(),
+                    ]),
+                    "{names:?}"
+                );
+            } else {
+                // With panic=abort rustc emits the C `main` shim without unwind info: the
+                // walk tries frame pointers there, fails, and says so; it is not shown whole.
+                assert_eq!(names.last().map(String::as_str), Some("main"), "{names:?}");
+                assert!(
+                    walk.iter().any(|w| w == "frame_pointers")
+                        && walk.iter().any(|w| w == "stopped")
+                        && !walk.iter().any(|w| w == "complete"),
+                    "{walk:?}: {names:?}"
+                );
+            }
+        }
+    };
+    // The default profile (panic=unwind).
+    let exe = rust_program("unwind-rust-release", &[]);
+    check(&trace(&[exe.as_os_str()], false), true);
+    // panic=abort.
+    let exe = rust_program("unwind-rust-abort", &["-C", "panic=abort"]);
+    check(&trace(&[exe.as_os_str()], false), false);
+}
