@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::util::*;
 
 /// Flags of the frame-pointer-free builds.
-const NO_FP: &[&str] = &["-O2", "-g", "-fomit-frame-pointer"];
+pub(crate) const NO_FP: &[&str] = &["-O2", "-g", "-fomit-frame-pointer"];
 
 /// `unwind_chain.c` built without frame pointers.
 fn chain_program() -> PathBuf {
@@ -38,7 +38,7 @@ fn cxx_program() -> PathBuf {
 }
 
 /// Function names of a report stack's frames, frame 0 first.
-fn names(stack: &Value) -> Vec<String> {
+pub(crate) fn names(stack: &Value) -> Vec<String> {
     stack["frames"]
         .as_array()
         .unwrap()
@@ -48,7 +48,10 @@ fn names(stack: &Value) -> Vec<String> {
 }
 
 /// The report's stacks (of any process) whose frames include `function`, with their names.
-fn stacks_through<'a>(report: &'a Value, function: &str) -> Vec<(&'a Value, Vec<String>)> {
+pub(crate) fn stacks_through<'a>(
+    report: &'a Value,
+    function: &str,
+) -> Vec<(&'a Value, Vec<String>)> {
     report["stacks"]
         .as_array()
         .unwrap()
@@ -60,7 +63,13 @@ fn stacks_through<'a>(report: &'a Value, function: &str) -> Vec<(&'a Value, Vec<
 
 /// Asserts that every stack through `function` holds `chain` from it up to `main`, complete
 /// (the walk reached the outermost frame), and that together they hold `bytes` in `blocks`.
-fn assert_chain(report: &Value, function: &str, chain: &[&str], bytes: u64, blocks: u64) {
+pub(crate) fn assert_chain(
+    report: &Value,
+    function: &str,
+    chain: &[&str],
+    bytes: u64,
+    blocks: u64,
+) {
     let found = stacks_through(report, function);
     assert!(!found.is_empty(), "no stack through {function}: {report}");
     let (mut b, mut n) = (0, 0);
@@ -87,7 +96,7 @@ fn assert_chain(report: &Value, function: &str, chain: &[&str], bytes: u64, bloc
 }
 
 /// Runs `oomtrace run` on `args` (perf uprobes when `perf`) and returns its report.
-fn trace(args: &[&std::ffi::OsStr], perf: bool) -> Value {
+pub(crate) fn trace(args: &[&std::ffi::OsStr], perf: bool) -> Value {
     let mut cmd = oomtrace();
     cmd.args(["run", "--format", "json", "--"]).args(args);
     if perf {
