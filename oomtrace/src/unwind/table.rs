@@ -53,7 +53,8 @@ pub struct BuildStats {
 pub enum BuildError {
     /// Neither `.eh_frame` nor `.debug_frame` (with any FDE) is there.
     NoUnwindInfo,
-    /// Unwind info is there, but none of its entries could be read (this many were damaged).
+    /// Unwind info is there, but none of its entries could be read (damaged ones met before
+    /// the walk through the section had to stop).
     Damaged(u64),
     /// The section could not be read.
     Unreadable(&'static str),
@@ -65,7 +66,7 @@ impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::NoUnwindInfo => f.write_str("no .eh_frame or .debug_frame"),
-            Self::Damaged(n) => write!(f, "its unwind info is damaged ({n} unreadable entries)"),
+            Self::Damaged(_) => f.write_str("its unwind info is damaged: no entry could be read"),
             Self::Unreadable(what) => write!(f, "cannot read {what}"),
             Self::TooLarge(why) => f.write_str(why),
         }
