@@ -299,9 +299,15 @@ struct VgFrame {
     ip: u64,
 }
 
+/// A held record of valgrind's: bytes, blocks and its frames.
+type VgHeld = (u64, u64, Vec<VgFrame>);
+
+/// A chain of (module, pc within its page) with the bytes and blocks held on it.
+type HeldChain = (Vec<(String, u64)>, u64, u64);
+
 /// The held records of valgrind's XML report with their frames (inlined frames, which repeat
 /// the pc, kept once).
-fn valgrind_held_frames(xml: &str) -> Vec<(u64, u64, Vec<VgFrame>)> {
+fn valgrind_held_frames(xml: &str) -> Vec<VgHeld> {
     let tag = |s: &str, t: &str| -> Option<String> {
         let open = format!("<{t}>");
         let start = s.find(&open)? + open.len();
@@ -338,10 +344,7 @@ fn valgrind_held_frames(xml: &str) -> Vec<(u64, u64, Vec<VgFrame>)> {
 /// Runs valgrind on `args`: its XML held records, and its "total heap usage" (allocations,
 /// bytes) from the log. libc's exit-time frees (`--run-libc-freeres`) are off: oomtrace sees
 /// the process as it is at exit, without them.
-fn valgrind_run(
-    args: &[std::ffi::OsString],
-    name: &str,
-) -> (Vec<(u64, u64, Vec<VgFrame>)>, (u64, u64)) {
+fn valgrind_run(args: &[std::ffi::OsString], name: &str) -> (Vec<VgHeld>, (u64, u64)) {
     let xml = work_dir().join(format!("{name}.valgrind.xml"));
     let log = work_dir().join(format!("{name}.valgrind.log"));
     let status = Command::new("valgrind")
@@ -555,7 +558,7 @@ fn debian_sqlite3_unwinds_through_its_stripped_library_to_main() {
     assert_eq!(leaks["still_reachable_bytes"], vg_held, "{leaks}");
     // A chain: from the first frame in the shell on, (module, pc's offset within its page);
     // valgrind shows a return address less one.
-    let mut ours: Vec<(Vec<(String, u64)>, u64, u64)> = Vec::new();
+    let mut ours: Vec<HeldChain> = Vec::new();
     for st in heap
         .iter()
         .filter(|s| s["outstanding_bytes"].as_u64() > Some(0))
@@ -584,7 +587,7 @@ fn debian_sqlite3_unwinds_through_its_stripped_library_to_main() {
             st["outstanding_allocs"].as_u64().unwrap(),
         ));
     }
-    let mut theirs: Vec<(Vec<(String, u64)>, u64, u64)> = Vec::new();
+    let mut theirs: Vec<HeldChain> = Vec::new();
     for (bytes, blocks, frames) in &held {
         let at = frames
             .iter()
@@ -603,7 +606,7 @@ fn debian_sqlite3_unwinds_through_its_stripped_library_to_main() {
             None => theirs.push((chain, *bytes, *blocks)),
         }
     }
-    let mut merged: Vec<(Vec<(String, u64)>, u64, u64)> = Vec::new();
+    let mut merged: Vec<HeldChain> = Vec::new();
     for (chain, b, n) in ours {
         match merged.iter_mut().find(|t| t.0 == chain) {
             Some(t) => (t.1, t.2) = (t.1 + b, t.2 + n),

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::stacks::{NO_FP, assert_chain, names, stacks_through};
+use crate::stacks::{NO_FP, assert_chain, stacks_through};
 use crate::util::*;
 
 /// `unwind_inputs.c` without frame pointers.
