@@ -64,6 +64,10 @@ pub mod unwind {
     pub const PAGE_SHIFT: u32 = 12;
     /// `ExecMapping::module` of a mapping without unwind rows: frame pointers there.
     pub const NO_MODULE: u32 = u32::MAX;
+    /// `ExecMapping::module` of executable memory that maps no file (a JIT's code): frame
+    /// pointers there, and a frame-pointer chain that ends there has not reached the
+    /// outermost frame.
+    pub const ANON_MODULE: u32 = u32::MAX - 1;
     /// Pending uretprobes looked at per walk for the trampoline fix-up.
     pub const MAX_PENDING_RETURNS: usize = 4;
     /// Files with unwind rows the walker can find by their inode.
@@ -88,6 +92,9 @@ pub mod unwind {
         pub const RBP_DEREF: u32 = 6;
         /// A rule the walker does not evaluate.
         pub const UNSUPPORTED: u32 = 7;
+        /// Anonymous executable memory (never in a module's rows: the walker's own lookup
+        /// result and cache entry for [`super::ANON_MODULE`] mappings).
+        pub const ANON: u32 = 8;
     }
 
     /// A row: `pc << 32 | info`, info = kind (4 bits) | rbp slot (8 bits, signed: rbp saved at

@@ -25,4 +25,5 @@ mod sampling;
 mod stacks;
 mod symbols;
 mod tui;
+mod unwind_inputs;
 mod util;
