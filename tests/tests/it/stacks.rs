@@ -433,6 +433,8 @@ fn debian_sqlite3_unwinds_through_its_stripped_library_to_main() {
                 "text",
                 "--wrapper",
                 "sqlite3Malloc*",
+                "--wrapper",
+                "sqlite3Realloc",
                 "-o",
             ])
             .arg(&text_file)
@@ -508,6 +510,23 @@ fn debian_sqlite3_unwinds_through_its_stripped_library_to_main() {
         assert!(
             matches!(frames[1].0, Some("sqlite3Malloc" | "sqlite3Realloc")),
             "{frames:?}"
+        );
+        // `--wrapper 'sqlite3Malloc*'`: the site is past the wrapper and the unnamed static
+        // helper it called, at the wrapper's caller.
+        let site = st["site"].as_u64().unwrap() as usize;
+        assert!(site >= 2, "site {site}: {frames:?}");
+        assert!(
+            !matches!(frames[site].0, Some(f) if f.starts_with("sqlite3Malloc")),
+            "site {site}: {frames:?}"
+        );
+        assert!(
+            st["via"].as_array().unwrap().iter().any(|v| {
+                v.as_str().is_some_and(|v| {
+                    v.starts_with("sqlite3Malloc") || v.starts_with("sqlite3Realloc")
+                })
+            }),
+            "{}",
+            st["via"]
         );
     }
     assert!(
