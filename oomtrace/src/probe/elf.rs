@@ -231,6 +231,34 @@ impl ElfObject {
             })
     }
 
+    /// `len` bytes of the file at virtual address `vaddr` (initialized data or code).
+    pub fn read_vaddr(&self, vaddr: u64, len: u64) -> Option<Vec<u8>> {
+        let offset = self.layout.file_offset(vaddr)?;
+        self.layout
+            .file()
+            .read_vec(offset, len, MAX_CODE, "data")
+            .ok()
+    }
+
+    /// The function at `vaddr`, found some other way than by its symbol (a static function of
+    /// a stripped object), named `name`: its first `len` bytes of code.
+    pub fn function_at(&self, name: &str, vaddr: u64, len: u64) -> Option<FuncSymbol> {
+        let file_offset = self.layout.file_offset(vaddr)?;
+        let file = self.layout.file();
+        let len = len
+            .clamp(1, MAX_CODE)
+            .min(file.size().saturating_sub(file_offset));
+        let code = file
+            .read_vec(file_offset, len, MAX_CODE, "function code")
+            .ok()?;
+        Some(FuncSymbol {
+            name: name.to_owned(),
+            vaddr,
+            file_offset,
+            code,
+        })
+    }
+
     /// The defined function named `name` (dynamic symbols first, then the full table).
     pub fn function(&self, name: &str) -> Option<FuncSymbol> {
         let dynsym = self
