@@ -240,6 +240,18 @@ impl ElfObject {
             .ok()
     }
 
+    /// Whether `vaddr` lies in an executable loadable segment.
+    pub fn in_exec_segment(&self, vaddr: u64) -> bool {
+        let e = self.layout.endian();
+        self.layout.segments().iter().any(|ph| {
+            ph.p_type.get(e) == elf::PT_LOAD
+                && ph.p_flags.get(e) & elf::PF_X != 0
+                && vaddr
+                    .checked_sub(ph.p_vaddr.get(e))
+                    .is_some_and(|d| d < ph.p_filesz.get(e))
+        })
+    }
+
     /// The function at `vaddr`, found some other way than by its symbol (a static function of
     /// a stripped object), named `name`: its first `len` bytes of code.
     pub fn function_at(&self, name: &str, vaddr: u64, len: u64) -> Option<FuncSymbol> {

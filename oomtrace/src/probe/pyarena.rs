@@ -25,22 +25,37 @@ const CODE: u64 = 64;
 /// Instructions of `PyObject_GetArenaAllocator` looked at.
 const MAX_INSTRUCTIONS: usize = 16;
 
-/// The function named `name` ([`MMAP`] or [`MUNMAP`]) in `elf`: by symbol, else through the
-/// arena allocator's table.
+/// The function named `name` ([`MMAP`] or [`MUNMAP`]) in `elf`: by symbol (3.12+ call them
+/// `_PyMem_ArenaAlloc`/`_PyMem_ArenaFree`), else, in 3.8–3.11, through the arena allocator's
+/// table.
 pub fn find(elf: &ElfObject, name: &str) -> Option<FuncSymbol> {
-    if let Some(f) = elf.function(name) {
-        return Some(f);
-    }
-    let slot = match name {
-        MMAP => 1,
-        MUNMAP => 2,
+    let (slot, alias) = match name {
+        MMAP => (1, "_PyMem_ArenaAlloc"),
+        MUNMAP => (2, "_PyMem_ArenaFree"),
         _ => return None,
     };
+    if let Some(f) = elf.function(name).or_else(|| elf.function(alias)) {
+        return Some(f);
+    }
+    // 3.12+ keep the table in `_PyRuntime` and their getter reads it under a lock: only a
+    // 3.8–3.11 getter is decoded (`Py_Version` is 3.11+; absent before).
+    if let Some(version) = elf
+        .function("Py_Version")
+        .and_then(|v| v.code.get(..8).map(<[u8]>::to_vec))
+    {
+        let hex = u64::from_le_bytes(version.try_into().ok()?);
+        if (hex >> 16) & 0xffff > 0x030b {
+            return None;
+        }
+    }
     let table = table_vaddr(&elf.function("PyObject_GetArenaAllocator")?)?;
-    let word = elf.read_vaddr(table + slot * 8, 8)?;
-    let target = u64::from_le_bytes(word.try_into().ok()?);
-    // Zero: a relocated pointer (a position-independent object), not known from the file.
-    if target == 0 {
+    let words = elf.read_vaddr(table, 24)?;
+    let word =
+        |i: usize| u64::from_le_bytes(words[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    // `{ctx = NULL, alloc, free}`, both pointing at code; a relocated table (a
+    // position-independent object) holds zeros in the file and is not guessed at.
+    let target = word(slot);
+    if word(0) != 0 || !elf.in_exec_segment(word(1)) || !elf.in_exec_segment(word(2)) {
         return None;
     }
     elf.function_at(name, target, CODE)
