@@ -135,4 +135,15 @@ fn small_objects_are_counted_at_pyobject_malloc_and_arenas_once() {
         tm("total")
     );
     assert!(total >= floats + array, "outstanding {total} B");
+
+    // Frees through the layer of objects the inlined fast paths allocated (unseen) are not
+    // hazards: a correct interpreter has no invalid or double frees.
+    // (The report leaves `faults` out when there are none.)
+    let faults = &processes[0]["faults"];
+    let hazards = |k: &str| faults["hazard_counts"][k].as_u64().unwrap_or(0);
+    assert_eq!(
+        (hazards("invalid_frees"), hazards("double_frees")),
+        (0, 0),
+        "{faults}"
+    );
 }
