@@ -414,6 +414,19 @@ pub mod family {
     pub const TC: u8 = 3;
     /// mimalloc's `mi_` names in an object that does not provide `malloc`.
     pub const MI: u8 = 4;
+    /// CPython's allocator layer (`PyObject_*`, `PyMem_*`: pymalloc arenas for small blocks,
+    /// `malloc` for the rest), over the standard heap.
+    pub const PY: u8 = 5;
+
+    /// Whether a block of family `allocated` is freed by a free of family `freed`. CPython's
+    /// layer hands blocks over 512 bytes to `malloc`, and its own fast paths are inlined into
+    /// the interpreter in optimized builds (Debian's): a block may be allocated through one of
+    /// the two and freed through the other, and that is the same heap.
+    pub const fn same_heap(allocated: u8, freed: u8) -> bool {
+        allocated == freed
+            || (allocated == PY && freed == STANDARD)
+            || (allocated == STANDARD && freed == PY)
+    }
 }
 
 /// The attach cookie of an allocator entry probe: everything the kernel side needs to know about
@@ -440,6 +453,15 @@ pub mod cookie {
     pub const NONE: u64 = 0xf;
     /// A C++ throwing `operator new`: it fails by throwing `std::bad_alloc`, never by NULL.
     pub const THROWS: u64 = 1 << 32;
+    /// A free of an allocator layer that frees through another allocator (`PyObject_Free`
+    /// calling `free`): it has a return probe and opens a call, so the inner free is not
+    /// reported a second time.
+    pub const NESTS: u64 = 1 << 33;
+
+    /// Whether the function has a return probe: everything but plain frees.
+    pub const fn returns(c: u64) -> bool {
+        op(c) != OP_FREE || c & NESTS != 0
+    }
 
     /// Whether the function fails by throwing.
     pub const fn throws(c: u64) -> bool {

@@ -242,6 +242,63 @@ impl ElfObject {
             })
     }
 
+    /// The address and size of the defined symbol `name`, function or data (dynamic symbols
+    /// first, then the full table).
+    pub fn symbol(&self, name: &str) -> Option<(u64, u64)> {
+        let dynsym = self
+            .dynsym
+            .get_or_init(|| self.load_symbols(elf::SHT_DYNSYM));
+        dynsym
+            .as_ref()
+            .and_then(|t| self.find_in(t, name))
+            .or_else(|| {
+                let symtab = self
+                    .symtab
+                    .get_or_init(|| self.load_symbols(elf::SHT_SYMTAB));
+                symtab.as_ref().and_then(|t| self.find_in(t, name))
+            })
+    }
+
+    /// `len` bytes of the file at virtual address `vaddr` (initialized data or code).
+    pub fn read_vaddr(&self, vaddr: u64, len: u64) -> Option<Vec<u8>> {
+        let offset = self.layout.file_offset(vaddr)?;
+        self.layout
+            .file()
+            .read_vec(offset, len, MAX_CODE, "data")
+            .ok()
+    }
+
+    /// Whether `vaddr` lies in an executable loadable segment.
+    pub fn in_exec_segment(&self, vaddr: u64) -> bool {
+        let e = self.layout.endian();
+        self.layout.segments().iter().any(|ph| {
+            ph.p_type.get(e) == elf::PT_LOAD
+                && ph.p_flags.get(e) & elf::PF_X != 0
+                && vaddr
+                    .checked_sub(ph.p_vaddr.get(e))
+                    .is_some_and(|d| d < ph.p_filesz.get(e))
+        })
+    }
+
+    /// The function at `vaddr`, found some other way than by its symbol (a static function of
+    /// a stripped object), named `name`: its first `len` bytes of code.
+    pub fn function_at(&self, name: &str, vaddr: u64, len: u64) -> Option<FuncSymbol> {
+        let file_offset = self.layout.file_offset(vaddr)?;
+        let file = self.layout.file();
+        let len = len
+            .clamp(1, MAX_CODE)
+            .min(file.size().saturating_sub(file_offset));
+        let code = file
+            .read_vec(file_offset, len, MAX_CODE, "function code")
+            .ok()?;
+        Some(FuncSymbol {
+            name: name.to_owned(),
+            vaddr,
+            file_offset,
+            code,
+        })
+    }
+
     /// The defined function named `name` (dynamic symbols first, then the full table).
     pub fn function(&self, name: &str) -> Option<FuncSymbol> {
         let (vaddr, size) = self.lookup(name)?;

@@ -13,6 +13,7 @@ pub mod linkmap;
 pub mod modes;
 pub mod placement;
 pub mod preflight;
+pub mod pyarena;
 pub mod stacks;
 pub mod stats;
 pub mod sys;
@@ -564,7 +565,11 @@ fn plan_allocator(
     let mut plan: Vec<PlannedProbe> = Vec::new();
     for &(set, family) in sets {
         for (name, entry) in set.entries() {
-            let Some(func) = elf.function(&name) else {
+            let found = match set {
+                entries::Set::PythonArena => pyarena::find(elf, &name),
+                _ => elf.function(&name),
+            };
+            let Some(func) = found else {
                 continue;
             };
             if let Some(&i) = by_addr.get(&func.vaddr) {

@@ -278,7 +278,7 @@ impl Attacher {
             let offset = p.func.file_offset + p.placement.offset;
             plan.entries.0.push(offset);
             plan.entries.1.push(p.cookie);
-            if oomtrace_common::cookie::op(p.cookie) != oomtrace_common::cookie::OP_FREE {
+            if oomtrace_common::cookie::returns(p.cookie) {
                 // The same offset works for the return probe: rsp is still as at entry there.
                 plan.returns.push(offset);
             }
