@@ -225,23 +225,6 @@ impl ElfObject {
         table.by_name.get(name.as_bytes()).copied()
     }
 
-    /// The value and size of the defined symbol `name` (dynamic symbols first, then the full
-    /// table), without reading its code.
-    fn lookup(&self, name: &str) -> Option<(u64, u64)> {
-        let dynsym = self
-            .dynsym
-            .get_or_init(|| self.load_symbols(elf::SHT_DYNSYM));
-        dynsym
-            .as_ref()
-            .and_then(|t| self.find_in(t, name))
-            .or_else(|| {
-                let symtab = self
-                    .symtab
-                    .get_or_init(|| self.load_symbols(elf::SHT_SYMTAB));
-                symtab.as_ref().and_then(|t| self.find_in(t, name))
-            })
-    }
-
     /// The address and size of the defined symbol `name`, function or data (dynamic symbols
     /// first, then the full table).
     pub fn symbol(&self, name: &str) -> Option<(u64, u64)> {
@@ -301,7 +284,7 @@ impl ElfObject {
 
     /// The defined function named `name` (dynamic symbols first, then the full table).
     pub fn function(&self, name: &str) -> Option<FuncSymbol> {
-        let (vaddr, size) = self.lookup(name)?;
+        let (vaddr, size) = self.symbol(name)?;
         let file_offset = self.layout.file_offset(vaddr)?;
         let file = self.layout.file();
         let len = size
@@ -374,7 +357,7 @@ impl ElfObject {
 
     /// Whether the object defines `name`.
     pub fn defines(&self, name: &str) -> bool {
-        self.lookup(name)
+        self.symbol(name)
             .is_some_and(|(vaddr, _)| self.layout.file_offset(vaddr).is_some())
     }
 }
