@@ -92,6 +92,21 @@ pub fn walk(tgid: u32, tid: u32) -> u64 {
     python_walk(u64::from(tgid), u64::from(tid))
 }
 
+/// A forked child runs its parent's interpreter, at the same addresses.
+#[inline(always)]
+pub fn inherit(parent: u32, child: u32) {
+    // SAFETY: copied out.
+    if let Some(l) = unsafe { PY_PROCS.get(parent).copied() } {
+        let _ = PY_PROCS.insert(child, l, 0);
+    }
+}
+
+/// The process's interpreter is gone (exec, exit).
+#[inline(always)]
+pub fn forget(tgid: u32) {
+    let _ = PY_PROCS.remove(tgid);
+}
+
 // The functions below are *global* BPF functions (exported by name, see `oomtrace/build.rs`):
 // checked once each, whatever calls them.
 
@@ -119,9 +134,12 @@ pub extern "C" fn python_walk(tgid: u64, tid: u64) -> u64 {
     }
     let tstate = python_tstate(tid);
     if tstate == 0 {
-        // No thread state: a failure once the runtime has one for some thread.
-        let interp = read(layout.runtime + u64::from(layout.interpreters_head));
-        return if interp != 0 { stack::PYTHON_FAILED } else { 0 };
+        // The thread has no thread state: it runs no Python (a C thread, the interpreter
+        // starting or ending).
+        return 0;
+    }
+    if tstate == TSTATE_NOT_FOUND {
+        return stack::PYTHON_FAILED;
     }
     let Some(mut frame) = try_read(tstate + u64::from(layout.tstate_frame)) else {
         return stack::PYTHON_FAILED;
@@ -166,7 +184,11 @@ pub extern "C" fn python_walk(tgid: u64, tid: u64) -> u64 {
     header
 }
 
-/// The thread state of thread `tid` in the process of [`PY_WALK`]'s layout (0: none).
+/// [`python_tstate`]: the thread list was longer than the scan.
+const TSTATE_NOT_FOUND: u64 = 1;
+
+/// The thread state of thread `tid` in the process of [`PY_WALK`]'s layout (0: none,
+/// [`TSTATE_NOT_FOUND`]: not among the threads scanned).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn python_tstate(tid: u64) -> u64 {
@@ -208,9 +230,14 @@ pub extern "C" fn python_tstate(tid: u64) -> u64 {
             }
             if owns(&l, t, tid, fsbase) == Owner::Yes {
                 found = t;
+                t = 0;
                 break;
             }
             t = read(t + u64::from(l.tstate_next));
+        }
+        if t != 0 {
+            // More threads than the scan looks at: this one's may be among the rest.
+            return TSTATE_NOT_FOUND;
         }
     }
     // Only a thread state known to be the thread's is kept (the GIL holder unchecked is not).

@@ -92,22 +92,24 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
 /// stored, when `py_buf` is none).
 #[inline(always)]
 fn same_python(id: u32, py_buf: Option<&[u64; py::PY_WORDS]>, words: usize) -> bool {
-    let stored = PY_STACKS.get_ptr(id);
-    match (stored, py_buf) {
-        (None, None) => true,
-        (Some(stored), Some(pb)) => {
-            // SAFETY: pointer into the map value, valid for this program run.
-            let stored = unsafe { &*stored };
-            for (i, (a, b)) in stored.iter().zip(pb.iter()).enumerate() {
-                if i >= words {
-                    break;
-                }
-                if a != b {
-                    return false;
-                }
-            }
-            true
+    // Each pointer checked on its own: LLVM would merge two null checks into one bitwise or,
+    // which the verifier refuses for a pointer that may be null.
+    let Some(pb) = py_buf else {
+        // SAFETY: presence check only.
+        return unsafe { PY_STACKS.get(id).is_none() };
+    };
+    let Some(stored) = PY_STACKS.get_ptr(id) else {
+        return false;
+    };
+    // SAFETY: pointer into the map value, valid for this program run.
+    let stored = unsafe { &*stored };
+    for (i, (a, b)) in stored.iter().zip(pb.iter()).enumerate() {
+        if i >= words {
+            break;
         }
-        _ => false,
+        if a != b {
+            return false;
+        }
     }
+    true
 }
