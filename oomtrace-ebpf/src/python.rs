@@ -15,7 +15,7 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{
         bpf_get_current_task, bpf_ktime_get_ns, bpf_loop, bpf_probe_read_kernel,
-        bpf_probe_read_user,
+        bpf_probe_read_user, generated,
     },
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray},
@@ -73,7 +73,15 @@ pub struct PyWalk {
     /// The chain ended before the limit.
     done: u64,
     layout: Layout,
+    /// The first [`FRAME_WINDOW`] bytes of the current frame, read at once (every field the
+    /// walk needs lies there in 3.8–3.13); `window_ok` 0: that read failed, fields are read
+    /// one by one.
+    window: [u64; FRAME_WINDOW / 8],
+    window_ok: u64,
 }
+
+/// Bytes of a frame read with one helper call.
+const FRAME_WINDOW: usize = 128;
 
 #[map]
 pub static PY_WALK: PerCpuArray<PyWalk> = PerCpuArray::with_max_entries(1, 0);
@@ -331,19 +339,28 @@ fn step(w: &mut PyWalk, out: &mut [u64; PY_WORDS]) -> bool {
     }
     let l = w.layout;
     let n = (w.n & FRAMES_MASK) as usize;
+    // SAFETY: the window is ours (per-CPU state); the helper fails on a bad address.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(
+            w.window.as_mut_ptr() as *mut c_void,
+            FRAME_WINDOW as u32,
+            f as *const c_void,
+        )
+    };
+    w.window_ok = u64::from(rc == 0);
     if l.flags & HAS_OWNER != 0 {
-        let Some(owner) = try_read_u8(f + u64::from(l.frame_owner)) else {
+        let Some(owner) = field(w, f, l.frame_owner, 1) else {
             w.status |= stack::PYTHON_FAILED;
             return true;
         };
-        if u16::from(owner) == l.owner_cstack {
+        if owner == u64::from(l.owner_cstack) {
             // A shim: the frame stored last began its eval call.
             if n > 0
                 && let Some(word) = out.get_mut(2 * n)
             {
                 *word |= ENTRY;
             }
-            return match try_read(f + u64::from(l.frame_previous)) {
+            return match field(w, f, l.frame_previous, 8) {
                 Some(prev) => {
                     w.frame = prev;
                     false
@@ -360,15 +377,15 @@ fn step(w: &mut PyWalk, out: &mut [u64; PY_WORDS]) -> bool {
         w.status |= stack::PYTHON_TRUNCATED;
         return true;
     }
-    let code = try_read(f + u64::from(l.frame_code));
+    let code = field(w, f, l.frame_code, 8);
     let instr = if l.flags & INSTR_POINTER != 0 {
-        try_read(f + u64::from(l.frame_instr))
+        field(w, f, l.frame_instr, 8)
     } else {
-        try_read_u32(f + u64::from(l.frame_instr)).map(u64::from)
+        field(w, f, l.frame_instr, 4)
     };
-    let prev = try_read(f + u64::from(l.frame_previous));
+    let prev = field(w, f, l.frame_previous, 8);
     let entry = if l.flags & HAS_IS_ENTRY != 0 {
-        try_read_u8(f + u64::from(l.frame_is_entry)).map(|b| b != 0)
+        field(w, f, l.frame_is_entry, 1).map(|b| b != 0)
     } else {
         // ≤ 3.10: every frame is its own eval call; 3.12+: a shim below marks it.
         Some(l.flags & HAS_OWNER == 0)
@@ -386,6 +403,27 @@ fn step(w: &mut PyWalk, out: &mut [u64; PY_WORDS]) -> bool {
     w.n = n as u64 + 1;
     w.frame = prev;
     false
+}
+
+/// The `size`-byte field (1, 4 or 8; aligned to its size) at `off` in frame `f`: from the
+/// window when it holds it, else read on its own.
+#[inline(always)]
+fn field(w: &PyWalk, f: u64, off: u16, size: u16) -> Option<u64> {
+    if w.window_ok != 0 && off as usize + size as usize <= FRAME_WINDOW {
+        let word = w.window[(off as usize >> 3) & (FRAME_WINDOW / 8 - 1)];
+        let v = word >> ((off & 7) * 8);
+        return Some(match size {
+            1 => v & 0xff,
+            4 => v & 0xffff_ffff,
+            _ => v,
+        });
+    }
+    let addr = f + u64::from(off);
+    match size {
+        1 => try_read_u8(addr).map(u64::from),
+        4 => try_read_u32(addr).map(u64::from),
+        _ => try_read(addr),
+    }
 }
 
 /// One word of user memory.

@@ -82,15 +82,20 @@ fn offsets_311() -> Offsets {
 /// Finds a 3.11 interpreter in process `pid`.
 pub fn detect(pid: u32) -> Result<Option<Interpreter>> {
     let text = maps::read(pid)?;
-    let Some(path) = text.lines().find_map(|l| {
-        let file = l.file()?;
-        let base = file.rsplit('/').next().unwrap_or(file);
-        (base == "python3.11" || base.starts_with("libpython3.11.so")).then(|| file.to_owned())
+    let mut candidates: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let file = l.file()?;
+            let base = file.rsplit('/').next().unwrap_or(file);
+            (base == "python3.11" || base.starts_with("libpython3.11.so")).then(|| file.to_owned())
+        })
+        .collect();
+    candidates.dedup();
+    let Some((path, sym)) = candidates.into_iter().find_map(|path| {
+        let elf = ElfObject::open(&PathBuf::from(format!("/proc/{pid}/root{path}"))).ok()?;
+        let sym = elf.function("_PyRuntime")?;
+        Some((path, sym))
     }) else {
-        return Ok(None);
-    };
-    let elf = ElfObject::open(&PathBuf::from(format!("/proc/{pid}/root{path}")))?;
-    let Some(sym) = elf.function("_PyRuntime") else {
         return Ok(None);
     };
     let fo = sym.file_offset;

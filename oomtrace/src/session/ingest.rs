@@ -331,7 +331,7 @@ impl Session {
                 if let Some(py) = &mut self.python {
                     // A statically linked interpreter is there already; a libpython comes later.
                     py.forget(ev.tgid);
-                    py.check(&mut self.probes, ev.tgid, generation, false);
+                    py.check(&mut self.probes, ev.tgid, generation, true);
                 }
             }
             if kind.is_some_and(has_call_site) {

@@ -60,17 +60,19 @@ impl PythonFrames {
         }
     }
 
-    /// Looks for an interpreter in `pid` (image `generation`), once per image unless `again`
-    /// (a library was mapped), and tells the kernel about one found.
-    pub fn check(&mut self, probes: &mut Probes, pid: u32, generation: u32, again: bool) {
-        if self.interps.contains_key(&pid) || (!again && self.checked.contains(&(pid, generation)))
-        {
+    /// Looks for an interpreter in `pid` (image `generation`) and tells the kernel about one
+    /// found. At its first allocation (`early` false) the answer is final for the image; at its
+    /// exec or when it maps a library (`early`), a libpython may still be to come.
+    pub fn check(&mut self, probes: &mut Probes, pid: u32, generation: u32, early: bool) {
+        if self.interps.contains_key(&pid) || self.checked.contains(&(pid, generation)) {
             return;
         }
-        if self.checked.len() >= MAX_CHECKED {
-            self.checked.clear();
+        if !early {
+            if self.checked.len() >= MAX_CHECKED {
+                self.checked.clear();
+            }
+            self.checked.insert((pid, generation));
         }
-        self.checked.insert((pid, generation));
         match detect(pid) {
             Ok(Some(interp)) => {
                 if let Err(e) = probes.load_python(pid, &interp) {
