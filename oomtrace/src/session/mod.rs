@@ -509,6 +509,10 @@ async fn trace_with(
             for &p in &tree {
                 session.probes.trace_pid(p)?;
                 session.sync_unwind(p);
+                if let Some(py) = &mut session.python {
+                    // Before its probes go in: its first traced allocation has its Python frames.
+                    py.check(&mut session.probes, p, 0, false);
+                }
             }
             if let Some(p) = &plan {
                 session.probes.attach_plan(Some(*pid), p)?;

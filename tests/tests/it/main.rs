@@ -21,6 +21,7 @@ mod modes;
 mod offline;
 mod oom;
 mod placement;
+mod python;
 mod sampling;
 mod stacks;
 mod symbols;
