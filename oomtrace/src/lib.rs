@@ -32,6 +32,7 @@ pub mod privs;
 pub mod probe;
 pub mod proc_tree;
 pub mod ptrace_regs;
+pub mod python;
 pub mod record;
 pub mod replay;
 pub mod report;

@@ -214,6 +214,23 @@ impl ElfObject {
         })
     }
 
+    /// The address and size of the defined symbol `name`, function or data (dynamic symbols
+    /// first, then the full table).
+    pub fn symbol(&self, name: &str) -> Option<(u64, u64)> {
+        let dynsym = self
+            .dynsym
+            .get_or_init(|| self.load_symbols(elf::SHT_DYNSYM));
+        dynsym
+            .as_ref()
+            .and_then(|t| self.find_in(t, name))
+            .or_else(|| {
+                let symtab = self
+                    .symtab
+                    .get_or_init(|| self.load_symbols(elf::SHT_SYMTAB));
+                symtab.as_ref().and_then(|t| self.find_in(t, name))
+            })
+    }
+
     /// The defined function named `name` (dynamic symbols first, then the full table).
     pub fn function(&self, name: &str) -> Option<FuncSymbol> {
         let dynsym = self
