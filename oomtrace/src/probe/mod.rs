@@ -14,7 +14,6 @@ pub mod modes;
 pub mod placement;
 pub mod preflight;
 pub mod python;
-pub mod python_standin;
 pub mod stacks;
 pub mod stats;
 pub mod sys;

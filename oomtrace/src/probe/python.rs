@@ -9,7 +9,7 @@ use oomtrace_common::python::{self as py, Layout, MAX_PY_FRAMES, PY_WORDS};
 
 use super::Probes;
 use super::btf::Btf;
-use super::python_standin::Interpreter;
+use crate::python::Interpreter;
 
 /// One Python frame as the kernel read it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

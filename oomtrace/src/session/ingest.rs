@@ -344,7 +344,11 @@ impl Session {
                 if let Some(py) = &mut self.python
                     && ev.stack_id >= 0
                 {
-                    py.check(&mut self.probes, ev.tgid, generation, false);
+                    if matches!(kind, Some(EventKind::Alloc | EventKind::Realloc)) {
+                        // Past the dynamic linker (whose mmaps come first): every library the
+                        // program needs is mapped, a libpython included.
+                        py.check(&mut self.probes, ev.tgid, generation, false);
+                    }
                     py.observe(
                         &self.probes,
                         &mut self.symbols,

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::probe::Probes;
-use crate::probe::python_standin::{CodeReader, Interpreter, detect};
+use crate::python::{CodeReader, Interpreter, detect};
 use crate::symbols::Symbolizer;
 use crate::unwind::UserStack;
 
