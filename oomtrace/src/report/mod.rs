@@ -323,7 +323,15 @@ pub fn walk_incomplete(status: u64) -> bool {
 /// The site index and the "via" names of `frames`.
 fn site_and_via(frames: &[Frame]) -> (usize, Vec<String>) {
     let site = site::site_index(frames);
-    let via = frames[..site].iter().map(display_name).collect();
+    // Unnamed wrappers (a stripped interpreter's static functions) by address: a recording
+    // keeps no module offsets, and the live and replayed reports must read the same.
+    let via = frames[..site]
+        .iter()
+        .map(|f| match (&f.function, &f.module) {
+            (None, Some(m)) => format!("{m}@{:#x}", f.addr),
+            _ => display_name(f),
+        })
+        .collect();
     (site, via)
 }
 

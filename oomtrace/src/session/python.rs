@@ -154,7 +154,8 @@ impl PythonFrames {
                     Some(r) => symbols.python.intern(
                         Some(&r.function),
                         Some(&r.file),
-                        Some(r.line),
+                        // 0: no line (a recording keeps none either).
+                        (r.line > 0).then_some(r.line),
                         &module,
                     ),
                     None => {

@@ -39,8 +39,9 @@ def main():
                 by_line[frame.lineno] = by_line.get(frame.lineno, 0) + t.size
         print(json.dumps(by_line))
     else:
-        print("kept", len(held[0]), len(held[1]))
+        print("kept", len(held[0]), len(held[1]), file=sys.stderr)
     sys.stdout.flush()
+    sys.stderr.flush()
     # No teardown: what is held stays outstanding for the report.
     os._exit(0)
 
