@@ -645,6 +645,13 @@ async fn trace_with(
     for notice in session.unwind.iter().flat_map(|u| u.notices()) {
         crate::say!("{notice}");
     }
+    if let Some(n) = session
+        .python
+        .as_ref()
+        .and_then(|p| p.notice(session.symbols.python.dropped))
+    {
+        crate::say!("{n}");
+    }
     let losses = Losses {
         lost_events: drops.lost_events + session.ring.get_ref().malformed,
         stack_collisions: drops.stack_collisions,

@@ -15,6 +15,8 @@ use crate::unwind::UserStack;
 const MAX_STACKS: usize = 1 << 17;
 /// Processes whose detection is remembered (an answer per image).
 const MAX_CHECKED: usize = 1 << 16;
+/// Distinct "unsupported interpreter" lines said at most.
+const MAX_SAID: usize = 64;
 /// The eval loop's function: where Python frames are spliced.
 const EVAL_FRAME: &str = "_PyEval_EvalFrameDefault";
 
@@ -38,7 +40,8 @@ pub struct PythonFrames {
     checked: HashSet<(u32, u32)>,
     reader: CodeReader,
     spliced: HashMap<u32, UserStack>,
-    /// Stack ids looked at (spliced or not).
+    /// Stack ids looked at (spliced or not): at most the kernel's stack map's size, as ids are
+    /// never reused within a session.
     seen: HashSet<u32>,
     /// Unsupported interpreters already reported, by message.
     said: HashSet<String>,
@@ -94,7 +97,7 @@ impl PythonFrames {
             Ok(None) => {}
             Err(e) => {
                 let msg = format!("{e:#}");
-                if self.said.insert(msg.clone()) {
+                if self.said.len() < MAX_SAID && self.said.insert(msg.clone()) {
                     crate::say!(
                         "oomtrace: notice: pid {pid}: {msg}: its stacks show native frames only"
                     );
@@ -179,6 +182,20 @@ impl PythonFrames {
                 status: native.status,
             },
         );
+    }
+
+    /// What did not fit or could not be named, as one notice line (none: nothing).
+    pub fn notice(&self, frames_dropped: u64) -> Option<String> {
+        let s = &self.stats;
+        if s.stacks_dropped + s.unresolved_frames + frames_dropped == 0 {
+            return None;
+        }
+        Some(format!(
+            "oomtrace: notice: Python frames: {} stack(s) past the table's {MAX_STACKS} show \
+             native frames only, {} frame(s) could not be named (their process was gone or its \
+             memory unreadable), {} frame name(s) past the table's cap show unnamed",
+            s.stacks_dropped, s.unresolved_frames, frames_dropped
+        ))
     }
 
     /// The spliced stack under `stack_id`, if it has Python frames.
