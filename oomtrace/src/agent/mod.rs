@@ -83,7 +83,7 @@ fn options(s: &Settings) -> Options {
         children: true,
         self_max: t.self_max,
         stack_depth: t.stack_depth,
-        python_depth: oomtrace_common::python::DEFAULT_PYTHON_DEPTH,
+        python_depth: t.python_depth,
         fail: None,
     }
 }
