@@ -154,4 +154,36 @@ mod tests {
         );
         assert!(decode(&[]).is_empty());
     }
+
+    #[test]
+    fn layouts_of_the_baked_versions() {
+        for minor in 8..=12u8 {
+            let offsets = crate::python::offsets::baked((3, minor)).unwrap();
+            let l = layout_of(&Interpreter {
+                version: (3, minor),
+                module: "libpython".into(),
+                runtime: 0x1000,
+                offsets,
+                code_type: None,
+            });
+            let has = |bit: u32| l.flags & bit != 0;
+            assert_eq!(has(py::INSTR_POINTER), minor >= 11, "3.{minor}");
+            assert_eq!(has(py::HAS_IS_ENTRY), minor == 11, "3.{minor}");
+            assert_eq!(has(py::HAS_OWNER), minor >= 12, "3.{minor}");
+            assert_eq!(has(py::HAS_CFRAME), minor == 11 || minor == 12, "3.{minor}");
+            assert_eq!(has(py::HAS_NATIVE_TID), minor >= 11, "3.{minor}");
+            assert_eq!(has(py::HAS_TSTATE_CURRENT), minor <= 11, "3.{minor}");
+            // Every frame field lies in the 128 bytes the kernel reads at once.
+            for off in [
+                l.frame_previous,
+                l.frame_code,
+                l.frame_instr,
+                l.frame_owner,
+                l.frame_is_entry,
+            ] {
+                assert!(off + 8 <= 128, "3.{minor}: frame field at {off}");
+            }
+            assert_eq!((l.runtime, l.version), (0x1000, 3 << 8 | u16::from(minor)));
+        }
+    }
 }
