@@ -71,6 +71,10 @@ pub mod unwind {
     pub const PAGE_SHIFT: u32 = 12;
     /// `ExecMapping::module` of a mapping without unwind rows: frame pointers there.
     pub const NO_MODULE: u32 = u32::MAX;
+    /// `ExecMapping::module` of executable memory that maps no file (a JIT's code): frame
+    /// pointers there, and a frame-pointer chain that ends there has not reached the
+    /// outermost frame.
+    pub const ANON_MODULE: u32 = u32::MAX - 1;
     /// Pending uretprobes looked at per walk for the trampoline fix-up.
     pub const MAX_PENDING_RETURNS: usize = 4;
     /// Files with unwind rows the walker can find by their inode.
@@ -95,6 +99,9 @@ pub mod unwind {
         pub const RBP_DEREF: u32 = 6;
         /// A rule the walker does not evaluate.
         pub const UNSUPPORTED: u32 = 7;
+        /// Anonymous executable memory (never in a module's rows: the walker's own lookup
+        /// result and cache entry for [`super::ANON_MODULE`] mappings).
+        pub const ANON: u32 = 8;
     }
 
     /// A row: `pc << 32 | info`, info = kind (4 bits) | rbp slot (8 bits, signed: rbp saved at
@@ -414,6 +421,19 @@ pub mod family {
     pub const TC: u8 = 3;
     /// mimalloc's `mi_` names in an object that does not provide `malloc`.
     pub const MI: u8 = 4;
+    /// CPython's allocator layer (`PyObject_*`, `PyMem_*`: pymalloc arenas for small blocks,
+    /// `malloc` for the rest), over the standard heap.
+    pub const PY: u8 = 5;
+
+    /// Whether a block of family `allocated` is freed by a free of family `freed`. CPython's
+    /// layer hands blocks over 512 bytes to `malloc`, and its own fast paths are inlined into
+    /// the interpreter in optimized builds (Debian's): a block may be allocated through one of
+    /// the two and freed through the other, and that is the same heap.
+    pub const fn same_heap(allocated: u8, freed: u8) -> bool {
+        allocated == freed
+            || (allocated == PY && freed == STANDARD)
+            || (allocated == STANDARD && freed == PY)
+    }
 }
 
 /// The attach cookie of an allocator entry probe: everything the kernel side needs to know about
@@ -440,6 +460,15 @@ pub mod cookie {
     pub const NONE: u64 = 0xf;
     /// A C++ throwing `operator new`: it fails by throwing `std::bad_alloc`, never by NULL.
     pub const THROWS: u64 = 1 << 32;
+    /// A free of an allocator layer that frees through another allocator (`PyObject_Free`
+    /// calling `free`): it has a return probe and opens a call, so the inner free is not
+    /// reported a second time.
+    pub const NESTS: u64 = 1 << 33;
+
+    /// Whether the function has a return probe: everything but plain frees.
+    pub const fn returns(c: u64) -> bool {
+        op(c) != OP_FREE || c & NESTS != 0
+    }
 
     /// Whether the function fails by throwing.
     pub const fn throws(c: u64) -> bool {

@@ -2,7 +2,8 @@
 //!
 //! Only the outermost allocator call of a thread is recorded: glibc's `realloc(p, 0)` calls
 //! `free`, `reallocarray` calls `realloc`, malloc's own `mmap`/`brk` happen inside it — all of
-//! those run with the thread's depth above zero and are ignored.
+//! those run with the thread's depth above zero and are ignored. An allocator layer over
+//! `malloc` (CPython's `PyObject_*`) nests the same way: its frees open a call too.
 
 use aya_ebpf::{
     EbpfContext,
@@ -179,6 +180,30 @@ fn handler_alloc(tgid: u32, tid: u32, f: u16, size: u64, call_site: u64, stack_i
     emit_with(&ev, false);
 }
 
+/// Deepens the thread's depth for a layer's free (after [`free`] reported it): nothing is
+/// pending, so its return only unwinds the depth.
+#[inline(always)]
+fn open_free_call() {
+    let (tgid, tid) = ids();
+    if !traced(tgid) {
+        return;
+    }
+    let Some(t) = thread(tid) else { return };
+    // SAFETY: pointer into this thread's map value; only this thread touches it.
+    let t = unsafe { &mut *t };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if t.depth > 0 && now.saturating_sub(t.call.ts_ns) > STALE_CALL_NS {
+        count_drop(DropReason::StaleCall);
+        t.depth = 0;
+    }
+    t.depth += 1;
+    if t.depth == 1 {
+        t.call.ts_ns = now;
+        t.call.flags = SKIP;
+    }
+}
+
 /// `a * b`, or `u64::MAX` on overflow (BPF has no 128-bit multiply for `checked_mul`).
 #[inline(always)]
 fn mul_or_max(a: u64, b: u64) -> u64 {
@@ -208,7 +233,13 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
     let ptr = arg_at(&args, cookie::ptr_arg(c));
     let op = cookie::op(c);
     if op == cookie::OP_FREE {
-        return free(&ctx, ptr, cookie::alloc_fn(c));
+        let done = free(&ctx, ptr, cookie::alloc_fn(c));
+        if c & cookie::NESTS != 0 {
+            // An allocator layer's free (`PyObject_Free`) frees through `free` inside: open a
+            // call, so that one is nested and not reported again. Its return closes it.
+            open_free_call();
+        }
+        return done;
     }
     let mut size = arg_at(&args, cookie::size_arg(c));
     if cookie::mul_arg(c) != cookie::NONE {

@@ -31,9 +31,9 @@ use aya_ebpf::{
 use oomtrace_common::{
     ConfigKey, EventKind, MAX_STACK_FRAMES, STACK_WORDS, stack,
     unwind::{
-        ExecMapping, FileKey, FileModule, MAX_FILES, MAX_MAPPINGS, MAX_MODULES, MAX_PAGES,
-        MAX_PENDING_RETURNS, MAX_PROC_MAPPINGS, MAX_PROCS, MAX_ROWS, ModuleTable, NO_MODULE,
-        PAGE_SHIFT, ProcMaps, kind, row_cfa_off, row_kind, row_pc, row_rbp_slot,
+        ANON_MODULE, ExecMapping, FileKey, FileModule, MAX_FILES, MAX_MAPPINGS, MAX_MODULES,
+        MAX_PAGES, MAX_PENDING_RETURNS, MAX_PROC_MAPPINGS, MAX_PROCS, MAX_ROWS, ModuleTable,
+        NO_MODULE, PAGE_SHIFT, ProcMaps, kind, row_cfa_off, row_kind, row_pc, row_rbp_slot,
     },
 };
 
@@ -319,6 +319,8 @@ fn step(w: &mut WalkState, buf: &mut [u64; STACK_WORDS]) -> bool {
     // How the caller's frame is found: from a row (CFA and rbp slot), or frame pointers.
     let mut cfa = 0u64;
     let mut rbp_slot = 0i64;
+    // A pc in anonymous code: a frame-pointer chain that ends there is cut, not whole.
+    let mut anon = false;
     let mut found = if w.fp_only != 0 {
         LOOKUP_NO_TABLE
     } else {
@@ -350,6 +352,10 @@ fn step(w: &mut WalkState, buf: &mut [u64; STACK_WORDS]) -> bool {
                 }
                 kind::SIGNAL => return signal_frame(w, buf, i, sp),
                 kind::GAP => w.flags |= stack::FRAME_POINTERS,
+                kind::ANON => {
+                    w.flags |= stack::FRAME_POINTERS;
+                    anon = true;
+                }
                 _ => w.flags |= stack::UNSUPPORTED_RULE,
             }
         }
@@ -374,8 +380,9 @@ fn step(w: &mut WalkState, buf: &mut [u64; STACK_WORDS]) -> bool {
     } else {
         // Frame pointers: [rbp] is the caller's rbp, [rbp + 8] the return address.
         if bp == 0 || bp & 7 != 0 || bp < sp {
-            // The end of a frame-pointer chain (`_start` clears rbp), or no chain at all.
-            if bp != 0 {
+            // The end of a frame-pointer chain (`_start` clears rbp), or no chain at all; in
+            // a JIT's code a zero rbp says nothing about the callers above.
+            if bp != 0 || anon {
                 w.flags |= stack::STOPPED;
             }
             return true;
@@ -498,6 +505,7 @@ pub extern "C" fn unwind_row(pc: u64) -> u64 {
     }
     let found = match find_mapping(&maps, pc) {
         Some(m) if m.module == NO_MODULE => Lookup::NoTable,
+        Some(m) if m.module == ANON_MODULE => Lookup::Row(u64::from(kind::ANON)),
         Some(m) => rows_in(m.module, pc.wrapping_sub(m.bias)),
         // The step asks the kernel's VMA then: called from here, its frames would stack on
         // this one's, past the verifier's 512 bytes for a call chain.
@@ -660,6 +668,9 @@ pub extern "C" fn unwind_vma_row(pc: u64) -> u64 {
     if module == u64::from(NO_MODULE) {
         return LOOKUP_NO_TABLE | LOOKUP_LATE;
     }
+    if module == u64::from(ANON_MODULE) {
+        return Lookup::Row(u64::from(kind::ANON)).encode() | LOOKUP_LATE;
+    }
     rows_in(module as u32, pc.wrapping_sub(bias)).encode() | LOOKUP_LATE
 }
 
@@ -683,6 +694,7 @@ extern "C" fn vma_found(_task: *mut c_void, vma: *mut c_void, _ctx: *mut c_void)
     w.module = u64::from(NO_MODULE);
     if file == 0 {
         // Anonymous code (a JIT's): frame pointers there.
+        w.module = u64::from(ANON_MODULE);
         return 0;
     }
     let inode = kread(file, config(ConfigKey::FileInode));

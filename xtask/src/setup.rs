@@ -12,8 +12,8 @@ use crate::status;
 /// our pprof exports, tmux to drive the TUI in a real terminal, PostgreSQL (its server, psql and
 /// pgbench, and the `postgres` user) for the attach-to-a-database test, GNU time to measure
 /// oomtrace's own peak RSS from outside, Prometheus (with promtool) scraping `oomtrace agent`,
-/// valgrind as the oracle the leak scan's kinds are checked against, and bpftool to see that no
-/// BPF program outlives a killed oomtrace.
+/// valgrind as the oracle the leak scan's kinds are checked against, bpftool to see that no
+/// BPF program outlives a killed oomtrace, and sqlite3 and python3 as real software to unwind.
 const APT_PACKAGES: &[&str] = &[
     "gcc",
     // C++ workloads (failure injection: `new` throwing `std::bad_alloc`).
@@ -32,6 +32,12 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     "valgrind",
     "bpftool",
+    // Real software without frame pointers or .symtab: the Debian sqlite3 stack test.
+    "sqlite3",
+    // The Python frames tests (the interpreter itself).
+    "python3",
+    // C extension modules built by the Python frames tests (Python.h).
+    "python3-dev",
 ];
 /// Debian packages only `cargo xtask bench` needs: the tools it compares oomtrace with, and the
 /// real application it drives (redis-server under redis-benchmark, from redis-tools).

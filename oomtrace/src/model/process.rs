@@ -361,7 +361,7 @@ impl Process {
     /// A free through allocator `family`; false when nothing was freed.
     fn free(&mut self, addr: u64, ts_ns: u64, family: u8) -> bool {
         match self.blocks.remove(&addr) {
-            Some(b) if b.family() != family => {
+            Some(b) if !oomtrace_common::family::same_heap(b.family(), family) => {
                 // Another heap's block: the allocator never freed it.
                 self.blocks.insert(addr, b);
                 self.mismatched_frees += 1;

@@ -176,3 +176,53 @@ fn frees_pair_only_within_an_allocator_family() {
     assert_eq!(m.process(100).unwrap().mismatched_frees, 1);
     assert_eq!(m.unknown_frees(), 0);
 }
+
+/// CPython's layer sits on the standard heap: its large blocks are malloc's, and an optimized
+/// interpreter frees some through `free` directly (and the other way round). Same heap.
+#[test]
+fn the_python_layer_and_malloc_free_each_others_blocks() {
+    use oomtrace_common::family;
+    let with = |mut e: MemEvent, f: u8| {
+        e.alloc_fn = (e.alloc_fn & 0xff) | (u16::from(f) << 8);
+        e
+    };
+    let mut m = Model::new();
+    m.apply(&with(ev(EventKind::Alloc, 0x1000, 1000, 1), family::PY));
+    m.apply(&with(
+        ev(EventKind::Alloc, 0x2000, 700, 2),
+        family::STANDARD,
+    ));
+    m.apply(&with(ev(EventKind::Alloc, 0x3000, 50, 3), family::RJEM));
+    m.apply(&with(ev(EventKind::Free, 0x1000, 0, 0), family::STANDARD));
+    m.apply(&with(ev(EventKind::Free, 0x2000, 0, 0), family::PY));
+    // Another heap altogether stays a mismatch.
+    m.apply(&with(ev(EventKind::Free, 0x3000, 0, 0), family::PY));
+    assert_eq!(stack(&m, 1).outstanding_bytes, 0);
+    assert_eq!(stack(&m, 2).outstanding_bytes, 0);
+    assert_eq!(stack(&m, 3).outstanding_bytes, 50);
+    assert_eq!(m.process(100).unwrap().mismatched_frees, 1);
+}
+
+/// Under `run` frees are judged; a free through CPython's layer of a block never seen (an
+/// inlined fast path allocated it) is not called invalid or double, a standard one is.
+#[test]
+fn python_layer_frees_of_unseen_blocks_are_not_hazards() {
+    use oomtrace_common::family;
+    let with = |mut e: MemEvent, f: u8| {
+        e.alloc_fn = (e.alloc_fn & 0xff) | (u16::from(f) << 8);
+        e
+    };
+    let mut m = Model::new();
+    m.apply(&with(ev(EventKind::Alloc, 0x1000, 32, 1), family::PY));
+    m.apply(&with(ev(EventKind::Free, 0x1000, 0, 7), family::PY));
+    // The address reused by an unseen allocation, then freed through the layer.
+    m.apply(&with(ev(EventKind::Free, 0x1000, 0, 7), family::PY));
+    m.apply(&with(ev(EventKind::Free, 0x5000, 0, 7), family::PY));
+    let counts = m.process(100).unwrap().faults.hazard_counts;
+    assert_eq!((counts.double_frees, counts.invalid_frees), (0, 0));
+    m.apply(&with(ev(EventKind::Free, 0x6000, 0, 7), family::STANDARD));
+    assert_eq!(
+        m.process(100).unwrap().faults.hazard_counts.invalid_frees,
+        1
+    );
+}

@@ -198,6 +198,8 @@ fn decide(candidates: Vec<Candidate>, what: &str) -> Result<AllocatorPlan, Targe
             .filter(|&&(_, f)| f != family::STANDARD)
             .map(|&(_, f)| entries::family_name(f))
             .collect();
+        let mut heaps = heaps;
+        heaps.dedup();
         if !heaps.is_empty() {
             let _ = write!(
                 reason,

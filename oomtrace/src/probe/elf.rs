@@ -52,6 +52,9 @@ pub struct FuncRange {
 struct Symbols {
     syms: Table<Sym64<Endianness>>,
     strings: Vec<u8>,
+    /// Defined symbols by name: (value, size), the table's first definition of each name.
+    /// Planning asks about dozens of names per object, so one pass builds this.
+    by_name: std::collections::HashMap<Box<[u8]>, (u64, u64)>,
 }
 
 /// An ELF object, its headers read; symbol tables are read when first asked about.
@@ -186,15 +189,31 @@ impl ElfObject {
         let index = sections.iter().position(|s| s.sh_type(e) == kind)?;
         let strings_index = sections[index].sh_link(e) as usize;
         let read = || -> Result<Symbols, Refused> {
+            let syms: Table<Sym64<Endianness>> =
+                self.layout
+                    .section_table(index, MAX_SYMBOL_TABLE, "symbol table")?;
+            let strings = self.layout.section_bytes(
+                strings_index,
+                MAX_STRING_TABLE,
+                "symbol string table",
+            )?;
+            let mut by_name = std::collections::HashMap::with_capacity(syms.items().len());
+            for sym in syms.items() {
+                if !sym.is_definition(e) || sym.st_value(e) == 0 {
+                    continue;
+                }
+                let Some(at) = strings.get(sym.st_name(e) as usize..) else {
+                    continue;
+                };
+                let name = at.split(|&b| b == 0).next().unwrap_or_default();
+                by_name
+                    .entry(name.into())
+                    .or_insert((sym.st_value(e), sym.st_size(e)));
+            }
             Ok(Symbols {
-                syms: self
-                    .layout
-                    .section_table(index, MAX_SYMBOL_TABLE, "symbol table")?,
-                strings: self.layout.section_bytes(
-                    strings_index,
-                    MAX_STRING_TABLE,
-                    "symbol string table",
-                )?,
+                syms,
+                strings,
+                by_name,
             })
         };
         read()
@@ -203,15 +222,24 @@ impl ElfObject {
     }
 
     fn find_in(&self, table: &Symbols, name: &str) -> Option<(u64, u64)> {
-        let e = self.layout.endian();
-        table.syms.items().iter().find_map(|s| {
-            if !s.is_definition(e) || s.st_value(e) == 0 {
-                return None;
-            }
-            let at = table.strings.get(s.st_name(e) as usize..)?;
-            let found = at.split(|&b| b == 0).next()?;
-            (found == name.as_bytes()).then(|| (s.st_value(e), s.st_size(e)))
-        })
+        table.by_name.get(name.as_bytes()).copied()
+    }
+
+    /// The value and size of the defined symbol `name` (dynamic symbols first, then the full
+    /// table), without reading its code.
+    fn lookup(&self, name: &str) -> Option<(u64, u64)> {
+        let dynsym = self
+            .dynsym
+            .get_or_init(|| self.load_symbols(elf::SHT_DYNSYM));
+        dynsym
+            .as_ref()
+            .and_then(|t| self.find_in(t, name))
+            .or_else(|| {
+                let symtab = self
+                    .symtab
+                    .get_or_init(|| self.load_symbols(elf::SHT_SYMTAB));
+                symtab.as_ref().and_then(|t| self.find_in(t, name))
+            })
     }
 
     /// The address and size of the defined symbol `name`, function or data (dynamic symbols
@@ -231,20 +259,49 @@ impl ElfObject {
             })
     }
 
+    /// `len` bytes of the file at virtual address `vaddr` (initialized data or code).
+    pub fn read_vaddr(&self, vaddr: u64, len: u64) -> Option<Vec<u8>> {
+        let offset = self.layout.file_offset(vaddr)?;
+        self.layout
+            .file()
+            .read_vec(offset, len, MAX_CODE, "data")
+            .ok()
+    }
+
+    /// Whether `vaddr` lies in an executable loadable segment.
+    pub fn in_exec_segment(&self, vaddr: u64) -> bool {
+        let e = self.layout.endian();
+        self.layout.segments().iter().any(|ph| {
+            ph.p_type.get(e) == elf::PT_LOAD
+                && ph.p_flags.get(e) & elf::PF_X != 0
+                && vaddr
+                    .checked_sub(ph.p_vaddr.get(e))
+                    .is_some_and(|d| d < ph.p_filesz.get(e))
+        })
+    }
+
+    /// The function at `vaddr`, found some other way than by its symbol (a static function of
+    /// a stripped object), named `name`: its first `len` bytes of code.
+    pub fn function_at(&self, name: &str, vaddr: u64, len: u64) -> Option<FuncSymbol> {
+        let file_offset = self.layout.file_offset(vaddr)?;
+        let file = self.layout.file();
+        let len = len
+            .clamp(1, MAX_CODE)
+            .min(file.size().saturating_sub(file_offset));
+        let code = file
+            .read_vec(file_offset, len, MAX_CODE, "function code")
+            .ok()?;
+        Some(FuncSymbol {
+            name: name.to_owned(),
+            vaddr,
+            file_offset,
+            code,
+        })
+    }
+
     /// The defined function named `name` (dynamic symbols first, then the full table).
     pub fn function(&self, name: &str) -> Option<FuncSymbol> {
-        let dynsym = self
-            .dynsym
-            .get_or_init(|| self.load_symbols(elf::SHT_DYNSYM));
-        let (vaddr, size) = match dynsym.as_ref().and_then(|t| self.find_in(t, name)) {
-            Some(found) => found,
-            None => {
-                let symtab = self
-                    .symtab
-                    .get_or_init(|| self.load_symbols(elf::SHT_SYMTAB));
-                symtab.as_ref().and_then(|t| self.find_in(t, name))?
-            }
-        };
+        let (vaddr, size) = self.lookup(name)?;
         let file_offset = self.layout.file_offset(vaddr)?;
         let file = self.layout.file();
         let len = size
@@ -317,7 +374,8 @@ impl ElfObject {
 
     /// Whether the object defines `name`.
     pub fn defines(&self, name: &str) -> bool {
-        self.function(name).is_some()
+        self.lookup(name)
+            .is_some_and(|(vaddr, _)| self.layout.file_offset(vaddr).is_some())
     }
 }
 

@@ -24,9 +24,9 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Whether the function has a return probe (everything but the frees).
+    /// Whether the function has a return probe (everything but the plain frees).
     pub fn returns(&self) -> bool {
-        cookie::op(self.cookie) != cookie::OP_FREE
+        cookie::returns(self.cookie)
     }
 
     /// Integer arguments the entry program reads (probe placement keeps them intact).
@@ -233,6 +233,44 @@ pub const MIMALLOC: &[Entry] = &[
     free("mi_free_size_aligned", 0),
 ];
 
+/// A free that calls another allocator's free inside (an allocator layer's).
+const fn layer_free(name: &'static str, ptr: u64) -> Entry {
+    Entry {
+        name,
+        cookie: free(name, ptr).cookie | cookie::NESTS,
+    }
+}
+
+/// CPython's allocator layer: the object (`PyObject_*`) and memory (`PyMem_*`) domains. Blocks
+/// up to 512 bytes come from pymalloc's arenas (which CPython maps itself, inside these calls:
+/// the layer's internal mappings), larger ones from `malloc` (inside these calls: counted once,
+/// here). The raw domain (`PyMem_Raw*`) is plain `malloc` and left to its probes.
+pub const PYTHON: &[Entry] = &[
+    alloc("PyObject_Malloc", 0, AllocFn::Malloc),
+    alloc_n("PyObject_Calloc", 0, 1, AllocFn::Calloc),
+    realloc("PyObject_Realloc", 0, 1),
+    layer_free("PyObject_Free", 0),
+    alloc("PyMem_Malloc", 0, AllocFn::Malloc),
+    alloc_n("PyMem_Calloc", 0, 1, AllocFn::Calloc),
+    realloc("PyMem_Realloc", 0, 1),
+    layer_free("PyMem_Free", 0),
+];
+
+/// An allocator layer's internal function (CPython's arena allocator): its calls open a call
+/// and report nothing, so what it maps is the layer's, counted once.
+const fn internal(name: &'static str) -> Entry {
+    Entry {
+        name,
+        cookie: cookie::encode(cookie::OP_FREE, N, N, N, AllocFn::Free, 0) | cookie::NESTS,
+    }
+}
+
+/// pymalloc's arena allocator ([`super::pyarena`] finds it in stripped interpreters too).
+pub const PYTHON_ARENA: &[Entry] = &[
+    internal(super::pyarena::MMAP),
+    internal(super::pyarena::MUNMAP),
+];
+
 /// A prefixed jemalloc family: the standard names and jemalloc's extras, with `prefix`.
 pub fn prefixed(prefix: &str) -> Vec<(String, Entry)> {
     STANDARD
@@ -265,6 +303,10 @@ pub enum Set {
     Mimalloc,
     /// A prefixed jemalloc ([`prefixed`]).
     Prefixed(&'static str),
+    /// [`PYTHON`].
+    Python,
+    /// [`PYTHON_ARENA`].
+    PythonArena,
 }
 
 impl Set {
@@ -284,6 +326,8 @@ impl Set {
             Self::Tcmalloc => plain(TCMALLOC),
             Self::Mimalloc => plain(MIMALLOC),
             Self::Prefixed(p) => prefixed(p),
+            Self::Python => plain(PYTHON),
+            Self::PythonArena => plain(PYTHON_ARENA),
         }
     }
 }
@@ -340,6 +384,11 @@ pub fn other_sets(defines: impl Fn(&str) -> bool) -> ObjectSets {
     if defines("mi_malloc") {
         sets.push((Set::Mimalloc, family::MI));
     }
+    // libpython, or an interpreter with it linked in (Debian's python3.X).
+    if defines("PyObject_Malloc") && defines("PyMem_Malloc") {
+        sets.push((Set::Python, family::PY));
+        sets.push((Set::PythonArena, family::PY));
+    }
     sets
 }
 
@@ -351,6 +400,7 @@ pub fn family_name(f: u8) -> &'static str {
         family::RJEM => "_rjem_malloc (tikv-jemallocator)",
         family::TC => "tc_malloc",
         family::MI => "mi_malloc",
+        family::PY => "PyObject_Malloc (CPython)",
         _ => "unknown allocator",
     }
 }
@@ -428,6 +478,27 @@ mod tests {
             vec![(Set::Prefixed("_rjem_"), family::RJEM)]
         );
         assert!(other_sets(libc).is_empty());
+        // libpython (or a python3.X with it linked in): CPython's layer, a family of its own.
+        let python = |n: &str| matches!(n, "PyObject_Malloc" | "PyMem_Malloc");
+        assert_eq!(
+            other_sets(python),
+            vec![(Set::Python, family::PY), (Set::PythonArena, family::PY)]
+        );
+    }
+
+    #[test]
+    fn the_python_layer_frees_open_a_call() {
+        for e in PYTHON {
+            assert!(
+                e.returns(),
+                "{}: every layer call returns through a probe",
+                e.name
+            );
+        }
+        let free = PYTHON.iter().find(|e| e.name == "PyObject_Free").unwrap();
+        assert_eq!(cookie::op(free.cookie), cookie::OP_FREE);
+        assert_ne!(free.cookie & cookie::NESTS, 0);
+        assert!(!STANDARD.iter().any(|e| e.cookie & cookie::NESTS != 0));
     }
 
     #[test]

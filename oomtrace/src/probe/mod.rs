@@ -14,6 +14,7 @@ pub mod modes;
 pub mod placement;
 pub mod preflight;
 pub mod python;
+pub mod pyarena;
 pub mod stacks;
 pub mod stats;
 pub mod sys;
@@ -126,6 +127,17 @@ pub struct Probes {
     /// The syscall tracepoints' links, owned here so the session can close them off its
     /// critical path.
     perf_links: Vec<TracePointLink>,
+    /// The allocator programs being verified on another thread (see [`Probes::finish_load`]).
+    loading: Option<std::thread::JoinHandle<Result<Vec<std::os::fd::OwnedFd>>>>,
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        // The loader thread uses the maps' descriptors: they close with `ebpf`, after it.
+        if let Some(loading) = self.loading.take() {
+            let _ = loading.join();
+        }
+    }
 }
 
 impl Probes {
@@ -142,6 +154,15 @@ impl Probes {
             .map_max_entries("KSTACKS", kstacks)
             .map_max_entries("KLIVE", klive)
             .map_max_entries("INJECT_BLOCKS", if cfg.track_blocks { 1 << 20 } else { 1 })
+            // Sampled blocks are remembered only in sample mode (megabytes preallocated).
+            .map_max_entries(
+                "SAMPLED",
+                if matches!(cfg.mode, crate::mode::Mode::Sample { .. }) {
+                    1 << 17
+                } else {
+                    1
+                },
+            )
             .load(EBPF_OBJECT)
             .context("cannot load oomtrace's eBPF programs into the kernel")?;
         let mut probes = Self {
@@ -152,6 +173,7 @@ impl Probes {
             attacher: None,
             fallback: None,
             perf_links: Vec::new(),
+            loading: None,
         };
         modes::configure(&mut probes.ebpf, cfg.mode)?;
         let mut config: Array<_, u64> = Array::try_from(probes.map_mut("CONFIG")?)?;
@@ -192,39 +214,68 @@ impl Probes {
             .ok_or_else(|| anyhow!("cannot find struct percpu_counter in the kernel's BTF"))?;
         config.set(ConfigKey::CounterSize as u32, u64::from(counter_size), 0)?;
         if cfg.mode.probes_allocator() {
-            probes.attacher = Some(Arc::new(probes.load_attacher()?));
+            let forced_perf = std::env::var("OOMTRACE_UPROBES").is_ok_and(|v| v == "perf");
+            if forced_perf {
+                probes.fallback = Some("OOMTRACE_UPROBES=perf".into());
+                probes.attacher = Some(Arc::new(probes.load_perf_attacher()?));
+            } else {
+                // Verified on another CPU while the tracepoints load on this one.
+                let prepared = uprobes::MultiLoad::prepare(&probes.ebpf);
+                let names = probes.allocator_programs();
+                probes.loading = Some(std::thread::spawn(move || {
+                    prepared.load(EBPF_OBJECT, &names)
+                }));
+            }
         }
         Ok(probes)
     }
 
-    /// Loads the allocator programs for the best mechanism this kernel has: multi-uprobe links,
-    /// else perf uprobes (`OOMTRACE_UPROBES=perf` forces the latter, for tests).
-    fn load_attacher(&mut self) -> Result<Attacher> {
-        let [enter, ret] = if self.floor {
+    /// The (entry, return) allocator programs of this configuration.
+    fn allocator_programs(&self) -> [&'static str; 2] {
+        if self.floor {
             FLOOR_PROGRAMS
         } else {
             TRACING_PROGRAMS
-        };
-        let forced_perf = std::env::var("OOMTRACE_UPROBES").is_ok_and(|v| v == "perf");
-        if !forced_perf {
-            match uprobes::load_for_multi(&self.ebpf, EBPF_OBJECT, &[enter, ret]) {
-                Ok(mut fds) => {
-                    let ret_fd = fds.pop().expect("two programs");
-                    let enter_fd = fds.pop().expect("two programs");
-                    return Ok(Attacher::new(
-                        Mechanism::Multi,
-                        ProgramPair {
-                            enter: (enter, enter_fd),
-                            ret: (ret, ret_fd),
-                        },
-                        self.placement,
-                    ));
-                }
-                Err(e) => self.fallback = Some(format!("{e:#}")),
-            }
-        } else {
-            self.fallback = Some("OOMTRACE_UPROBES=perf".into());
         }
+    }
+
+    /// Waits for the allocator programs loading in the background, and falls back to perf
+    /// uprobes if the kernel refused them for multi-uprobe links. [`Probes::attach_tracepoints`]
+    /// calls it; a session that attaches none calls it itself before attaching allocators.
+    pub fn finish_load(&mut self) -> Result<()> {
+        let Some(loading) = self.loading.take() else {
+            return Ok(());
+        };
+        let loaded = loading
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("the allocator programs' loader thread panicked")));
+        let attacher = match loaded {
+            Ok(mut fds) => {
+                let [enter, ret] = self.allocator_programs();
+                let ret_fd = fds.pop().expect("two programs");
+                let enter_fd = fds.pop().expect("two programs");
+                Attacher::new(
+                    Mechanism::Multi,
+                    ProgramPair {
+                        enter: (enter, enter_fd),
+                        ret: (ret, ret_fd),
+                    },
+                    self.placement,
+                )
+            }
+            Err(e) => {
+                self.fallback = Some(format!("{e:#}"));
+                self.load_perf_attacher()?
+            }
+        };
+        self.attacher = Some(Arc::new(attacher));
+        Ok(())
+    }
+
+    /// Loads the allocator programs for perf uprobes: the fallback where the kernel has no
+    /// multi-uprobe links (`OOMTRACE_UPROBES=perf` forces it, for tests).
+    fn load_perf_attacher(&mut self) -> Result<Attacher> {
+        let [enter, ret] = self.allocator_programs();
         let pmu = sys::PerfUprobePmu::from_sysfs()
             .context("this kernel has neither multi-uprobe links nor the uprobe PMU")?;
         let mut fd_of = |name: &'static str| -> Result<(&'static str, std::os::fd::OwnedFd)> {
@@ -276,6 +327,11 @@ impl Probes {
 
     /// Attaches the memory-syscall and process-lifecycle tracepoints.
     pub fn attach_tracepoints(&mut self) -> Result<()> {
+        self.attach_tracepoints_only()?;
+        self.finish_load()
+    }
+
+    fn attach_tracepoints_only(&mut self) -> Result<()> {
         self.attach_raw_tracepoints(RAW_TRACEPOINTS)?;
         self.attach_syscall_tracepoints(SYSCALL_TRACEPOINTS)?;
         if self.mode != crate::mode::Mode::Growth {
@@ -331,6 +387,11 @@ impl Probes {
     /// Attaches only the OOM killer's tracepoint (`oomtrace oom-watch`).
     pub fn attach_oom_only(&mut self) -> Result<()> {
         self.attach_raw_tracepoints(&[("mark_victim", "oom_mark_victim")])
+    }
+
+    /// Whether allocator uprobes are attached at all (none in growth mode).
+    pub fn probes_allocators(&self) -> bool {
+        self.attacher.is_some()
     }
 
     /// Attaches entry (and return) probes on every allocator function `object` defines, for
@@ -505,7 +566,11 @@ fn plan_allocator(
     let mut plan: Vec<PlannedProbe> = Vec::new();
     for &(set, family) in sets {
         for (name, entry) in set.entries() {
-            let Some(func) = elf.function(&name) else {
+            let found = match set {
+                entries::Set::PythonArena => pyarena::find(elf, &name),
+                _ => elf.function(&name),
+            };
+            let Some(func) = found else {
                 continue;
             };
             if let Some(&i) = by_addr.get(&func.vaddr) {

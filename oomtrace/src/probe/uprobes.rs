@@ -278,7 +278,7 @@ impl Attacher {
             let offset = p.func.file_offset + p.placement.offset;
             plan.entries.0.push(offset);
             plan.entries.1.push(p.cookie);
-            if oomtrace_common::cookie::op(p.cookie) != oomtrace_common::cookie::OP_FREE {
+            if oomtrace_common::cookie::returns(p.cookie) {
                 // The same offset works for the return probe: rsp is still as at entry there.
                 plan.returns.push(offset);
             }
@@ -390,76 +390,96 @@ fn object_key(object: &Path) -> Result<ObjectKey> {
 /// The object's BTF is loaded too and each program gets its function and line records: the
 /// stack walk's `bpf_loop` callback is a subprogram, which the verifier accepts only with them.
 pub fn load_for_multi(ebpf: &Ebpf, image: &[u8], names: &[&str]) -> Result<Vec<OwnedFd>> {
-    let mut obj = aya_obj::Object::parse(image).context("cannot parse the eBPF object")?;
-    let btf_fd = match aya::features().btf() {
-        Some(features) => match obj
-            .fixup_and_sanitize_btf(features)
-            .map_err(|e| anyhow!("cannot prepare the eBPF object's BTF: {e}"))?
-        {
-            Some(btf) => Some(
-                sys::load_btf(&btf.to_bytes())
-                    .map_err(|e| anyhow!("the kernel refused the eBPF object's BTF: {e}"))?,
-            ),
+    MultiLoad::prepare(ebpf).load(image, names)
+}
+
+/// What loading programs for multi-uprobe links needs from the loaded object: its maps'
+/// descriptors. Owned, so the verification can run on another thread while the session loads
+/// its tracepoints (the verifier is most of the start-up, and it runs on the calling CPU).
+pub struct MultiLoad {
+    fds: HashMap<String, i32>,
+}
+
+impl MultiLoad {
+    /// The map descriptors of `ebpf`, which must outlive [`MultiLoad::load`].
+    pub fn prepare(ebpf: &Ebpf) -> Self {
+        let fds: HashMap<String, i32> = ebpf
+            .maps()
+            .filter_map(|(name, map)| Some((name.to_owned(), map_fd(map)?)))
+            .collect();
+        Self { fds }
+    }
+
+    /// Loads `names` from `image` for multi-uprobe links, relocated against the maps.
+    pub fn load(self, image: &[u8], names: &[&str]) -> Result<Vec<OwnedFd>> {
+        let fds = self.fds;
+        let mut obj = aya_obj::Object::parse(image).context("cannot parse the eBPF object")?;
+        let btf_fd = match aya::features().btf() {
+            Some(features) => match obj
+                .fixup_and_sanitize_btf(features)
+                .map_err(|e| anyhow!("cannot prepare the eBPF object's BTF: {e}"))?
+            {
+                Some(btf) => Some(
+                    sys::load_btf(&btf.to_bytes())
+                        .map_err(|e| anyhow!("the kernel refused the eBPF object's BTF: {e}"))?,
+                ),
+                None => None,
+            },
             None => None,
-        },
-        None => None,
-    };
-    let fds: HashMap<String, i32> = ebpf
-        .maps()
-        .filter_map(|(name, map)| Some((name.to_owned(), map_fd(map)?)))
-        .collect();
-    // Every map must be relocated: one left out would make its references point nowhere.
-    let maps: Vec<(String, i32, aya_obj::Map)> = obj
-        .maps
-        .iter()
-        .map(|(name, m)| {
-            let fd = fds
-                .get(name)
-                .ok_or_else(|| anyhow!("no descriptor for map {name} to relocate against"))?;
-            Ok((name.clone(), *fd, m.clone()))
-        })
-        .collect::<Result<_>>()?;
-    let text_sections = obj.functions.keys().map(|(section, _)| *section).collect();
-    obj.relocate_maps(
-        maps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)),
-        &text_sections,
-    )
-    .map_err(|e| anyhow!("cannot relocate map references: {e}"))?;
-    obj.relocate_calls(&text_sections)
-        .map_err(|e| anyhow!("cannot relocate calls: {e}"))?;
-    obj.sanitize_functions(aya::features());
-    names
-        .iter()
-        .map(|name| {
-            let prog = obj
-                .programs
-                .get(*name)
-                .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?;
-            let func = obj
-                .functions
-                .get(&prog.function_key())
-                .ok_or_else(|| anyhow!("eBPF object has no code for {name}"))?;
-            let (func_info, line_info) = (
-                func.func_info.func_info_bytes(),
-                func.line_info.line_info_bytes(),
-            );
-            let btf = btf_fd.as_ref().map(|fd| sys::ProgBtf {
-                fd: fd.as_fd(),
-                func_info: &func_info,
-                func_info_rec_size: func.func_info_rec_size as u32,
-                line_info: &line_info,
-                line_info_rec_size: func.line_info_rec_size as u32,
-            });
-            sys::load_uprobe_program(
-                name,
-                &func.instructions,
-                &prog.license,
-                sys::BPF_TRACE_UPROBE_MULTI,
-                btf.as_ref(),
-            )
-            .map_err(|e| anyhow!("the kernel rejected {name} for multi-uprobe links: {e}"))
-        })
-        .collect()
+        };
+        // Every map must be relocated: one left out would make its references point nowhere.
+        let maps: Vec<(String, i32, aya_obj::Map)> = obj
+            .maps
+            .iter()
+            .map(|(name, m)| {
+                let fd = fds
+                    .get(name)
+                    .ok_or_else(|| anyhow!("no descriptor for map {name} to relocate against"))?;
+                Ok((name.clone(), *fd, m.clone()))
+            })
+            .collect::<Result<_>>()?;
+        let text_sections = obj.functions.keys().map(|(section, _)| *section).collect();
+        obj.relocate_maps(
+            maps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)),
+            &text_sections,
+        )
+        .map_err(|e| anyhow!("cannot relocate map references: {e}"))?;
+        obj.relocate_calls(&text_sections)
+            .map_err(|e| anyhow!("cannot relocate calls: {e}"))?;
+        obj.sanitize_functions(aya::features());
+        names
+            .iter()
+            .map(|name| {
+                let prog = obj
+                    .programs
+                    .get(*name)
+                    .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?;
+                let func = obj
+                    .functions
+                    .get(&prog.function_key())
+                    .ok_or_else(|| anyhow!("eBPF object has no code for {name}"))?;
+                let (func_info, line_info) = (
+                    func.func_info.func_info_bytes(),
+                    func.line_info.line_info_bytes(),
+                );
+                let btf = btf_fd.as_ref().map(|fd| sys::ProgBtf {
+                    fd: fd.as_fd(),
+                    func_info: &func_info,
+                    func_info_rec_size: func.func_info_rec_size as u32,
+                    line_info: &line_info,
+                    line_info_rec_size: func.line_info_rec_size as u32,
+                });
+                sys::load_uprobe_program(
+                    name,
+                    &func.instructions,
+                    &prog.license,
+                    sys::BPF_TRACE_UPROBE_MULTI,
+                    btf.as_ref(),
+                )
+                .map_err(|e| anyhow!("the kernel rejected {name} for multi-uprobe links: {e}"))
+            })
+            .collect()
+    }
 }
 
 /// The descriptor of a map aya created (the map types oomtrace's object uses).

@@ -353,3 +353,82 @@ impl Offsets {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 3.13 `_Py_DebugOffsets` with every structure 1000 bytes and each field at `10 * index`.
+    fn debug_offsets(cookie: &[u8; 8], hex: u64, free_threaded: u64) -> Vec<u8> {
+        let mut words = vec![0u64; DEBUG_OFFSETS_LEN / 8];
+        words[1] = hex;
+        words[2] = free_threaded;
+        let sizes = [3, 6, 19, 28, 34, 44, 46, 50, 53, 56, 59, 61, 64, 67, 71];
+        for (i, w) in words.iter_mut().enumerate().skip(3) {
+            *w = if sizes.contains(&i) {
+                1000
+            } else {
+                10 * i as u64
+            };
+        }
+        let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        bytes[..8].copy_from_slice(cookie);
+        bytes
+    }
+
+    #[test]
+    fn debug_offsets_are_read_where_313_puts_them() {
+        let o = Offsets::from_debug_offsets(&debug_offsets(DEBUG_COOKIE, 0x030d00f0, 0), (3, 13))
+            .unwrap();
+        assert_eq!(o.runtime_interpreters_head, 50);
+        assert_eq!(o.interp_threads_head, 90);
+        assert_eq!(
+            (o.tstate_next, o.tstate_frame, o.tstate_thread_id),
+            (210, 230, 240)
+        );
+        assert_eq!(o.tstate_native_thread_id, Some(250));
+        assert_eq!(
+            (o.frame_previous, o.frame_code, o.frame_instr),
+            (290, 300, 310)
+        );
+        assert_eq!(o.frame_owner, Some(330));
+        assert_eq!(
+            (o.code_filename, o.code_name, o.code_qualname),
+            (350, 360, Some(370))
+        );
+        assert_eq!(
+            (o.code_linetable, o.code_firstlineno, o.code_adaptive),
+            (380, 390, Some(430))
+        );
+        assert_eq!((o.var_size, o.bytes_data), (650, 660));
+        assert_eq!(
+            (o.unicode_state, o.unicode_length, o.unicode_ascii_size),
+            (680, 690, 700)
+        );
+        assert_eq!(o.unicode_compact_size, 716);
+    }
+
+    #[test]
+    fn unknown_debug_offsets_are_refused_with_a_reason() {
+        let err =
+            |bytes: &[u8], v| format!("{:#}", Offsets::from_debug_offsets(bytes, v).unwrap_err());
+        assert!(err(&debug_offsets(b"notdebug", 0x030d00f0, 0), (3, 13)).contains("xdebugpy"));
+        assert!(err(&debug_offsets(DEBUG_COOKIE, 0x030e00f0, 0), (3, 13)).contains("3.14"));
+        assert!(err(&debug_offsets(DEBUG_COOKIE, 0x030e00f0, 0), (3, 14)).contains("not known"));
+        assert!(
+            err(&debug_offsets(DEBUG_COOKIE, 0x030d00f0, 1), (3, 13)).contains("free-threaded")
+        );
+        assert!(err(&[0; 16], (3, 13)).contains("only 16 bytes"));
+        let mut past = debug_offsets(DEBUG_COOKIE, 0x030d00f0, 0);
+        past[5 * 8..6 * 8].copy_from_slice(&5000u64.to_le_bytes());
+        assert!(err(&past, (3, 13)).contains("interpreters_head at 5000"));
+    }
+
+    #[test]
+    fn baked_versions_are_38_to_312() {
+        assert!(baked((3, 7)).is_none() && baked((3, 13)).is_none());
+        for minor in 8..=12 {
+            assert!(baked((3, minor)).is_some());
+        }
+    }
+}

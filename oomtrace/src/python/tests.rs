@@ -273,11 +273,19 @@ fn a_process_without_python_is_not_one() {
 struct Parked {
     child: Child,
     line: String,
+    /// The directory [`Parked::start`] made for the script, removed at the end.
+    own_dir: Option<PathBuf>,
 }
 
 impl Parked {
+    /// In a directory of its own (tests run in parallel).
     fn start(py: &Python, script: &str) -> Self {
-        Self::start_file(py, script, &temp_dir("parked").join("script.py"))
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = temp_dir(&format!("parked-{n}"));
+        let mut parked = Self::start_file(py, script, &dir.join("script.py"));
+        parked.own_dir = Some(dir);
+        parked
     }
 
     fn start_file(py: &Python, script: &str, path: &Path) -> Self {
@@ -310,7 +318,11 @@ impl Parked {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        Self { child, line }
+        Self {
+            child,
+            line,
+            own_dir: None,
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -320,6 +332,9 @@ impl Parked {
     fn finish(mut self) {
         self.child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
         assert!(self.child.wait().unwrap().success());
+        if let Some(dir) = &self.own_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -465,4 +480,47 @@ fn the_reader_names_parked_frames_in_every_interpreter() {
         "CI=true but no CPython was found"
     );
     crate::say!("read parked frames of {seen:?}");
+}
+
+/// A venv made with `--copies` runs its own copy of the interpreter, named `python`: found by
+/// its `_PyRuntime`, its version from `Py_Version` (the name has none).
+#[test]
+fn a_venv_copy_of_the_interpreter_is_detected() {
+    let Some(debian) = pythons()
+        .into_iter()
+        .find(|p| p.exe == Path::new("/usr/bin/python3.11"))
+    else {
+        return;
+    };
+    let dir = temp_dir("venv");
+    let venv = dir.join("env");
+    let made = Command::new(&debian.exe)
+        .args(["-m", "venv", "--without-pip", "--copies"])
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let copy = Python {
+        exe: venv.join("bin/python"),
+        version: (3, 11),
+        include: None,
+    };
+    let parked = Parked::start(&copy, PARK_SCRIPT);
+    let interp = detect(parked.pid()).unwrap().expect("a python process");
+    assert_eq!(interp.version, (3, 11));
+    assert_eq!(interp.module, venv.join("bin/python"));
+    let frames = walk::walk_frames(parked.pid(), &interp).unwrap();
+    let top = CodeReader::new()
+        .resolve(parked.pid(), &interp, frames[0].0, frames[0].1)
+        .unwrap();
+    assert_eq!(
+        (top.function.as_str(), top.line),
+        ("Ωmega.pärk", line_of(PARK_SCRIPT, "# PARK"))
+    );
+    parked.finish();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,6 +41,9 @@ pub enum ChunkType {
     Footer = 9,
     /// A GPU memory snapshot (the `oomtrace.gpu/1` JSON), or "unchanged".
     Gpu = 10,
+    /// Where symbolized addresses lie: each one's module build id and module-relative offset,
+    /// so names can be looked up later (a reader that does not know it skips it).
+    SymbolOrigins = 11,
 }
 
 impl ChunkType {
@@ -57,6 +60,7 @@ impl ChunkType {
             8 => Self::Counters,
             9 => Self::Footer,
             10 => Self::Gpu,
+            11 => Self::SymbolOrigins,
             _ => return None,
         })
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::hash::{Hash, Hasher};
 
-use super::payloads::{Stack, Stacks, Strings, Symbol, Symbols};
+use super::payloads::{Stack, Stacks, Strings, Symbol, SymbolOrigin, SymbolOrigins, Symbols};
 
 /// Writer side: string → id, with the strings not yet written.
 #[derive(Debug)]
@@ -171,10 +171,11 @@ impl StringTable {
     }
 }
 
-/// Reader side: (tgid, address) → symbol.
+/// Reader side: (tgid, address) → symbol, and where it lies (build id, offset).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SymbolTable {
     symbols: HashMap<(u32, u64), Symbol>,
+    origins: HashMap<(u32, u64), SymbolOrigin>,
 }
 
 impl SymbolTable {
@@ -189,6 +190,19 @@ impl SymbolTable {
         for s in chunk.symbols {
             self.symbols.insert((chunk.tgid, s.addr), s);
         }
+    }
+
+    /// Adds (or replaces) the origins of one chunk.
+    pub fn extend_origins(&mut self, chunk: SymbolOrigins) {
+        self.origins.reserve(chunk.origins.len());
+        for o in chunk.origins {
+            self.origins.insert((chunk.tgid, o.addr), o);
+        }
+    }
+
+    /// Where `addr` in process `tgid` lies, if recorded (recordings before origins: never).
+    pub fn origin(&self, tgid: u32, addr: u64) -> Option<&SymbolOrigin> {
+        self.origins.get(&(tgid, addr))
     }
 
     /// The symbol of `addr` in process `tgid`, if recorded.

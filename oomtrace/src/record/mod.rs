@@ -55,7 +55,7 @@ pub use format::{Chunk, ChunkReader, ChunkWriter, Header, MAGIC, MAX_CHUNK_LEN, 
 pub use intern::{StackInterner, StringInterner, StringTable, SymbolTable};
 pub use payloads::{
     Counters, Footer, Gpu, Mapping, Oom, PERM_EXEC, PERM_READ, PERM_SHARED, PERM_WRITE, ProcMaps,
-    Sample, Stack, Stacks, Strings, Symbol, Symbols,
+    Sample, Stack, Stacks, Strings, Symbol, SymbolOrigin, SymbolOrigins, Symbols,
 };
 pub use reader::{Recording, RecordingReader, Warning};
 pub use writer::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, RecordingWriter};

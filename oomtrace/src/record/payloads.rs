@@ -221,6 +221,63 @@ impl Symbols {
 }
 payload!(Symbols, Symbols, split: symbols);
 
+/// Where one symbolized address lies: its module's build id (a string id, 0: unknown) and its
+/// address in the module's own address space (`None`: unknown).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SymbolOrigin {
+    /// The address (as it occurs in events and stacks).
+    pub addr: u64,
+    /// The module's GNU build id, as hex.
+    pub build_id: u32,
+    /// The address in the module (as in its symbol table).
+    pub offset: Option<u64>,
+}
+
+/// Origins of symbolized addresses in one process: what `report --debug-dir` needs to name
+/// them on another machine. Kept apart from [`Symbols`] so readers that predate it still read
+/// the names (they skip this chunk).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SymbolOrigins {
+    /// The process the addresses belong to.
+    pub tgid: u32,
+    /// The origins (sorted by address is smallest, but any order works).
+    pub origins: Vec<SymbolOrigin>,
+}
+
+impl SymbolOrigins {
+    fn write(&self, buf: &mut BytesMut) {
+        put_varint(buf, self.tgid.into());
+        put_varint(buf, self.origins.len() as u64);
+        let mut prev = 0u64;
+        for o in &self.origins {
+            put_zigzag(buf, o.addr.wrapping_sub(prev) as i64);
+            prev = o.addr;
+            put_varint(buf, o.build_id.into());
+            // 0: unknown; else the offset + 1.
+            put_varint(buf, o.offset.map_or(0, |v| v.wrapping_add(1)));
+        }
+    }
+
+    pub(crate) fn read(cur: &mut Cursor<'_>) -> Result<Self, RecordError> {
+        let tgid = cur.u32("the symbol origins' tgid")?;
+        let n = cur.count(3, "the number of symbol origins")?;
+        let mut origins = Vec::with_capacity(n);
+        let mut prev = 0u64;
+        for _ in 0..n {
+            prev = prev.wrapping_add(cur.zigzag("a symbol origin's address")? as u64);
+            let build_id = cur.u32("a symbol origin's build id")?;
+            let offset = cur.varint("a symbol origin's offset")?;
+            origins.push(SymbolOrigin {
+                addr: prev,
+                build_id,
+                offset: offset.checked_sub(1),
+            });
+        }
+        Ok(Self { tgid, origins })
+    }
+}
+payload!(SymbolOrigins, SymbolOrigins, split: origins);
+
 /// One line of `/proc/PID/maps`, with the build id of the mapped file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Mapping {

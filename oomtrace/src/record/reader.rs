@@ -20,7 +20,9 @@ use super::codec::{ChunkType, SiteTable, read_events};
 use super::error::RecordError;
 use super::format::{Chunk, ChunkReader, Header};
 use super::intern::{StringTable, SymbolTable};
-use super::payloads::{Counters, Footer, Gpu, Oom, ProcMaps, Sample, Stacks, Strings, Symbols};
+use super::payloads::{
+    Counters, Footer, Gpu, Oom, ProcMaps, Sample, Stacks, Strings, SymbolOrigins, Symbols,
+};
 use super::wire::Cursor;
 
 /// Everything a recording holds, decoded.
@@ -236,6 +238,11 @@ impl Loader {
                 let symbols = Symbols::read(&mut cur)?;
                 cur.finish()?;
                 self.rec.symbols.extend(symbols);
+            }
+            ChunkType::SymbolOrigins => {
+                let origins = SymbolOrigins::read(&mut cur)?;
+                cur.finish()?;
+                self.rec.symbols.extend_origins(origins);
             }
             ChunkType::ProcMaps => {
                 let maps = ProcMaps::read(&mut cur)?;

@@ -13,7 +13,10 @@ use std::thread::JoinHandle;
 use anyhow::{Context as _, Result, anyhow};
 use oomtrace_common::MemEvent;
 
-use super::{Counters, RecordError, RecordingWriter, Stack, Stacks, Symbol, Symbols};
+use super::{
+    Counters, RecordError, RecordingWriter, Stack, Stacks, Symbol, SymbolOrigin, SymbolOrigins,
+    Symbols,
+};
 use crate::report::ResolvedStack;
 use crate::report::kernel::{KernelFrame, KernelStackReport};
 
@@ -318,8 +321,18 @@ fn finish(w: &mut RecordingWriter<std::fs::File>, f: Finish) -> Result<Counters,
     };
     w.write_stacks(&stacks)?;
     let mut by_pid: std::collections::BTreeMap<u32, Vec<Symbol>> = Default::default();
+    let mut origins: std::collections::BTreeMap<u32, Vec<SymbolOrigin>> = Default::default();
     for r in &f.resolved {
         for frame in &r.frames {
+            // Where the frame lies, for naming it later (`report --debug-dir`).
+            if frame.build_id.is_some() || frame.offset.is_some() {
+                let build_id = w.intern(frame.build_id.as_deref().unwrap_or(""));
+                origins.entry(r.pid).or_default().push(SymbolOrigin {
+                    addr: frame.addr,
+                    build_id,
+                    offset: frame.offset,
+                });
+            }
             let function = w.intern(frame.function.as_deref().unwrap_or(""));
             let module = w.intern(frame.module.as_deref().unwrap_or(""));
             let file = w.intern(frame.file.as_deref().unwrap_or(""));
@@ -337,6 +350,11 @@ fn finish(w: &mut RecordingWriter<std::fs::File>, f: Finish) -> Result<Counters,
         symbols.sort_by_key(|s| s.addr);
         symbols.dedup_by_key(|s| s.addr);
         w.write_symbols(&Symbols { tgid, symbols })?;
+    }
+    for (tgid, mut origins) in origins {
+        origins.sort_by_key(|o| o.addr);
+        origins.dedup_by_key(|o| o.addr);
+        w.write_symbol_origins(&SymbolOrigins { tgid, origins })?;
     }
     let mut counters = f.counters;
     counters.other.push((w.intern(KEY_START_NS), f.start_ns));

@@ -18,7 +18,9 @@ use super::codec::{ChunkType, EventEncoder};
 use super::error::RecordError;
 use super::format::{ChunkWriter, Header, MAX_CHUNK_LEN};
 use super::intern::{StackInterner, StringInterner};
-use super::payloads::{Counters, Footer, Gpu, Oom, Payload, ProcMaps, Sample, Stacks, Symbols};
+use super::payloads::{
+    Counters, Footer, Gpu, Oom, Payload, ProcMaps, Sample, Stacks, SymbolOrigins, Symbols,
+};
 
 /// Events per `Events` chunk unless told otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 4096;
@@ -129,6 +131,11 @@ impl<W: Write> RecordingWriter<W> {
     /// Writes the symbols of one process.
     pub fn write_symbols(&mut self, symbols: &Symbols) -> Result<(), RecordError> {
         self.write_in_order(symbols)
+    }
+
+    /// Writes where symbolized addresses of one process lie (build id, offset).
+    pub fn write_symbol_origins(&mut self, origins: &SymbolOrigins) -> Result<(), RecordError> {
+        self.write_in_order(origins)
     }
 
     /// Writes a snapshot of one process's mappings.

@@ -26,9 +26,33 @@ pub fn is_wrapper(f: &Frame) -> bool {
 }
 
 /// The index of the site among `frames` (innermost first): the first frame that is not a
-/// wrapper, or 0 when all are.
+/// wrapper, or 0 when all are. Unnamed frames called (outwards, in the same module) by a
+/// wrapper belong to it: a stripped library names only its exported functions, so a static
+/// helper under `sqlite3Malloc` (`sqlite3MemMalloc`) has no name to match.
 pub fn site_index(frames: &[Frame]) -> usize {
-    frames.iter().position(|f| !is_wrapper(f)).unwrap_or(0)
+    let mut i = 0;
+    while i < frames.len() {
+        if is_wrapper(&frames[i]) {
+            i += 1;
+            continue;
+        }
+        if frames[i].function.is_none() && frames[i].module.is_some() {
+            let same_module = |f: &Frame| f.module == frames[i].module;
+            let named = frames[i..]
+                .iter()
+                .position(|f| f.function.is_some() || !same_module(f))
+                .map(|k| i + k);
+            if let Some(j) = named
+                && same_module(&frames[j])
+                && is_wrapper(&frames[j])
+            {
+                i = j;
+                continue;
+            }
+        }
+        return i;
+    }
+    0
 }
 
 #[cfg(test)]
@@ -52,6 +76,29 @@ mod tests {
         assert!(glob("*", ""));
         assert!(glob("a*b*c", "axxbyyc"));
         assert!(!glob("a*b*c", "axxbyy"));
+    }
+
+    #[test]
+    fn unnamed_helpers_under_a_wrapper_belong_to_it() {
+        let unnamed = |module: &str| Frame {
+            module: Some(module.into()),
+            ..Frame::default()
+        };
+        let frames = vec![
+            unnamed("libglib-2.0.so.0"),
+            unnamed("libglib-2.0.so.0"),
+            frame("g_malloc", "libglib-2.0.so.0"),
+            frame("build_list", "app"),
+        ];
+        assert_eq!(site_index(&frames), 3);
+        // Not when the wrapper lies in another module, or no wrapper follows.
+        let other = vec![unnamed("app"), frame("g_malloc", "libglib-2.0.so.0")];
+        assert_eq!(site_index(&other), 0);
+        let plain = vec![
+            unnamed("libglib-2.0.so.0"),
+            frame("g_list_append", "libglib-2.0.so.0"),
+        ];
+        assert_eq!(site_index(&plain), 0);
     }
 
     #[test]

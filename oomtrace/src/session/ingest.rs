@@ -440,6 +440,10 @@ impl Session {
         }
         // After the batch: reading new processes' maps comes first (they may exit any moment);
         // resolving an exec'd program's allocator takes milliseconds.
+        // Growth mode probes no allocator: planning one per exec would be wasted ELF reading.
+        if !self.probes.probes_allocators() {
+            execs.clear();
+        }
         for pid in execs {
             let generation = self.model.process(pid).map_or(0, |p| p.generation);
             // A process already gone has no /proc/PID/exe; the kernel's record still names it.

@@ -354,7 +354,9 @@ async fn trace_with(
         }
         Some(python::PythonFrames::new())
     };
-    if !opts.probe_floor {
+    if opts.probe_floor {
+        probes.finish_load()?;
+    } else {
         probes.attach_tracepoints()?;
     }
     phase("tracepoints");

@@ -200,13 +200,15 @@ impl Player {
                 .map(str::to_owned)
         };
         for (&(tgid, addr), s) in rec.symbols.iter() {
+            let origin = rec.symbols.origin(tgid, addr);
             let frame = Frame {
                 addr,
                 function: text(s.function),
                 module: text(s.module),
                 file: text(s.file),
                 line: (s.line > 0).then_some(s.line),
-                ..Frame::default()
+                build_id: origin.and_then(|o| text(o.build_id)),
+                offset: origin.and_then(|o| o.offset),
             };
             symbols.insert(tgid, frame);
         }

@@ -311,7 +311,15 @@ impl Symbolizer {
             return;
         }
         if let Some(m) = self.mapping(pid, generation, addr) {
-            self.last_hit = Some((pid, generation, m.start, m.end));
+            let (range, settled) = ((m.start, m.end), self.objects.settled(m.id));
+            // Known from the kernel's record only: open its object while the process maps it
+            // (a library deleted from disk has no other way back).
+            if !settled {
+                let m = m.clone();
+                self.objects.open_live(&place(pid, &m), &mut self.closed);
+                self.evict_closed();
+            }
+            self.last_hit = Some((pid, generation, range.0, range.1));
             return;
         }
         // A library mapped since: the kernel's record of it is cheaper than reading /proc. Its

@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use oomtrace_common::unwind::{ExecMapping, FileKey, FileModule, MAX_PROC_MAPPINGS, NO_MODULE};
+use oomtrace_common::unwind::{
+    ANON_MODULE, ExecMapping, FileKey, FileModule, MAX_PROC_MAPPINGS, NO_MODULE,
+};
 
 use crate::objfile::elf::ElfLayout;
 use crate::objfile::{FileId, ObjFile, maps};
@@ -181,7 +183,13 @@ impl Unwinder {
                 start: l.start,
                 end: l.end,
                 bias: 0,
-                module: NO_MODULE,
+                // Memory that maps nothing (a JIT's code) is told apart from a file without
+                // rows: the walker marks a chain that ends there as cut.
+                module: if l.path.is_none() {
+                    ANON_MODULE
+                } else {
+                    NO_MODULE
+                },
                 _pad: 0,
             };
             if let Some(path) = l.file()

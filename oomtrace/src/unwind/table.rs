@@ -53,6 +53,9 @@ pub struct BuildStats {
 pub enum BuildError {
     /// Neither `.eh_frame` nor `.debug_frame` (with any FDE) is there.
     NoUnwindInfo,
+    /// Unwind info is there, but none of its entries could be read (damaged ones met before
+    /// the walk through the section had to stop).
+    Damaged(u64),
     /// The section could not be read.
     Unreadable(&'static str),
     /// Addresses above 4 GiB, or more rows than a module may have.
@@ -63,6 +66,7 @@ impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::NoUnwindInfo => f.write_str("no .eh_frame or .debug_frame"),
+            Self::Damaged(_) => f.write_str("its unwind info is damaged: no entry could be read"),
             Self::Unreadable(what) => write!(f, "cannot read {what}"),
             Self::TooLarge(why) => f.write_str(why),
         }
@@ -115,7 +119,11 @@ pub fn build(elf: &ElfLayout) -> Result<ModuleRows, BuildError> {
         stats.debug_frame = true;
     }
     if spans.is_empty() {
-        return Err(BuildError::NoUnwindInfo);
+        // Told apart: "no .eh_frame" would send the reader to the wrong build flag.
+        return Err(match stats.bad_entries {
+            0 => BuildError::NoUnwindInfo,
+            n => BuildError::Damaged(n),
+        });
     }
     // Only rows inside the executable segments matter (and bound the page index).
     let exec: Vec<(u64, u64)> = elf

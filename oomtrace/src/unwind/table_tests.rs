@@ -59,3 +59,41 @@ fn packs_gaps_and_pages() {
     assert_eq!(at(0x3008), Some((kind::GAP, 0)));
     assert_eq!(at(0xfff), None);
 }
+
+/// A copy of libc whose every FDE points at a CIE that is not there: told as damaged (with
+/// how many entries), not as missing unwind info.
+#[test]
+fn an_eh_frame_with_no_readable_entry_is_damaged_not_missing() {
+    use object::{Object as _, ObjectSection as _};
+    let mut data = std::fs::read(LIBC).unwrap();
+    let (start, size) = {
+        let file = object::File::parse(&*data).unwrap();
+        let s = file.section_by_name(".eh_frame").unwrap();
+        let (off, size) = s.file_range().unwrap();
+        (off as usize, size as usize)
+    };
+    let (mut at, mut fdes) = (start, 0u64);
+    while at + 8 <= start + size {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 || len == 0xffff_ffff {
+            break;
+        }
+        if data[at + 4..at + 8] != [0; 4] {
+            // Past the section's start: no CIE there.
+            let bad = (at - start) as u32 + 0x1000;
+            data[at + 4..at + 8].copy_from_slice(&bad.to_le_bytes());
+            fdes += 1;
+        }
+        at += 4 + len;
+    }
+    assert!(fdes > 1000, "{fdes} FDEs");
+    let path = std::env::temp_dir().join(format!("oomtrace-damaged-libc-{}", std::process::id()));
+    std::fs::write(&path, &data).unwrap();
+    let elf = ElfLayout::read(ObjFile::open_trusted(&path).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&path);
+    match build(&elf) {
+        // The first bad CIE pointer ends the walk through the section: nothing past it is read.
+        Err(BuildError::Damaged(n)) => assert!(n >= 1),
+        other => panic!("expected Damaged, got {:?}", other.map(|r| r.stats)),
+    }
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::util::*;
 
 /// Flags of the frame-pointer-free builds.
-const NO_FP: &[&str] = &["-O2", "-g", "-fomit-frame-pointer"];
+pub(crate) const NO_FP: &[&str] = &["-O2", "-g", "-fomit-frame-pointer"];
 
 /// `unwind_chain.c` built without frame pointers.
 fn chain_program() -> PathBuf {
@@ -38,7 +38,7 @@ fn cxx_program() -> PathBuf {
 }
 
 /// Function names of a report stack's frames, frame 0 first.
-fn names(stack: &Value) -> Vec<String> {
+pub(crate) fn names(stack: &Value) -> Vec<String> {
     stack["frames"]
         .as_array()
         .unwrap()
@@ -48,7 +48,10 @@ fn names(stack: &Value) -> Vec<String> {
 }
 
 /// The report's stacks (of any process) whose frames include `function`, with their names.
-fn stacks_through<'a>(report: &'a Value, function: &str) -> Vec<(&'a Value, Vec<String>)> {
+pub(crate) fn stacks_through<'a>(
+    report: &'a Value,
+    function: &str,
+) -> Vec<(&'a Value, Vec<String>)> {
     report["stacks"]
         .as_array()
         .unwrap()
@@ -60,7 +63,13 @@ fn stacks_through<'a>(report: &'a Value, function: &str) -> Vec<(&'a Value, Vec<
 
 /// Asserts that every stack through `function` holds `chain` from it up to `main`, complete
 /// (the walk reached the outermost frame), and that together they hold `bytes` in `blocks`.
-fn assert_chain(report: &Value, function: &str, chain: &[&str], bytes: u64, blocks: u64) {
+pub(crate) fn assert_chain(
+    report: &Value,
+    function: &str,
+    chain: &[&str],
+    bytes: u64,
+    blocks: u64,
+) {
     let found = stacks_through(report, function);
     assert!(!found.is_empty(), "no stack through {function}: {report}");
     let (mut b, mut n) = (0, 0);
@@ -87,7 +96,7 @@ fn assert_chain(report: &Value, function: &str, chain: &[&str], bytes: u64, bloc
 }
 
 /// Runs `oomtrace run` on `args` (perf uprobes when `perf`) and returns its report.
-fn trace(args: &[&std::ffi::OsStr], perf: bool) -> Value {
+pub(crate) fn trace(args: &[&std::ffi::OsStr], perf: bool) -> Value {
     let mut cmd = oomtrace();
     cmd.args(["run", "--format", "json", "--"]).args(args);
     if perf {
@@ -266,4 +275,492 @@ fn programs_a_shell_execs_unwind_from_their_first_allocation() {
     assert_chain(&report, "chain6", &six, 2 * 7 * 1111, 14);
     assert_eq!(stacks_through(&report, "chain6").len(), 2, "{report}");
     assert_chain(&report, "dup_name", &["dup_name", "main"], 2 * 38, 2);
+}
+
+/// Debian's `sqlite3` (no frame pointers; `libsqlite3.so` and the program have no `.symtab`,
+/// only `.dynsym`) on `tests/workloads/unwind_sqlite.sql`, its output thrown away.
+fn sqlite_args() -> Vec<std::ffi::OsString> {
+    let script = root().join("tests/workloads/unwind_sqlite.sql");
+    vec![
+        "sqlite3".into(),
+        "-init".into(),
+        "/dev/null".into(),
+        "-batch".into(),
+        ":memory:".into(),
+        format!(".read {}", script.display()).into(),
+    ]
+}
+
+/// One frame of a valgrind XML stack: function (when named), object basename, pc.
+#[derive(Debug, Clone, PartialEq)]
+struct VgFrame {
+    function: Option<String>,
+    object: String,
+    ip: u64,
+}
+
+/// A held record of valgrind's: bytes, blocks and its frames.
+type VgHeld = (u64, u64, Vec<VgFrame>);
+
+/// A chain of (module, pc within its page) with the bytes and blocks held on it.
+type HeldChain = (Vec<(String, u64)>, u64, u64);
+
+/// The held records of valgrind's XML report with their frames (inlined frames, which repeat
+/// the pc, kept once).
+fn valgrind_held_frames(xml: &str) -> Vec<VgHeld> {
+    let tag = |s: &str, t: &str| -> Option<String> {
+        let open = format!("<{t}>");
+        let start = s.find(&open)? + open.len();
+        let end = s[start..].find(&format!("</{t}>"))? + start;
+        Some(s[start..end].to_owned())
+    };
+    xml.split("<error>")
+        .skip(1)
+        .filter(|e| tag(e, "kind").is_some_and(|k| k.starts_with("Leak_")))
+        .map(|e| {
+            let mut frames: Vec<VgFrame> = Vec::new();
+            for f in e.split("<frame>").skip(1) {
+                let ip = tag(f, "ip").unwrap();
+                let ip = u64::from_str_radix(ip.trim_start_matches("0x"), 16).unwrap();
+                if frames.last().is_some_and(|l| l.ip == ip) {
+                    continue;
+                }
+                let object = tag(f, "obj").unwrap_or_default();
+                frames.push(VgFrame {
+                    function: tag(f, "fn"),
+                    object: object.rsplit('/').next().unwrap().to_owned(),
+                    ip,
+                });
+            }
+            (
+                tag(e, "leakedbytes").unwrap().parse().unwrap(),
+                tag(e, "leakedblocks").unwrap().parse().unwrap(),
+                frames,
+            )
+        })
+        .collect()
+}
+
+/// Runs valgrind on `args`: its XML held records, and its "total heap usage" (allocations,
+/// bytes) from the log. libc's exit-time frees (`--run-libc-freeres`) are off: oomtrace sees
+/// the process as it is at exit, without them.
+fn valgrind_run(args: &[std::ffi::OsString], name: &str) -> (Vec<VgHeld>, (u64, u64)) {
+    let xml = work_dir().join(format!("{name}.valgrind.xml"));
+    let log = work_dir().join(format!("{name}.valgrind.log"));
+    let status = Command::new("valgrind")
+        .args([
+            "--xml=yes",
+            "--leak-check=full",
+            "--show-leak-kinds=all",
+            "--run-libc-freeres=no",
+            "--num-callers=64",
+        ])
+        .arg(format!("--xml-file={}", xml.display()))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("valgrind runs (installed by the project's set-up)");
+    assert!(status.success());
+    let held = valgrind_held_frames(&std::fs::read_to_string(&xml).unwrap());
+    // The XML has no heap summary: the same run again, plain, for its totals line.
+    let status = Command::new("valgrind")
+        .args(["--run-libc-freeres=no"])
+        .arg(format!("--log-file={}", log.display()))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("valgrind runs");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("total heap usage:"))
+        .unwrap_or_else(|| panic!("no heap summary in valgrind's log: {text}"));
+    // "total heap usage: 41,957 allocs, 41,942 frees, 8,924,543 bytes allocated"
+    let nums: Vec<u64> = line
+        .split("usage:")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .collect::<Vec<_>>()
+        .join("")
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 3, "{line}");
+    (held, (nums[0], nums[2]))
+}
+
+/// Frames of a report stack as (function, module).
+fn named_frames(stack: &Value) -> Vec<(Option<&str>, &str)> {
+    stack["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["function"].as_str(),
+                f["module"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("a frame without module: {f}")),
+            )
+        })
+        .collect()
+}
+
+/// Whether every frame of `stack` is the dynamic linker's own: its start-up mappings, made
+/// before the program runs, which valgrind does not count as heap.
+fn loader_only(stack: &Value) -> bool {
+    named_frames(stack)
+        .iter()
+        .all(|(_, m)| m.starts_with("ld-linux"))
+}
+
+#[test]
+fn debian_sqlite3_unwinds_through_its_stripped_library_to_main() {
+    if !require_bpf() {
+        return;
+    }
+    let args = sqlite_args();
+    let art = work_dir().join("sqlite-artifacts");
+    let _ = std::fs::remove_dir_all(&art);
+    let text_file = work_dir().join("sqlite-report.txt");
+    let out = output(
+        oomtrace()
+            .args([
+                "run",
+                "--format",
+                "text",
+                "--wrapper",
+                "sqlite3Malloc*",
+                "--wrapper",
+                "sqlite3Realloc",
+                "-o",
+            ])
+            .arg(&text_file)
+            .arg("--artifacts")
+            .arg(&art)
+            .arg("--")
+            .args(&args)
+            .stdout(std::process::Stdio::null()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(art.join("report.json")).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&text_file).unwrap();
+    assert_consistent(&report);
+    assert_eq!(report["processes"].as_array().unwrap().len(), 1, "{report}");
+
+    // The stacks that allocate inside libsqlite3, biggest first by bytes allocated.
+    let lib = "libsqlite3.so.0.8.6";
+    let mut in_lib: Vec<&Value> = report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| named_frames(s).first().is_some_and(|f| f.1 == lib))
+        .collect();
+    in_lib.sort_by_key(|s| std::cmp::Reverse(s["allocated_bytes"].as_u64().unwrap()));
+    let all: u64 = in_lib
+        .iter()
+        .map(|s| s["allocated_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(all > 8_000_000, "libsqlite3 allocated {all} B: {report}");
+    // Those that make up 99 % of its bytes: each a whole chain, not one frame.
+    let (mut seen, mut checked, mut through_api) = (0, 0, 0);
+    for st in &in_lib {
+        if seen * 100 >= all * 99 {
+            break;
+        }
+        seen += st["allocated_bytes"].as_u64().unwrap();
+        checked += 1;
+        let frames = named_frames(st);
+        let walk = st["walk"].as_array().unwrap();
+        assert!(walk.iter().any(|w| w == "complete"), "{walk:?}: {frames:?}");
+        // Frame 0 is the allocator's call site inside the library (sqlite3MemMalloc, static:
+        // unnamed); the library's frames lead to the shell's.
+        let shell = frames
+            .iter()
+            .position(|f| f.1 != lib)
+            .unwrap_or_else(|| panic!("the chain stays in the library: {frames:?}"));
+        // The exported entry point the shell called, where it is one (sqlite3_open_v2 tail-calls
+        // a static function, which is not named), is named from .dynsym: the outermost one
+        // (the shell's `.read` runs statements from inside another).
+        if let Some(f) = frames[..shell].iter().rev().find_map(|f| f.0)
+            && matches!(f, "sqlite3_step" | "sqlite3_exec")
+        {
+            through_api += st["allocated_bytes"].as_u64().unwrap();
+        }
+        // Above it the shell (`sqlite3`: no .symtab, and `main` is not exported) and the C
+        // library's start-up code that called its main.
+        let start = frames
+            .iter()
+            .position(|f| f.0 == Some("__libc_start_call_main"))
+            .unwrap_or_else(|| panic!("the chain does not reach main's caller: {frames:?}"));
+        assert!(start > shell, "{frames:?}");
+        assert!(
+            frames[shell..start]
+                .iter()
+                .all(|f| f.1 == "sqlite3" && f.0.is_none()),
+            "{frames:?}"
+        );
+        // The wrappers it went through are named (from .dynsym): frame 1 is sqlite3Malloc or
+        // sqlite3Realloc, called by their callers inside the library.
+        assert_eq!(frames[0], (None, lib), "{frames:?}");
+        assert!(
+            matches!(frames[1].0, Some("sqlite3Malloc" | "sqlite3Realloc")),
+            "{frames:?}"
+        );
+        // `--wrapper 'sqlite3Malloc*'`: the site is past the wrapper and the unnamed static
+        // helper it called, at the wrapper's caller.
+        let site = st["site"].as_u64().unwrap() as usize;
+        assert!(site >= 2, "site {site}: {frames:?}");
+        assert!(
+            !matches!(frames[site].0, Some(f) if f.starts_with("sqlite3Malloc")),
+            "site {site}: {frames:?}"
+        );
+        assert!(
+            st["via"].as_array().unwrap().iter().any(|v| {
+                v.as_str().is_some_and(|v| {
+                    v.starts_with("sqlite3Malloc") || v.starts_with("sqlite3Realloc")
+                })
+            }),
+            "{}",
+            st["via"]
+        );
+    }
+    assert!(
+        checked >= 3,
+        "{checked} stacks make 99 % of libsqlite3's bytes"
+    );
+    // Most of them run statements: sqlite3_step or sqlite3_exec is on their stacks.
+    assert!(
+        through_api * 10 >= all * 9,
+        "{through_api} of {all} B allocated under sqlite3_step/sqlite3_exec"
+    );
+    // Unnamed frames are never empty: the text shows them as module+offset, the site of the
+    // held stdio buffer (past the C library's frames) among them.
+    assert!(
+        text.contains("[site: sqlite3+0x"),
+        "the shell's unnamed frames print as module+offset: {text}"
+    );
+    for st in report["stacks"].as_array().unwrap() {
+        for f in st["frames"].as_array().unwrap() {
+            assert_ne!(f["function"], "", "{f}");
+        }
+    }
+
+    // valgrind on the same command: the same malloc-family totals (the loader's own start-up
+    // mappings set aside: valgrind does not count them as heap) and the same held blocks,
+    // each on the same chain (module, pc within its page) from the shell's first frame to
+    // main's caller.
+    let (held, (vg_allocs, vg_bytes)) = valgrind_run(&args, "sqlite");
+    let heap: Vec<&Value> = report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !loader_only(s))
+        .collect();
+    let sum = |k: &str| heap.iter().map(|s| s[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (sum("allocs"), sum("allocated_bytes")),
+        (vg_allocs, vg_bytes),
+        "allocations and bytes allocated: oomtrace vs valgrind"
+    );
+    let leaks = &report["processes"][0]["leaks"];
+    let (vg_held, vg_blocks) = held.iter().fold((0, 0), |(b, n), h| (b + h.0, n + h.1));
+    assert_eq!(
+        (sum("outstanding_bytes"), sum("outstanding_allocs")),
+        (vg_held, vg_blocks),
+        "held at exit: oomtrace vs valgrind"
+    );
+    assert_eq!(leaks["still_reachable_bytes"], vg_held, "{leaks}");
+    // A chain: from the first frame in the shell on, (module, pc's offset within its page);
+    // valgrind shows a return address less one.
+    let mut ours: Vec<HeldChain> = Vec::new();
+    for st in heap
+        .iter()
+        .filter(|s| s["outstanding_bytes"].as_u64() > Some(0))
+    {
+        let frames = st["frames"].as_array().unwrap();
+        let at = frames
+            .iter()
+            .position(|f| f["module"] == "sqlite3")
+            .unwrap();
+        let end = frames
+            .iter()
+            .position(|f| f["function"] == "__libc_start_call_main")
+            .unwrap_or_else(|| panic!("{st}"));
+        let chain: Vec<(String, u64)> = frames[at..=end]
+            .iter()
+            .map(|f| {
+                let addr =
+                    u64::from_str_radix(f["addr"].as_str().unwrap().trim_start_matches("0x"), 16)
+                        .unwrap();
+                (f["module"].as_str().unwrap().to_owned(), (addr - 1) & 0xfff)
+            })
+            .collect();
+        ours.push((
+            chain,
+            st["outstanding_bytes"].as_u64().unwrap(),
+            st["outstanding_allocs"].as_u64().unwrap(),
+        ));
+    }
+    let mut theirs: Vec<HeldChain> = Vec::new();
+    for (bytes, blocks, frames) in &held {
+        let at = frames
+            .iter()
+            .position(|f| f.object == "sqlite3")
+            .unwrap_or_else(|| panic!("{frames:?}"));
+        let end = frames
+            .iter()
+            .position(|f| f.function.as_deref() == Some("(below main)"))
+            .unwrap_or_else(|| panic!("{frames:?}"));
+        let chain: Vec<(String, u64)> = frames[at..=end]
+            .iter()
+            .map(|f| (f.object.clone(), f.ip & 0xfff))
+            .collect();
+        match theirs.iter_mut().find(|t| t.0 == chain) {
+            Some(t) => (t.1, t.2) = (t.1 + bytes, t.2 + blocks),
+            None => theirs.push((chain, *bytes, *blocks)),
+        }
+    }
+    let mut merged: Vec<HeldChain> = Vec::new();
+    for (chain, b, n) in ours {
+        match merged.iter_mut().find(|t| t.0 == chain) {
+            Some(t) => (t.1, t.2) = (t.1 + b, t.2 + n),
+            None => merged.push((chain, b, n)),
+        }
+    }
+    merged.sort();
+    theirs.sort();
+    assert!(!theirs.is_empty(), "valgrind saw blocks held at exit");
+    assert_eq!(merged, theirs, "held blocks by chain: oomtrace vs valgrind");
+}
+
+/// `unwind_rust.rs` built as `cargo build --release` would (opt-level 3, no frame pointers,
+/// symbols kept), plus `extra` flags.
+fn rust_program(name: &str, extra: &[&str]) -> PathBuf {
+    let out = work_dir().join(name);
+    let status = Command::new("rustc")
+        .args(["-C", "opt-level=3"])
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .arg(root().join("tests/workloads/unwind_rust.rs"))
+        .status()
+        .expect("rustc runs");
+    assert!(status.success(), "building unwind_rust.rs failed");
+    out
+}
+
+/// The stacks through `function`, with site, via, frame names and walk, checked for `chain`
+/// (from `function` on) and summed: (held bytes, held blocks, bytes allocated, calls).
+fn rust_site(report: &Value, function: &str, chain: &[&str], via: &[&str]) -> (u64, u64, u64, u64) {
+    let found = stacks_through(report, function);
+    assert!(!found.is_empty(), "no stack through {function}: {report}");
+    let mut sum = (0, 0, 0, 0);
+    for (st, names) in &found {
+        let at = names.iter().position(|f| f == function).unwrap();
+        assert_eq!(st["site"], at, "the site is {function}: {names:?}");
+        let got_via: Vec<&str> = st["via"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(got_via, via, "{names:?}");
+        let got: Vec<&str> = names[at..].iter().map(String::as_str).collect();
+        assert!(
+            got.starts_with(chain),
+            "expected {chain:?} from {function} on, got {names:?}"
+        );
+        let n = |k: &str| st[k].as_u64().unwrap();
+        sum.0 += n("outstanding_bytes");
+        sum.1 += n("outstanding_allocs");
+        sum.2 += n("allocated_bytes");
+        sum.3 += n("allocs");
+    }
+    sum
+}
+
+#[test]
+fn a_rust_release_binary_shows_its_allocating_functions_and_callers() {
+    if !require_bpf() {
+        return;
+    }
+    let lang = [
+        "unwind_rust::main",
+        "std::sys::backtrace::__rust_begin_short_backtrace",
+        "std::rt::lang_start::{{closure}}",
+        "std::rt::lang_start_internal",
+        "main",
+    ];
+    let upto = |head: &[&'static str]| -> Vec<&'static str> {
+        head.iter().chain(&lang).copied().collect()
+    };
+    let check = |report: &Value, complete: bool| {
+        // Vec::with_capacity and Box::new: __rust_alloc and __rdl_alloc tail-call malloc at
+        // opt-level 3, so the user's function is frame 0 itself.
+        let rows = rust_site(
+            report,
+            "unwind_rust::fill_rows",
+            &upto(&["unwind_rust::fill_rows", "unwind_rust::build_table"]),
+            &[],
+        );
+        assert_eq!(rows, (8000, 1, 8000, 1));
+        let pages = rust_site(
+            report,
+            "unwind_rust::boxed_page",
+            &upto(&["unwind_rust::boxed_page", "unwind_rust::build_table"]),
+            &[],
+        );
+        assert_eq!(pages, (3 * 4096, 3, 3 * 4096, 3));
+        // Vec::push grows through the standard library's out-of-line RawVec code: those
+        // frames stay on the stack and make the site's "via"; the site is grow_list. One
+        // malloc of 4 elements, then reallocs to 8, ..., 128: 16 + 32 + ... + 512 B.
+        let grown = rust_site(
+            report,
+            "unwind_rust::grow_list",
+            &upto(&["unwind_rust::grow_list", "unwind_rust::build_table"]),
+            &[
+                "alloc::raw_vec::RawVecInner<A>::finish_grow",
+                "alloc::raw_vec::RawVecInner<A>::grow_amortized",
+                "alloc::raw_vec::RawVec<T,A>::grow_one",
+            ],
+        );
+        assert_eq!(grown, (512, 1, 1008, 6));
+        for (st, names) in stacks_through(report, "unwind_rust::build_table") {
+            let walk = st["walk"].as_array().unwrap();
+            if complete {
+                // Past Rust's `main` into the C library's start-up code and `_start`.
+                assert!(walk.iter().any(|w| w == "complete"), "{walk:?}: {names:?}");
+                assert!(
+                    names.ends_with(&[
+                        "main".to_owned(),
+                        "__libc_start_call_main".to_owned(),
+                        "__libc_start_main_impl".to_owned(),
+                        "_start".to_owned(),
+                    ]),
+                    "{names:?}"
+                );
+            } else {
+                // With panic=abort rustc emits the C `main` shim without unwind info: the
+                // walk tries frame pointers there, fails, and says so; it is not shown whole.
+                assert_eq!(names.last().map(String::as_str), Some("main"), "{names:?}");
+                assert!(
+                    walk.iter().any(|w| w == "frame_pointers")
+                        && walk.iter().any(|w| w == "stopped")
+                        && !walk.iter().any(|w| w == "complete"),
+                    "{walk:?}: {names:?}"
+                );
+            }
+        }
+    };
+    // The default profile (panic=unwind).
+    let exe = rust_program("unwind-rust-release", &[]);
+    check(&trace(&[exe.as_os_str()], false), true);
+    // panic=abort.
+    let exe = rust_program("unwind-rust-abort", &["-C", "panic=abort"]);
+    check(&trace(&[exe.as_os_str()], false), false);
 }

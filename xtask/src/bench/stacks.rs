@@ -1,6 +1,7 @@
 //! What a stack costs per allocation (`cargo xtask bench stacks`): the kernel's walk through the
 //! `.eh_frame` tables against the frame-pointer walk and the bare probe floor, at two depths,
-//! on `tests/workloads/bench_stack.c` built with and without frame pointers.
+//! on `tests/workloads/bench_stack.c` built with and without frame pointers; then what preparing
+//! the tables costs for a process with many modules, and the memory the walker's maps take.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -200,6 +201,192 @@ pub fn measure(oomtrace: &Path, dir: &Path, md: &mut String) -> Result<()> {
                 med / floor,
                 ns.map_or("–".into(), |n| format!("{n:.0} ns")),
                 frames.map_or("–".into(), |f| f.to_string()),
+            ),
+        );
+    }
+    report::line(md, "");
+    prepare(oomtrace, dir, md)
+}
+
+/// The walker's maps (kernel names, at most 15 characters).
+const UNWIND_MAPS: &[&str] = &[
+    "UNWIND_MODULES",
+    "UNWIND_PAGES",
+    "UNWIND_ROWS",
+    "EXEC_MAPPINGS",
+    "PROC_MAPS",
+    "MODULE_FILES",
+    "MAPS_NOTICED",
+    "ROW_CACHE",
+    "STACK_WINDOW",
+    "WALK_STATE",
+    "VMA_HIT",
+];
+
+/// `oomtrace run` of python3 on `tests/workloads/bench_imports.py`, `times` times in one
+/// session (one shell running it again and again): the report's `unwind` figures.
+fn imports_once(oomtrace: &Path, dir: &Path, times: usize) -> Result<Value> {
+    let report_path = dir.join("prepare-report.json");
+    let _ = std::fs::remove_file(&report_path);
+    let script = root().join("tests/workloads/bench_imports.py");
+    let one = format!("/usr/bin/python3 {} >/dev/null", script.display());
+    let out = Command::new(oomtrace)
+        .args(["run", "--format", "json", "-o"])
+        .arg(&report_path)
+        .args(["--", "sh", "-c"])
+        .arg(vec![one; times].join("; "))
+        .output()
+        .context("cannot start oomtrace")?;
+    if !out.status.success() {
+        bail!(
+            "python3 importing its modules failed under oomtrace: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path)?)?;
+    Ok(report["unwind"].clone())
+}
+
+/// The kernel's memory accounting (`memlock` in fdinfo) of each of oomtrace's BPF maps, by
+/// name, read while python3 holds its modules.
+fn maps_memory(oomtrace: &Path) -> Result<Vec<(String, u64, u64)>> {
+    let script = root().join("tests/workloads/bench_imports.py");
+    let mut child = Command::new(oomtrace)
+        .args(["run", "--format", "json", "-o", "/dev/null", "--"])
+        .arg("/usr/bin/python3")
+        .arg(&script)
+        .arg("3")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start oomtrace")?;
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let pid = child.id();
+    // fdinfo has the map's id, entries and memlock; bpftool has its name.
+    let mut by_id: std::collections::HashMap<u64, (u64, u64)> = Default::default();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))?.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(mem), Some(n)) =
+            (field("map_id:"), field("memlock:"), field("max_entries:"))
+        {
+            by_id.insert(id, (n, mem));
+        }
+    }
+    let shown = Command::new("bpftool")
+        .args(["map", "show", "-j"])
+        .output()
+        .context("bpftool runs (installed by `cargo xtask setup`)")?;
+    let _ = child.wait();
+    let maps: Value = serde_json::from_slice(&shown.stdout)?;
+    let mut out = Vec::new();
+    for m in maps.as_array().into_iter().flatten() {
+        let (Some(id), Some(name)) = (m["id"].as_u64(), m["name"].as_str()) else {
+            continue;
+        };
+        if let Some(&(n, mem)) = by_id.get(&id) {
+            out.push((name.to_owned(), n, mem));
+        }
+    }
+    if out.is_empty() {
+        bail!("no BPF map of oomtrace (pid {pid}) found");
+    }
+    Ok(out)
+}
+
+/// Time to build and load the tables of a process with many modules (and of a second one
+/// mapping the same, from the cache), and the walker's maps' memory.
+fn prepare(oomtrace: &Path, dir: &Path, md: &mut String) -> Result<()> {
+    let mut runs: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        for (i, times) in [1, 2].into_iter().enumerate() {
+            let u = imports_once(oomtrace, dir, times)?;
+            eprintln!(
+                "bench: stacks prepare round {} ({times} process(es)): {} modules, {:.1} ms",
+                round + 1,
+                u["modules"],
+                u["build_ms"].as_f64().unwrap_or(f64::NAN)
+            );
+            runs[i].push(u);
+        }
+    }
+    report::line(
+        md,
+        &format!(
+            "## Stacks: preparing unwind tables for many modules\n\n`python3 \
+             tests/workloads/bench_imports.py` (Debian's python3 importing every extension \
+             module of its lib-dynload) under `oomtrace run`: the time the session spent \
+             building the modules' tables from `.eh_frame` and loading them, with each \
+             process's mappings (the report's `unwind.build_ms`), over the whole run. \"The same \
+             twice\" runs it twice in one session: the second process's modules come from the \
+             cache (by file, then by build id). {ROUNDS} rounds, interleaved; medians.\n"
+        ),
+    );
+    report::line(
+        md,
+        "| configuration | modules | rows | tables in use | preparation | per module | rounds' range |",
+    );
+    report::line(md, "|---|---:|---:|---:|---:|---:|---:|");
+    for (name, r) in [
+        ("python3 importing its extension modules", &runs[0]),
+        ("the same twice in one session", &runs[1]),
+    ] {
+        let all: Vec<f64> = r.iter().filter_map(|u| u["build_ms"].as_f64()).collect();
+        let (lo, hi) = all
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let ms = median(all);
+        let last = r.last().expect("rounds");
+        let modules = last["modules"].as_u64().unwrap_or(0);
+        report::line(
+            md,
+            &format!(
+                "| {name} | {modules} | {} | {:.1} MiB | {ms:.1} ms | {:.2} ms | {lo:.0}-{hi:.0} ms |",
+                last["rows"],
+                last["table_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64,
+                ms / modules.max(1) as f64,
+            ),
+        );
+    }
+    report::line(md, "");
+    let maps = maps_memory(oomtrace)?;
+    // In the order of UNWIND_MAPS: the tables, then the mappings, then the per-CPU state.
+    let unwind: Vec<&(String, u64, u64)> = UNWIND_MAPS
+        .iter()
+        .filter_map(|name| maps.iter().find(|m| m.0 == *name))
+        .collect();
+    let sum = |v: &[&(String, u64, u64)]| v.iter().map(|m| m.2).sum::<u64>();
+    let all: Vec<&(String, u64, u64)> = maps.iter().collect();
+    report::line(
+        md,
+        &format!(
+            "The walker's maps, as the kernel accounts them (`memlock` in oomtrace's fdinfo, \
+             read while that python3 runs): {:.1} MiB of oomtrace's {:.1} MiB of BPF maps in \
+             all. They are allocated when loaded, whatever the tables hold; the computed \
+             reservation is `unwind.reserved_bytes` = {:.1} MiB.\n",
+            sum(&unwind) as f64 / (1 << 20) as f64,
+            sum(&all) as f64 / (1 << 20) as f64,
+            runs[0]
+                .last()
+                .and_then(|u| u["reserved_bytes"].as_f64())
+                .unwrap_or(0.0)
+                / (1 << 20) as f64,
+        ),
+    );
+    report::line(md, "| map | entries | kernel memory |");
+    report::line(md, "|---|---:|---:|");
+    for (name, n, mem) in &unwind {
+        report::line(
+            md,
+            &format!(
+                "| `{name}` | {n} | {:.2} MiB |",
+                *mem as f64 / (1 << 20) as f64
             ),
         );
     }

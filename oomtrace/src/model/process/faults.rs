@@ -298,6 +298,10 @@ impl Process {
                     self.faults.add_hazard(h);
                 }
             }
+            // CPython's layer: optimized interpreters allocate most small objects through an
+            // inlined pymalloc fast path that no probe sees, and free them through the
+            // probed `PyObject_Free`. A layer free of an unseen block is no evidence of a bug.
+            None if ev.family() == oomtrace_common::family::PY => {}
             None => {
                 if let Some(&(alloc_key, first)) = self.freed.map.get(&ev.addr) {
                     let h = hazard(HazardKind::DoubleFree, Some(alloc_key), Some(first), 0);

@@ -122,6 +122,28 @@ fn tables_round_trip() {
         ],
     };
     w.write_symbols(&symbols).expect("symbols");
+    let build_id = w.intern("5221b80bd99650e3e55370b0e24f4b4dbe81264f");
+    let origins = SymbolOrigins {
+        tgid: 42,
+        origins: vec![
+            SymbolOrigin {
+                addr: 0x2000,
+                build_id,
+                offset: Some(0x35285),
+            },
+            SymbolOrigin {
+                addr: 0x1000,
+                build_id: 0,
+                offset: None,
+            },
+            SymbolOrigin {
+                addr: u64::MAX,
+                build_id,
+                offset: Some(0),
+            },
+        ],
+    };
+    w.write_symbol_origins(&origins).expect("origins");
     let maps = ProcMaps {
         ts_ns: 5,
         tgid: 42,
@@ -198,6 +220,10 @@ fn tables_round_trip() {
     assert_eq!(rec.stacks.get(&8).map(Vec::as_slice), Some(&[1, 2, 3][..]));
     assert_eq!(rec.symbols.get(42, 0x1000), Some(&symbols.symbols[1]));
     assert_eq!(rec.symbols.len(), 2);
+    for o in &origins.origins {
+        assert_eq!(rec.symbols.origin(42, o.addr), Some(o));
+    }
+    assert_eq!(rec.symbols.origin(43, 0x2000), None);
     assert_eq!(rec.maps, vec![maps]);
     assert_eq!(rec.samples, vec![sample]);
     assert_eq!(rec.ooms, vec![oom]);
