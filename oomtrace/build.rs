@@ -22,12 +22,12 @@ fn main() -> anyhow::Result<()> {
     let arch = env("CARGO_CFG_TARGET_ARCH")?;
     // The same flags aya's build helper passes: the target arch as a cfg, BTF in the object.
     // And the stack walker's global functions, which the verifier checks on their own only if
-    // the linker leaves them global (`oomtrace-ebpf/src/unwind.rs`).
+    // the linker leaves them global (`oomtrace-ebpf/src/unwind.rs`, `python.rs`).
     let rustflags = [
         format!("--cfg=bpf_target_arch=\"{arch}\""),
         "-Cdebuginfo=2".into(),
         "-Clink-arg=--btf".into(),
-        "-Clink-arg=--export=unwind_step,unwind_row,unwind_vma_row,unwind_read".into(),
+        "-Clink-arg=--export=unwind_step,unwind_row,unwind_vma_row,unwind_read,python_walk,python_tstate,python_step".into(),
     ]
     .join("\x1f");
     let mut cmd = Command::new("rustup");

@@ -40,7 +40,14 @@ pub mod stack {
     pub const TRAMPOLINE_FIXED: u64 = 1 << 14;
     /// The walk crossed a signal frame.
     pub const SIGNAL_FRAME: u64 = 1 << 15;
+    /// The Python frame walk stopped at `--python-depth` with Python frames left below.
+    pub const PYTHON_TRUNCATED: u64 = 1 << 16;
+    /// The Python frame walk failed: no thread state for the thread, or a read of the
+    /// interpreter's memory failed (the Python frames taken before it are kept).
+    pub const PYTHON_FAILED: u64 = 1 << 17;
 }
+
+pub mod python;
 
 /// The kernel-side unwinder's tables, filled by the user side from each module's `.eh_frame`.
 ///
@@ -714,10 +721,15 @@ pub enum ConfigKey {
     /// Non-zero: stacks follow frame pointers only, not the unwind tables
     /// (`OOMTRACE_UNWIND=frame-pointers`, the baseline the tables' cost is measured against).
     UnwindFramePointers = 40,
+    /// `--python-depth`: Python frames walked per stack (0: none).
+    PythonFrames = 41,
+    /// Byte offset of `thread.fsbase` in `struct task_struct` (0: not known): a thread's
+    /// `pthread_self()`, which CPython ≤ 3.10 keeps as its thread state's `thread_id`.
+    TaskFsbase = 42,
 }
 
 /// Number of config words.
-pub const CONFIG_WORDS: u32 = 41;
+pub const CONFIG_WORDS: u32 = 43;
 
 /// [`ConfigKey::Mode`]: every allocator call is traced.
 pub const MODE_EXACT: u64 = 0;
@@ -892,6 +904,8 @@ mod user {
     unsafe impl aya::Pod for super::unwind::FileKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::unwind::FileModule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::python::Layout {}
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub fn process_fork(ctx: RawTracePointContext) -> i32 {
     // The child starts with its parent's layout: it unwinds with the parent's mappings until
     // the user side publishes its own.
     crate::unwind::inherit(tgid, child);
+    crate::python::inherit(tgid, child);
     let mut ev = event(EventKind::Fork, tgid, tid);
     ev.aux = child as u64;
     if config(ConfigKey::TraceAll) == 0 {
@@ -80,6 +81,7 @@ pub fn process_exec(_ctx: RawTracePointContext) -> i32 {
         }
         // The old layout is gone: no walk may use its mappings.
         crate::unwind::forget(tgid);
+        crate::python::forget(tgid);
         emit(&with_comm(event(EventKind::Exec, tgid, tid)));
     }
     0
@@ -114,6 +116,7 @@ pub fn process_exit(ctx: RawTracePointContext) -> i32 {
         let _ = TRACED.remove(tgid);
         let _ = SEEN.remove(tgid);
         crate::unwind::forget(tgid);
+        crate::python::forget(tgid);
     }
     0
 }

@@ -20,6 +20,7 @@ mod inject;
 mod kgpu;
 mod kmem;
 mod lifecycle;
+mod python;
 mod sample;
 mod signals;
 mod stack;

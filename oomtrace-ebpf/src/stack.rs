@@ -3,10 +3,13 @@
 //! faults all take their stacks here.
 //!
 //! The stored value is the header word (frame count and how the walk ended) and the return
-//! addresses *above* the call site, which the event carries separately as frame 0.
+//! addresses *above* the call site, which the event carries separately as frame 0. A Python
+//! process's frames ([`crate::python`]) are stored under the same id in `PY_STACKS`, and are
+//! part of what the id hashes: the same native stack under other Python frames is another stack.
 
-use oomtrace_common::DropReason;
+use oomtrace_common::{DropReason, python as py, stack};
 
+use crate::python::{PY_SCRATCH, PY_STACKS};
 use crate::unwind;
 pub use crate::unwind::Start;
 use crate::{SCRATCH, STACKS, count_drop};
@@ -21,7 +24,16 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
     // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
     let buf = unsafe { &mut *buf };
     let header = unwind::walk(tgid, start, buf);
-    buf[0] = header;
+    let (_, tid) = crate::ids();
+    let py_header = crate::python::walk(tgid, tid);
+    buf[0] = header | (py_header & (stack::PYTHON_TRUNCATED | stack::PYTHON_FAILED));
+    let py_words = 1 + 2 * (py_header & py::FRAMES_MASK) as usize;
+    let py_buf = if py_header & py::FRAMES_MASK != 0 {
+        // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
+        PY_SCRATCH.get_ptr(0).map(|p| unsafe { &*p })
+    } else {
+        None
+    };
     // The frames end at the first zero word (see `unwind::walk`); what lies past it is not
     // part of the stack.
     let mut hash: u32 = 0x811c_9dc5;
@@ -32,8 +44,21 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
         hash = (hash ^ w as u32).wrapping_mul(0x0100_0193);
         hash = (hash ^ (w >> 32) as u32).wrapping_mul(0x0100_0193);
     }
+    if let Some(pb) = py_buf {
+        for (i, &w) in pb.iter().enumerate() {
+            if i >= py_words {
+                break;
+            }
+            hash = (hash ^ w as u32).wrapping_mul(0x0100_0193);
+            hash = (hash ^ (w >> 32) as u32).wrapping_mul(0x0100_0193);
+        }
+    }
     let id = hash & 0x7fff_ffff;
     if let Some(stored) = STACKS.get_ptr(id) {
+        if !same_python(id, py_buf, py_words) {
+            count_drop(DropReason::StackCollision);
+            return -1;
+        }
         // SAFETY: pointer into the map value, valid for this program run.
         let stored = unsafe { &*stored };
         for (i, (a, b)) in stored.iter().zip(buf.iter()).enumerate() {
@@ -48,6 +73,12 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
         return id as i32;
     }
     // By reference: a 512-byte copy would not fit the 512-byte BPF stack.
+    if let Some(pb) = py_buf
+        && PY_STACKS.insert(id, pb, 0).is_err()
+    {
+        count_drop(DropReason::StackCollision);
+        return -1;
+    }
     #[allow(clippy::needless_borrows_for_generic_args)]
     let stored = STACKS.insert(id, &*buf, 0);
     if stored.is_err() {
@@ -55,4 +86,30 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
         return -1;
     }
     id as i32
+}
+
+/// Whether the Python frames stored under `id` are `py_buf`'s first `words` words (none
+/// stored, when `py_buf` is none).
+#[inline(always)]
+fn same_python(id: u32, py_buf: Option<&[u64; py::PY_WORDS]>, words: usize) -> bool {
+    // Each pointer checked on its own: LLVM would merge two null checks into one bitwise or,
+    // which the verifier refuses for a pointer that may be null.
+    let Some(pb) = py_buf else {
+        // SAFETY: presence check only.
+        return unsafe { PY_STACKS.get(id).is_none() };
+    };
+    let Some(stored) = PY_STACKS.get_ptr(id) else {
+        return false;
+    };
+    // SAFETY: pointer into the map value, valid for this program run.
+    let stored = unsafe { &*stored };
+    for (i, (a, b)) in stored.iter().zip(pb.iter()).enumerate() {
+        if i >= words {
+            break;
+        }
+        if a != b {
+            return false;
+        }
+    }
+    true
 }

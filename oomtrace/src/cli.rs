@@ -408,6 +408,12 @@ pub struct TracingArgs {
     #[arg(long, value_name = "N", default_value_t = oomtrace_common::DEFAULT_STACK_DEPTH,
           value_parser = clap::value_parser!(u64).range(2..=64))]
     pub stack_depth: u64,
+    /// Python frames read per stack in Python processes (0 to 64; 0: none), spliced into the
+    /// native frames where the interpreter's eval loop ran them. Deeper chains are cut there and
+    /// marked `python_truncated`.
+    #[arg(long, value_name = "N", default_value_t = oomtrace_common::python::DEFAULT_PYTHON_DEPTH,
+          value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub python_depth: u64,
     /// How stacks are named and read (also on `report`).
     #[command(flatten)]
     pub names: NameArgs,

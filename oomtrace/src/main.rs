@@ -151,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 children: !args.no_children,
                 self_max: self_max(&args.tracing),
                 stack_depth: args.tracing.stack_depth,
+                python_depth: args.tracing.python_depth,
                 fail: None,
             };
             args.tracing.names.apply();
@@ -203,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     children: true,
                     self_max: self_max(&args.tracing),
                     stack_depth: args.tracing.stack_depth,
+                    python_depth: args.tracing.python_depth,
                     fail: {
                         let fail = args.fail.spec();
                         if fail.is_some() && args.tracing.mode != oomtrace::mode::Mode::Exact {
@@ -255,6 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     children: !a.no_children,
                     self_max: self_max(&a.tracing),
                     stack_depth: a.tracing.stack_depth,
+                    python_depth: a.tracing.python_depth,
                     fail: None,
                 },
                 a.output,

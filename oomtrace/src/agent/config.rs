@@ -71,6 +71,9 @@ pub struct AgentArgs {
     /// Frames per stack (2 to 64) [default: 32].
     #[arg(long, value_name = "N")]
     pub stack_depth: Option<u64>,
+    /// Python frames per stack in Python processes (0 to 64; 0: none) [default: 64].
+    #[arg(long, value_name = "N")]
+    pub python_depth: Option<u64>,
     /// Push the heap profiles (gzip pprof) to this Pyroscope-compatible server (`http://HOST:PORT`;
     /// `/ingest` is appended unless the path ends with it).
     #[arg(long, value_name = "URL")]
@@ -126,6 +129,8 @@ pub struct Config {
     pub ring_buffer_kib: u32,
     /// Frames per stack.
     pub stack_depth: u64,
+    /// Python frames per stack.
+    pub python_depth: u64,
     /// Pyroscope-compatible server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pprof_push: Option<String>,
@@ -160,6 +165,7 @@ impl Default for Config {
             self_max: "512M".into(),
             ring_buffer_kib: 16384,
             stack_depth: oomtrace_common::DEFAULT_STACK_DEPTH,
+            python_depth: oomtrace_common::python::DEFAULT_PYTHON_DEPTH,
             pprof_push: None,
             push_interval: "60s".into(),
             push_processes: 20,
@@ -189,6 +195,8 @@ pub struct Tracing {
     pub ring_bytes: u32,
     /// Frames per stack.
     pub stack_depth: u64,
+    /// Python frames per stack.
+    pub python_depth: u64,
 }
 
 /// What the exporters run with: changes apply at once.
@@ -260,6 +268,7 @@ impl Config {
         set(&mut self.self_max, &args.self_max);
         set(&mut self.ring_buffer_kib, &args.ring_buffer_kib);
         set(&mut self.stack_depth, &args.stack_depth);
+        set(&mut self.python_depth, &args.python_depth);
         if args.pprof_push.is_some() {
             self.pprof_push = args.pprof_push.clone();
         }
@@ -332,6 +341,12 @@ impl Config {
         if !(2..=64).contains(&self.stack_depth) {
             bail!("stack_depth {} must be between 2 and 64", self.stack_depth);
         }
+        if self.python_depth > 64 {
+            bail!(
+                "python_depth {} must be between 0 and 64",
+                self.python_depth
+            );
+        }
         let tracing = Tracing {
             mode,
             selection,
@@ -341,6 +356,7 @@ impl Config {
             self_max: size("self_max", &self.self_max)?,
             ring_bytes: self.ring_buffer_kib * 1024,
             stack_depth: self.stack_depth,
+            python_depth: self.python_depth,
         };
         if let Some(url) = &self.pprof_push {
             super::push::Endpoint::parse(url)?;

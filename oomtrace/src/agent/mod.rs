@@ -83,6 +83,7 @@ fn options(s: &Settings) -> Options {
         children: true,
         self_max: t.self_max,
         stack_depth: t.stack_depth,
+        python_depth: t.python_depth,
         fail: None,
     }
 }

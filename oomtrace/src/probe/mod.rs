@@ -14,6 +14,7 @@ pub mod modes;
 pub mod placement;
 pub mod preflight;
 pub mod pyarena;
+pub mod python;
 pub mod stacks;
 pub mod stats;
 pub mod sys;

@@ -153,6 +153,8 @@ pub(super) mod tests {
             stack_collisions: 0,
             stacks_truncated: 0,
             stacks_incomplete: 0,
+            python_truncated: 0,
+            python_failed: 0,
             unwind: None,
             processes: procs
                 .iter()

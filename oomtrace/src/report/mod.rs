@@ -135,6 +135,13 @@ pub struct Report {
     /// Stacks whose walk stopped before the outermost frame for another reason (each says
     /// why in its `walk`).
     pub stacks_incomplete: u64,
+    /// Stacks whose Python frames were cut at `--python-depth` (each is marked
+    /// `python_truncated`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub python_truncated: u64,
+    /// Stacks whose Python frames could not all be read (each is marked `python_failed`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub python_failed: u64,
     /// Live sessions: the unwind tables prepared for the traced processes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unwind: Option<crate::unwind::UnwindStats>,
@@ -275,7 +282,8 @@ pub struct StackReport {
     pub via: Vec<String>,
     /// How the walk ended: `complete` (it reached the outermost frame), `truncated` (at
     /// `--stack-depth`), `stopped`, `unknown_module`, `unsupported_rule` (frames may be
-    /// missing), and `frame_pointers`, `signal_frame`, `trampoline_fixed` (how it got there).
+    /// missing), and `frame_pointers`, `signal_frame`, `trampoline_fixed` (how it got there);
+    /// for Python processes, `python_truncated` (at `--python-depth`) and `python_failed`.
     pub walk: Vec<&'static str>,
     /// What the leak scan at exit found among its blocks (null when not scanned).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -297,6 +305,8 @@ pub fn walk_words(status: u64) -> Vec<&'static str> {
         (st::FRAME_POINTERS, "frame_pointers"),
         (st::SIGNAL_FRAME, "signal_frame"),
         (st::TRAMPOLINE_FIXED, "trampoline_fixed"),
+        (st::PYTHON_TRUNCATED, "python_truncated"),
+        (st::PYTHON_FAILED, "python_failed"),
     ]
     .into_iter()
     .filter(|(bit, _)| status & bit != 0)
@@ -313,7 +323,15 @@ pub fn walk_incomplete(status: u64) -> bool {
 /// The site index and the "via" names of `frames`.
 fn site_and_via(frames: &[Frame]) -> (usize, Vec<String>) {
     let site = site::site_index(frames);
-    let via = frames[..site].iter().map(display_name).collect();
+    // Unnamed wrappers (a stripped interpreter's static functions) by address: a recording
+    // keeps no module offsets, and the live and replayed reports must read the same.
+    let via = frames[..site]
+        .iter()
+        .map(|f| match (&f.function, &f.module) {
+            (None, Some(m)) => format!("{m}@{:#x}", f.addr),
+            _ => display_name(f),
+        })
+        .collect();
     (site, via)
 }
 
@@ -423,6 +441,13 @@ impl Report {
             .filter(|r| !fault_only.contains(&(r.pid, r.key)))
             .filter(|r| walk_incomplete(r.walk))
             .count() as u64;
+        let with_flag = |flag: u64| {
+            resolved
+                .iter()
+                .filter(|r| !fault_only.contains(&(r.pid, r.key)))
+                .filter(|r| r.walk & flag != 0)
+                .count() as u64
+        };
         Self {
             schema: "oomtrace.report/1",
             mode: model.mode.report(),
@@ -433,6 +458,8 @@ impl Report {
             stack_collisions: losses.stack_collisions,
             stacks_truncated,
             stacks_incomplete,
+            python_truncated: with_flag(oomtrace_common::stack::PYTHON_TRUNCATED),
+            python_failed: with_flag(oomtrace_common::stack::PYTHON_FAILED),
             unwind: None,
             processes,
             stacks: out,
@@ -648,4 +675,9 @@ pub fn key_frames_and_walk(
         .map(|a| symbols.frame(p.pid, key.generation, a))
         .collect();
     (frames, status)
+}
+
+/// For `skip_serializing_if`: a counter that is zero is left out.
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }

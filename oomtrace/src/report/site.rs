@@ -9,12 +9,16 @@
 use crate::symbols::Frame;
 
 pub use crate::symbols::wrappers::{glob, set_extra_wrappers};
-use crate::symbols::wrappers::{is_runtime_module, is_wrapper_function};
+use crate::symbols::wrappers::{is_interpreter_module, is_runtime_module, is_wrapper_function};
 
-/// Whether frame `f` is an allocation wrapper.
+/// Whether frame `f` is an allocation wrapper. A Python frame never is; the interpreter's own
+/// native frames always are.
 pub fn is_wrapper(f: &Frame) -> bool {
+    if oomtrace_common::python::is_token(f.addr) {
+        return false;
+    }
     if let Some(m) = &f.module
-        && is_runtime_module(m)
+        && (is_runtime_module(m) || is_interpreter_module(m))
     {
         return true;
     }
@@ -121,5 +125,36 @@ mod tests {
         assert_eq!(site_index(&stdio[..2]), 0);
         // An unnamed frame is the user's.
         assert_eq!(site_index(&[Frame::default()]), 0);
+    }
+
+    #[test]
+    fn python_frames_are_sites_and_the_interpreter_wraps() {
+        let py = |function: &str, i: u64| Frame {
+            addr: oomtrace_common::python::TOKEN_TAG | i,
+            ..frame(function, "python3.11")
+        };
+        let frames = vec![
+            frame("PyObject_Malloc", "python3.11"),
+            frame("_PyObject_MakeTpCall", "libpython3.12.so.1.0"),
+            py("keep_bytes", 1),
+            frame("_PyEval_EvalFrameDefault", "python3.11"),
+        ];
+        assert_eq!(site_index(&frames), 2);
+        // A C extension's function is the site; the interpreter below it is not.
+        let ext = vec![
+            frame("grab", "grabber.cpython-311-x86_64-linux-gnu.so"),
+            py("caller", 2),
+        ];
+        assert_eq!(site_index(&ext), 0);
+        for (m, is) in [
+            ("python3", true),
+            ("python3.11", true),
+            ("libpython3.11.so.1.0", true),
+            ("python3-config", false),
+            ("python3.11x", false),
+            ("mypython3.so", false),
+        ] {
+            assert_eq!(is_interpreter_module(m), is, "{m}");
+        }
     }
 }

@@ -56,6 +56,14 @@ pub fn render(report: &Report, top: usize) -> String {
             report.stacks_truncated, report.stacks_incomplete
         );
     }
+    if report.python_truncated + report.python_failed > 0 {
+        let _ = writeln!(
+            s,
+            "python stacks: {} cut at --python-depth, {} whose Python frames could not all be read \
+             (marked per stack)",
+            report.python_truncated, report.python_failed
+        );
+    }
     if report.lost_events > 0 {
         let _ = writeln!(
             s,

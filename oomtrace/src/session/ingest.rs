@@ -57,6 +57,8 @@ pub struct Session {
     pub unwind: Option<crate::unwind::Unwinder>,
     /// When to sample (fast while the run is young), and what was sampled.
     pub sampling: super::sampling::Sampling,
+    /// Python processes and their spliced stacks (none: `--python-depth 0`).
+    pub python: Option<super::python::PythonFrames>,
 }
 
 impl Session {
@@ -230,7 +232,7 @@ impl Session {
         let lost = self.probes.drops().map(|d| d.lost_events).unwrap_or(0);
         let mut snap = ui.view.snapshot(
             &self.model,
-            &super::KernelStacks(&self.probes),
+            &super::KernelStacks(&self.probes, self.python.as_ref()),
             &mut self.symbols,
             lost,
             started.elapsed().as_secs_f64(),
@@ -326,6 +328,11 @@ impl Session {
                     u.forget(ev.tgid);
                 }
                 self.sync_unwind(ev.tgid);
+                if let Some(py) = &mut self.python {
+                    // A statically linked interpreter is there already; a libpython comes later.
+                    py.forget(ev.tgid);
+                    py.check(&mut self.probes, ev.tgid, generation, true);
+                }
             }
             if kind.is_some_and(has_call_site) {
                 let generation = self.model.process(ev.tgid).map_or(0, |p| p.generation);
@@ -334,6 +341,23 @@ impl Session {
                     self.settle_unwind(ev.tgid, generation);
                 }
                 self.symbols.observe(ev.tgid, generation, ev.call_site);
+                if let Some(py) = &mut self.python
+                    && ev.stack_id >= 0
+                {
+                    if matches!(kind, Some(EventKind::Alloc | EventKind::Realloc)) {
+                        // Past the dynamic linker (whose mmaps come first): every library the
+                        // program needs is mapped, a libpython included.
+                        py.check(&mut self.probes, ev.tgid, generation, false);
+                    }
+                    py.observe(
+                        &self.probes,
+                        &mut self.symbols,
+                        ev.tgid,
+                        generation,
+                        ev.stack_id,
+                        ev.call_site,
+                    );
+                }
             }
             match hint {
                 Hint::NewProcess(pid) => {
@@ -351,9 +375,15 @@ impl Session {
                     let generation = self.model.process(parent).map_or(0, |p| p.generation);
                     self.symbols.inherit(parent, generation, child, ev.ts_ns);
                     self.sync_unwind(child);
+                    if let Some(py) = &mut self.python {
+                        py.inherit(parent, child);
+                    }
                 }
                 Hint::Exited(pid) => {
                     self.probes.forget_pid(pid);
+                    if let Some(py) = &mut self.python {
+                        py.forget(pid);
+                    }
                     if let Some(u) = &mut self.unwind {
                         u.forget(pid);
                     }
@@ -389,6 +419,16 @@ impl Session {
         }
         // Their unwind tables too, before the walker meets their code (it finds a file whose
         // tables are built through the kernel's VMA until the process's maps are published).
+        if let Some(py) = &mut self.python {
+            for m in new_maps.iter().filter(|m| {
+                m.path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains("python"))
+            }) {
+                let generation = self.model.process(m.pid).map_or(0, |p| p.generation);
+                py.check(&mut self.probes, m.pid, generation, true);
+            }
+        }
         let mut synced: Vec<u32> = Vec::new();
         for m in &new_maps {
             if !synced.contains(&m.pid)
@@ -431,7 +471,7 @@ impl Session {
         let lost = self.probes.drops().map_or(0, |d| d.lost_events) + self.ring.get_ref().malformed;
         let upkeep = observer.observe(super::Observed {
             model: &self.model,
-            stacks: &super::KernelStacks(&self.probes),
+            stacks: &super::KernelStacks(&self.probes, self.python.as_ref()),
             symbols: &mut self.symbols,
             lost_events: lost,
         });

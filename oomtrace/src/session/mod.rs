@@ -9,6 +9,7 @@ pub mod kernel;
 mod mapped;
 pub mod monitor;
 mod plans;
+mod python;
 mod sampling;
 pub mod select;
 pub mod selfmem;
@@ -81,6 +82,8 @@ pub struct Options {
     pub self_max: u64,
     /// `--stack-depth`: frames per stack, the call site included.
     pub stack_depth: u64,
+    /// `--python-depth`: Python frames per stack (0: none).
+    pub python_depth: u64,
     /// `run --fail-*`: which allocator calls to fail.
     pub fail: Option<crate::inject::FailSpec>,
 }
@@ -185,10 +188,14 @@ pub struct Outcome {
     pub pending_child: Option<tokio::sync::oneshot::Receiver<Result<ChildStatus>>>,
 }
 
-struct KernelStacks<'a>(&'a Probes);
+/// The kernel's stacks, with Python frames spliced in where the session resolved them.
+struct KernelStacks<'a>(&'a Probes, Option<&'a python::PythonFrames>);
 
 impl StackSource for KernelStacks<'_> {
     fn walk(&self, stack_id: u32) -> Option<crate::unwind::UserStack> {
+        if let Some(s) = self.1.and_then(|p| p.stack(stack_id)) {
+            return Some(s.clone());
+        }
         self.0.stored_stack(stack_id)
     }
 }
@@ -339,6 +346,14 @@ async fn trace_with(
         }
         Some(u)
     };
+    let python = if opts.probe_floor || opts.python_depth == 0 {
+        None
+    } else {
+        if let Some(n) = probes.set_python_depth(opts.python_depth)? {
+            crate::say!("{n}");
+        }
+        Some(python::PythonFrames::new())
+    };
     if opts.probe_floor {
         probes.finish_load()?;
     } else {
@@ -404,6 +419,7 @@ async fn trace_with(
         cost: cost::CostMeter::start(),
         unwind,
         sampling: sampling::Sampling::new(opts.tick, !trace_all),
+        python,
     };
     session.model.kernel.enabled = opts.kernel;
 
@@ -495,6 +511,10 @@ async fn trace_with(
             for &p in &tree {
                 session.probes.trace_pid(p)?;
                 session.sync_unwind(p);
+                if let Some(py) = &mut session.python {
+                    // Before its probes go in: its first traced allocation has its Python frames.
+                    py.check(&mut session.probes, p, 0, false);
+                }
             }
             if let Some(p) = &plan {
                 session.probes.attach_plan(Some(*pid), p)?;
@@ -627,6 +647,13 @@ async fn trace_with(
     for notice in session.unwind.iter().flat_map(|u| u.notices()) {
         crate::say!("{notice}");
     }
+    if let Some(n) = session
+        .python
+        .as_ref()
+        .and_then(|p| p.notice(session.symbols.python.dropped))
+    {
+        crate::say!("{n}");
+    }
     let losses = Losses {
         lost_events: drops.lost_events + session.ring.get_ref().malformed,
         stack_collisions: drops.stack_collisions,
@@ -634,7 +661,7 @@ async fn trace_with(
     let duration_ns = started.elapsed().as_nanos() as u64;
     let resolved = resolve(
         &session.model,
-        &KernelStacks(&session.probes),
+        &KernelStacks(&session.probes, session.python.as_ref()),
         &mut session.symbols,
     );
     let mut report = Report::from_resolved(
@@ -695,7 +722,10 @@ async fn trace_with(
             if let Some(k) = &report.kernel_stacks {
                 recorder.kernel_stacks(k);
             }
-            let stacks = recorded_stacks(&session.model, &session.probes);
+            let stacks = recorded_stacks(
+                &session.model,
+                &KernelStacks(&session.probes, session.python.as_ref()),
+            );
             let counters = Counters {
                 lost_events: losses.lost_events,
                 unknown_frees: report.unknown_frees,
@@ -813,7 +843,7 @@ fn file_id(path: &std::path::Path) -> Option<crate::objfile::FileId> {
 }
 
 /// The kernel's frames of every stack the model refers to.
-fn recorded_stacks(model: &Model, probes: &Probes) -> Vec<(i32, Vec<u64>)> {
+fn recorded_stacks(model: &Model, stacks: &KernelStacks<'_>) -> Vec<(i32, Vec<u64>)> {
     let mut ids: Vec<i32> = model
         .processes()
         .flat_map(|p| p.stacks.iter().map(|s| s.key.stack_id))
@@ -822,7 +852,7 @@ fn recorded_stacks(model: &Model, probes: &Probes) -> Vec<(i32, Vec<u64>)> {
     ids.sort_unstable();
     ids.dedup();
     ids.into_iter()
-        .filter_map(|id| Some((id, probes.stored_stack(id as u32)?.to_words())))
+        .filter_map(|id| Some((id, stacks.walk(id as u32)?.to_words())))
         .collect()
 }
 

@@ -14,6 +14,7 @@ pub mod debug_dirs;
 mod images;
 mod objects;
 pub mod perf;
+pub mod python;
 pub mod wrappers;
 
 use std::collections::HashMap;
@@ -134,6 +135,8 @@ pub struct Symbolizer {
     images: images::Images,
     /// Mappings reported since the last [`Symbolizer::take_new_mappings`].
     new_maps: Vec<NewMapping>,
+    /// Python frames spliced into stacks, by token.
+    pub python: python::PyFrames,
 }
 
 impl Default for Symbolizer {
@@ -161,6 +164,7 @@ impl Symbolizer {
             kernel_maps: None,
             images: Default::default(),
             new_maps: Vec::new(),
+            python: Default::default(),
         }
     }
 
@@ -408,6 +412,9 @@ impl Symbolizer {
 
     /// Whether `addr` lies in an executable file mapping of that image.
     pub fn is_code(&self, pid: u32, generation: u32, addr: u64) -> bool {
+        if self.python.get(addr).is_some() {
+            return true;
+        }
         self.mapping(pid, generation, addr).is_some_and(|m| m.exec)
     }
 
@@ -421,6 +428,9 @@ impl Symbolizer {
 
     /// Symbolizes a return address (looked up at `addr - 1`, the call instruction).
     pub fn symbolize(&mut self, pid: u32, generation: u32, addr: u64) -> Frame {
+        if let Some(f) = self.python.get(addr) {
+            return f.clone();
+        }
         let mut frame = Frame {
             addr,
             ..Frame::default()

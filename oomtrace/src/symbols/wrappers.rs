@@ -82,6 +82,24 @@ pub fn is_runtime_module(basename: &str) -> bool {
     RUNTIME_MODULES.contains(&basename)
 }
 
+/// Whether the module named `basename` is a CPython interpreter (`python3.11`, a static build,
+/// or `libpython3.12.so.1.0`): its native frames are the interpreter's internals (the eval loop,
+/// calls, object allocation), which an allocation made for Python code goes through.
+pub fn is_interpreter_module(basename: &str) -> bool {
+    let version = |rest: &str| {
+        rest.is_empty()
+            || rest
+                .strip_prefix('.')
+                .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if let Some(rest) = basename.strip_prefix("python3") {
+        return version(rest);
+    }
+    basename
+        .strip_prefix("libpython3.")
+        .is_some_and(|rest| rest.contains(".so"))
+}
+
 /// Whether the function named `name` (demangled) is an allocation wrapper.
 pub fn is_wrapper_function(name: &str) -> bool {
     BUILTIN_FUNCTIONS.iter().any(|g| glob(g, name))

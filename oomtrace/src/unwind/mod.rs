@@ -6,6 +6,7 @@
 //! `docs/stacks.md`. The model never sees any of this: it receives stacks of addresses.
 
 pub mod kernel;
+pub mod python;
 pub mod table;
 
 use std::collections::HashMap;

@@ -22,6 +22,7 @@ mod offline;
 mod oom;
 mod placement;
 mod pymalloc;
+mod python;
 mod sampling;
 mod stacks;
 mod symbols;
