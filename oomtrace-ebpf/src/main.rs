@@ -98,9 +98,15 @@ pub static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(1638
 /// `--all` mode's stand-in for [`SEEN_BIT`] (no `TRACED` entries there).
 #[map]
 pub static SEEN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536, 0);
+/// Distinct stacks kept (native, and each one's Python frames): an interpreter's start-up alone
+/// makes about ten thousand. Allocated as they come, not at load: most sessions use few.
+pub const MAX_STACKS: u32 = 65536;
+/// `BPF_F_NO_PREALLOC`: a hash map's entries allocated on insert.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
 /// Stack id → header word and return addresses, zero-padded.
 #[map]
-pub static STACKS: HashMap<u32, [u64; STACK_WORDS]> = HashMap::with_max_entries(16384, 0);
+pub static STACKS: HashMap<u32, [u64; STACK_WORDS]> =
+    HashMap::with_max_entries(MAX_STACKS, BPF_F_NO_PREALLOC);
 /// Per-CPU scratch for the walk (too big for the 512-byte BPF stack).
 #[map]
 pub static SCRATCH: PerCpuArray<[u64; STACK_WORDS]> = PerCpuArray::with_max_entries(1, 0);

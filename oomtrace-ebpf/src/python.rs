@@ -53,7 +53,8 @@ const RESCAN_NS: u64 = 10_000_000;
 
 /// Stack id → its Python frames (see [`oomtrace_common::python`]).
 #[map]
-pub static PY_STACKS: HashMap<u32, [u64; PY_WORDS]> = HashMap::with_max_entries(16384, 0);
+pub static PY_STACKS: HashMap<u32, [u64; PY_WORDS]> =
+    HashMap::with_max_entries(crate::MAX_STACKS, crate::BPF_F_NO_PREALLOC);
 /// Per-CPU scratch for the walk's frames.
 #[map]
 pub static PY_SCRATCH: PerCpuArray<[u64; PY_WORDS]> = PerCpuArray::with_max_entries(1, 0);
