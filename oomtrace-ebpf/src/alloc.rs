@@ -37,15 +37,11 @@ const SKIP: u16 = 0x800;
 /// (for example, the process was attached while the call was in flight).
 const STALE_CALL_NS: u64 = 1_000_000_000;
 
-/// Records an outermost allocator call; nested calls only deepen the thread's depth.
+/// Opens an allocator call on thread `tid`: its state, the call counted in its depth, and the
+/// time now.
 #[inline(always)]
-fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64) -> u32 {
-    let f = cookie::alloc_fn(c);
-    let (tgid, tid) = ids();
-    if !traced(tgid) {
-        return 0;
-    }
-    let Some(t) = thread(tid) else { return 0 };
+fn open_call(tid: u32) -> Option<(&'static mut crate::Thread, u64)> {
+    let t = thread(tid)?;
     // SAFETY: pointer into this thread's map value; only this thread touches it.
     let t = unsafe { &mut *t };
     // SAFETY: plain helper call.
@@ -56,6 +52,20 @@ fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64
         t.depth = 0;
     }
     t.depth += 1;
+    Some((t, now))
+}
+
+/// Records an outermost allocator call; nested calls only deepen the thread's depth.
+#[inline(always)]
+fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64) -> u32 {
+    let f = cookie::alloc_fn(c);
+    let (tgid, tid) = ids();
+    if !traced(tgid) {
+        return 0;
+    }
+    let Some((t, now)) = open_call(tid) else {
+        return 0;
+    };
     if t.depth > 1 {
         return 0;
     }
@@ -188,16 +198,9 @@ fn open_free_call() {
     if !traced(tgid) {
         return;
     }
-    let Some(t) = thread(tid) else { return };
-    // SAFETY: pointer into this thread's map value; only this thread touches it.
-    let t = unsafe { &mut *t };
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if t.depth > 0 && now.saturating_sub(t.call.ts_ns) > STALE_CALL_NS {
-        count_drop(DropReason::StaleCall);
-        t.depth = 0;
-    }
-    t.depth += 1;
+    let Some((t, now)) = open_call(tid) else {
+        return;
+    };
     if t.depth == 1 {
         t.call.ts_ns = now;
         t.call.flags = SKIP;

@@ -193,18 +193,7 @@ fn kernel_stacks_survive_a_recording() {
     let (code, live, stderr) = traced(&["record", "-o", file.to_str().unwrap()], 4, 16);
     assert_eq!(code, 0, "stderr: {stderr}");
     assert_pipe_pages(&live, 4, 16);
-    let out = output(
-        oomtrace()
-            .arg("report")
-            .arg(&file)
-            .args(["--format", "json"]),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let offline: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let offline = report_json(&file);
     assert_eq!(
         offline["kernel_stacks"], live["kernel_stacks"],
         "kernel_stacks from the recording must equal the live ones"

@@ -44,13 +44,7 @@ fn offline_report_equals_the_live_one() {
     }
     for scenario in ["kinds", "fork"] {
         let (file, live) = record(&format!("identical-{scenario}"), &[&gt(), scenario]);
-        let out = report(&file, &["--format", "json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let offline: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let offline = report_json(&file);
         assert_eq!(
             offline, live,
             "{scenario}: the report from the recording must equal the live report"

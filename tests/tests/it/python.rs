@@ -358,18 +358,7 @@ fn recorded_python_frames_replay_the_same() {
         String::from_utf8_lossy(&out.stderr)
     );
     let live: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let out = output(
-        oomtrace()
-            .arg("report")
-            .arg(&file)
-            .args(["--format", "json"]),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let offline: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let offline = report_json(&file);
     assert_eq!(
         offline, live,
         "the report from the recording equals the live one"

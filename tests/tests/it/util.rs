@@ -251,3 +251,20 @@ pub fn start_tracer(args: &[&str]) -> Child {
     );
     t
 }
+
+/// `oomtrace report FILE --format json`, which must succeed: the report of a recording.
+pub fn report_json(file: &std::path::Path) -> serde_json::Value {
+    let out = output(
+        oomtrace()
+            .arg("report")
+            .arg(file)
+            .args(["--format", "json"]),
+    );
+    assert!(
+        out.status.success(),
+        "report {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the report is JSON")
+}
