@@ -192,17 +192,24 @@ struct Held {
     stack: Vec<String>,
 }
 
-/// The held blocks of valgrind's XML report (`--leak-check=full --show-leak-kinds=all`).
-fn valgrind_held(xml: &str) -> Vec<Held> {
-    let tag = |s: &str, t: &str| -> Option<String> {
-        let open = format!("<{t}>");
-        let start = s.find(&open)? + open.len();
-        let end = s[start..].find(&format!("</{t}>"))? + start;
-        Some(s[start..end].to_owned())
-    };
+/// The text of XML element `t` in `s` (its first occurrence).
+fn tag(s: &str, t: &str) -> Option<String> {
+    let open = format!("<{t}>");
+    let start = s.find(&open)? + open.len();
+    let end = s[start..].find(&format!("</{t}>"))? + start;
+    Some(s[start..end].to_owned())
+}
+
+/// The leak records (`<error>` of a `Leak_*` kind) of valgrind's XML report.
+fn leak_records(xml: &str) -> impl Iterator<Item = &str> {
     xml.split("<error>")
         .skip(1)
         .filter(|e| tag(e, "kind").is_some_and(|k| k.starts_with("Leak_")))
+}
+
+/// The held blocks of valgrind's XML report (`--leak-check=full --show-leak-kinds=all`).
+fn valgrind_held(xml: &str) -> Vec<Held> {
+    leak_records(xml)
         .map(|e| Held {
             bytes: tag(e, "leakedbytes").unwrap().parse().unwrap(),
             blocks: tag(e, "leakedblocks").unwrap().parse().unwrap(),
@@ -308,15 +315,7 @@ type HeldChain = (Vec<(String, u64)>, u64, u64);
 /// The held records of valgrind's XML report with their frames (inlined frames, which repeat
 /// the pc, kept once).
 fn valgrind_held_frames(xml: &str) -> Vec<VgHeld> {
-    let tag = |s: &str, t: &str| -> Option<String> {
-        let open = format!("<{t}>");
-        let start = s.find(&open)? + open.len();
-        let end = s[start..].find(&format!("</{t}>"))? + start;
-        Some(s[start..end].to_owned())
-    };
-    xml.split("<error>")
-        .skip(1)
-        .filter(|e| tag(e, "kind").is_some_and(|k| k.starts_with("Leak_")))
+    leak_records(xml)
         .map(|e| {
             let mut frames: Vec<VgFrame> = Vec::new();
             for f in e.split("<frame>").skip(1) {
