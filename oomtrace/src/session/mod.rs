@@ -427,7 +427,8 @@ async fn trace_with(
     let start_ns = monotonic_ns();
     let mut child_rx = None;
     let mut root = None;
-    // `run` holds its processes at their end: the leak scan (exact mode, where blocks are).
+    // `run` holds its processes at their end: the leak scan (exact mode, where blocks are), and
+    // the last Python frames of every mode.
     let mut exit_scans = None;
     // The baseline sample (GPU included) now: once the command runs, the loop reads its events
     // first.
@@ -435,11 +436,14 @@ async fn trace_with(
     match &opts.target {
         Target::Run(argv) => {
             let exe = exe.expect("resolved above");
-            let scanner = (opts.mode == crate::mode::Mode::Exact).then(|| {
+            // Every mode holds a process at its end until the ring is drained: its last
+            // stacks' Python frames are read out of its memory then (the leak scan itself is
+            // exact mode's alone).
+            let scanner = {
                 let (scanner, rx) = crate::leaks::ExitScanner::new();
                 exit_scans = Some(rx);
-                scanner
-            });
+                Some(scanner)
+            };
             let watch = session.unwind.as_ref().and_then(|u| u.watch().ok());
             let on_stop = on_stop(session.probes.attacher(), scanner, watch);
             let fail = opts.fail.as_ref().filter(|f| f.armed());

@@ -379,3 +379,47 @@ fn recorded_python_frames_replay_the_same() {
         "{folded}"
     );
 }
+
+/// Growth mode reads the Python frames at each page fault it attributes: the pages a Python
+/// line wrote are that line's, the interpreter and libc's memset in its "via" note.
+#[test]
+fn growth_mode_attributes_faulted_pages_to_the_python_line() {
+    if !require_bpf() {
+        return;
+    }
+    let script = workload("groundtruth.py");
+    let keep_buffers = line_of(&script, "# KEEP_BUFFERS");
+    for python in interpreters() {
+        let out = output(
+            oomtrace()
+                .args(["run", "--mode", "growth", "--format", "json", "--"])
+                .arg(&python)
+                .arg(&script)
+                .arg("plain"),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["mode"]["name"], "growth");
+        assert_eq!(report["lost_events"], 0);
+        // 60 zero-filled bytearrays of 100 000 bytes, side by side on malloc's heap: their pages
+        // (about 1465) are faulted in by the line, a page or two shared with neighbours.
+        let (bytes, _, functions) = at_line(&report, &script, keep_buffers);
+        assert!(
+            functions.iter().all(|f| f == "keep_buffers") && !functions.is_empty(),
+            "{}: {functions:?}",
+            short(&python)
+        );
+        let want = 60 * 100_001u64;
+        let off = (bytes as f64 - want as f64).abs() / want as f64;
+        assert!(
+            off <= 0.05,
+            "{}: keep_buffers' line faulted {bytes} B in, {want} B written",
+            short(&python)
+        );
+        assert_eq!(bytes % 4096, 0, "growth mode counts whole pages: {bytes}");
+    }
+}
