@@ -44,14 +44,8 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
         hash = (hash ^ w as u32).wrapping_mul(0x0100_0193);
         hash = (hash ^ (w >> 32) as u32).wrapping_mul(0x0100_0193);
     }
-    if let Some(pb) = py_buf {
-        for (i, &w) in pb.iter().enumerate() {
-            if i >= py_words {
-                break;
-            }
-            hash = (hash ^ w as u32).wrapping_mul(0x0100_0193);
-            hash = (hash ^ (w >> 32) as u32).wrapping_mul(0x0100_0193);
-        }
+    if py_buf.is_some() {
+        hash = python_hash(u64::from(hash), py_words as u64) as u32;
     }
     let id = hash & 0x7fff_ffff;
     if let Some(stored) = STACKS.get_ptr(id) {
@@ -92,24 +86,55 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
 /// stored, when `py_buf` is none).
 #[inline(always)]
 fn same_python(id: u32, py_buf: Option<&[u64; py::PY_WORDS]>, words: usize) -> bool {
-    // Each pointer checked on its own: LLVM would merge two null checks into one bitwise or,
-    // which the verifier refuses for a pointer that may be null.
-    let Some(pb) = py_buf else {
+    if py_buf.is_none() {
         // SAFETY: presence check only.
         return unsafe { PY_STACKS.get(id).is_none() };
+    }
+    python_same(u64::from(id), words as u64) != 0
+}
+
+// Global BPF functions (exported by name, see `oomtrace/build.rs`): checked once each, not at
+// every place a stack is taken (inlined, their loops multiplied the verifier's work by ten).
+
+/// FNV-1a `hash` continued over the first `words` words of [`PY_SCRATCH`].
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn python_hash(hash: u64, words: u64) -> u64 {
+    let mut hash = hash as u32;
+    let Some(pb) = PY_SCRATCH.get_ptr(0) else {
+        return u64::from(hash);
     };
-    let Some(stored) = PY_STACKS.get_ptr(id) else {
-        return false;
+    // SAFETY: per-CPU scratch slot, ours for this program run.
+    let pb = unsafe { &*pb };
+    for (i, &w) in pb.iter().enumerate() {
+        if i as u64 >= words {
+            break;
+        }
+        hash = (hash ^ w as u32).wrapping_mul(0x0100_0193);
+        hash = (hash ^ (w >> 32) as u32).wrapping_mul(0x0100_0193);
+    }
+    u64::from(hash)
+}
+
+/// 1 when the Python frames stored under `id` are [`PY_SCRATCH`]'s first `words` words.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn python_same(id: u64, words: u64) -> u64 {
+    let Some(pb) = PY_SCRATCH.get_ptr(0) else {
+        return 0;
     };
-    // SAFETY: pointer into the map value, valid for this program run.
-    let stored = unsafe { &*stored };
+    let Some(stored) = PY_STACKS.get_ptr(id as u32) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch slot and a map value, valid for this program run.
+    let (pb, stored) = unsafe { (&*pb, &*stored) };
     for (i, (a, b)) in stored.iter().zip(pb.iter()).enumerate() {
-        if i >= words {
+        if i as u64 >= words {
             break;
         }
         if a != b {
-            return false;
+            return 0;
         }
     }
-    true
+    1
 }
