@@ -26,6 +26,7 @@ mod signals;
 mod stack;
 mod syscalls;
 mod unwind;
+mod walk_cache;
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},

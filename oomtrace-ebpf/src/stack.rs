@@ -7,7 +7,7 @@
 //! process's frames ([`crate::python`]) are stored under the same id in `PY_STACKS`, and are
 //! part of what the id hashes: the same native stack under other Python frames is another stack.
 
-use oomtrace_common::{DropReason, python as py, stack};
+use oomtrace_common::{ConfigKey, DropReason, python as py, stack};
 
 use crate::python::{PY_SCRATCH, PY_STACKS};
 use crate::unwind;
@@ -23,9 +23,24 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
     };
     // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
     let buf = unsafe { &mut *buf };
-    let header = unwind::walk(tgid, start, buf);
     let (_, tid) = crate::ids();
     let py_header = crate::python::walk(tgid, tid);
+    // A kept walk stands for the native frames only, and `--fail-*` reads the walked frames
+    // from the scratch.
+    let reusable = py_header == 0 && crate::config(ConfigKey::InjectArmed) == 0;
+    let header = if unwind::begin(tgid, &start) {
+        if reusable {
+            let id = crate::walk_cache::walk_cached();
+            if id >= 0 {
+                return id as i32;
+            }
+        }
+        crate::walk_cache::count(0);
+        unwind::walk(tgid, buf)
+    } else {
+        buf[1] = 0;
+        0
+    };
     buf[0] = header | (py_header & (stack::PYTHON_TRUNCATED | stack::PYTHON_FAILED));
     let py_words = 1 + 2 * (py_header & py::FRAMES_MASK) as usize;
     let py_buf = if py_header & py::FRAMES_MASK != 0 {
@@ -64,6 +79,9 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
                 break;
             }
         }
+        if reusable {
+            crate::walk_cache::walk_keep(u64::from(id));
+        }
         return id as i32;
     }
     // By reference: a 512-byte copy would not fit the 512-byte BPF stack.
@@ -78,6 +96,9 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
     if stored.is_err() {
         count_drop(DropReason::StackCollision);
         return -1;
+    }
+    if reusable {
+        crate::walk_cache::walk_keep(u64::from(id));
     }
     id as i32
 }

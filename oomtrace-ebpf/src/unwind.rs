@@ -194,16 +194,87 @@ pub struct WalkState {
     /// Pending uretprobes of the thread: where each replaced a return address, and the address.
     slots: [u64; MAX_PENDING_RETURNS],
     orig: [u64; MAX_PENDING_RETURNS],
+    /// Where the walk started, and what else its result depends on: the key of
+    /// [`crate::walk_cache`].
+    pub start: WalkKey,
+    /// The stack words the walk read ([`crate::walk_cache`] checks them to reuse its result).
+    pub log: WalkLog,
+}
+
+/// What a walk's result is a function of, besides the stack words it read: the thread, its
+/// registers, the process's published tables and the walk's settings.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct WalkKey {
+    pub pid_tgid: u64,
+    pub pc: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub leaf_ret: u64,
+    /// `exact | fp_only << 1 | limit << 8`.
+    pub mode: u64,
+    /// [`ProcMaps::generation`] (0: none published).
+    pub generation: u64,
+}
+
+/// Words one walk may log: two per frame (the return address and a saved `rbp`).
+pub const LOG_WORDS: usize = 2 * 64;
+/// The span of stack above the start's `sp` whose words a reusable walk may read.
+pub const LOG_SPAN: u64 = 4096;
+
+/// The stack words one walk read, as offsets from its start's `sp` and their values.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct WalkLog {
+    pub n: u64,
+    /// The highest offset logged, plus 8 (0: none).
+    pub span: u64,
+    /// Set when the walk depended on something the log cannot check (kernel state, a read
+    /// outside the span, a full log): its result is not reused.
+    pub unreusable: u64,
+    pub offs: [u16; LOG_WORDS],
+    pub vals: [u64; LOG_WORDS],
 }
 
 /// Per-CPU walk state (see [`WalkState`]).
 #[map]
 pub static WALK_STATE: PerCpuArray<WalkState> = PerCpuArray::with_max_entries(1, 0);
 
-/// Unwinds process `tgid` from `start` into `buf[1..]` and returns the stack header (frame
-/// count and flags); `buf[0]` is left for the caller to fill with it.
+/// Sets up a walk of process `tgid` from `start` (its key for [`crate::walk_cache`] included);
+/// [`walk`] then takes it. False: nothing to walk.
 #[inline(always)]
-pub fn walk(tgid: u32, start: Start, buf: &mut [u64; STACK_WORDS]) -> u64 {
+pub fn begin(tgid: u32, start: &Start) -> bool {
+    let Some(st) = WALK_STATE.get_ptr_mut(0) else {
+        return false;
+    };
+    let limit = (config(ConfigKey::StackFrames) as usize).min(MAX_STACK_FRAMES) as u64;
+    let fp_only = config(ConfigKey::UnwindFramePointers);
+    // SAFETY: per-CPU map value, ours for this program run.
+    unsafe {
+        (*st).pc = start.pc;
+        (*st).sp = start.sp;
+        (*st).bp = start.bp;
+        (*st).exact = u64::from(start.exact);
+        (*st).leaf_ret = start.leaf_ret;
+        (*st).fp_only = fp_only;
+        (*st).maps = PROC_MAPS.get(tgid).copied().unwrap_or_default();
+        (*st).start = WalkKey {
+            pid_tgid: u64::from(tgid) << 32 | u64::from(crate::ids().1),
+            pc: start.pc,
+            sp: start.sp,
+            bp: start.bp,
+            leaf_ret: start.leaf_ret,
+            mode: u64::from(start.exact) | fp_only << 1 | limit << 8,
+            generation: (*st).maps.generation,
+        };
+    }
+    start.pc != 0 && limit != 0
+}
+
+/// Unwinds the walk [`begin`] set up into `buf[1..]` and returns the stack header (frame count
+/// and flags); `buf[0]` is left for the caller to fill with it.
+#[inline(always)]
+pub fn walk(tgid: u32, buf: &mut [u64; STACK_WORDS]) -> u64 {
     buf[1] = 0;
     // Raw pointers: the callback changes these values behind the compiler's back.
     let (Some(st), Some(win), Some(vma)) = (
@@ -216,24 +287,17 @@ pub fn walk(tgid: u32, start: Start, buf: &mut [u64; STACK_WORDS]) -> u64 {
     let limit = (config(ConfigKey::StackFrames) as usize).min(MAX_STACK_FRAMES) as u64;
     // SAFETY: per-CPU map values, ours for this program run.
     unsafe {
-        (*st).pc = start.pc;
-        (*st).sp = start.sp;
-        (*st).bp = start.bp;
-        (*st).exact = u64::from(start.exact);
-        (*st).leaf_ret = start.leaf_ret;
         (*st).flags = 0;
         (*st).n = 0;
         (*st).done = 0;
-        (*st).fp_only = config(ConfigKey::UnwindFramePointers);
         (*st).unknown_pc = 0;
-        (*st).maps = PROC_MAPS.get(tgid).copied().unwrap_or_default();
+        (*st).log.n = 0;
+        (*st).log.span = 0;
+        (*st).log.unreusable = 0;
         (*win).len = 0;
         (*vma).lo = 0;
         (*vma).hi = 0;
         pending_returns(&mut *st);
-    }
-    if start.pc == 0 || limit == 0 {
-        return 0;
     }
     // SAFETY: `walk_step` is a BPF subprogram with the callback's signature; it takes its
     // state from the per-CPU maps, so no context pointer is passed.
@@ -262,6 +326,12 @@ pub fn walk(tgid: u32, start: Start, buf: &mut [u64; STACK_WORDS]) -> u64 {
     }
     if unknown_pc != 0 {
         notice_unknown(tgid, unknown_pc);
+    }
+    if unknown_pc != 0
+        || flags & (stack::UNKNOWN_MODULE | stack::SIGNAL_FRAME | stack::TRAMPOLINE_FIXED) != 0
+    {
+        // SAFETY: as above.
+        unsafe { (*st).log.unreusable = 1 };
     }
     n as u64 | flags
 }
@@ -327,6 +397,8 @@ fn step(w: &mut WalkState, buf: &mut [u64; STACK_WORDS]) -> bool {
         unwind_row(lookup)
     };
     if found == 0 {
+        // The kernel's VMA: state the log cannot check.
+        w.log.unreusable = 1;
         found = unwind_vma_row(lookup);
     }
     if found & LOOKUP_LATE != 0 {
@@ -416,6 +488,7 @@ fn step(w: &mut WalkState, buf: &mut [u64; STACK_WORDS]) -> bool {
 #[inline(always)]
 fn signal_frame(w: &mut WalkState, buf: &mut [u64; STACK_WORDS], i: usize, sp: u64) -> bool {
     w.flags |= stack::SIGNAL_FRAME;
+    w.log.unreusable = 1;
     let ip = read(sp.wrapping_add(UC_RIP));
     let nsp = read(sp.wrapping_add(UC_RSP));
     w.bp = read(sp.wrapping_add(UC_RBP));
@@ -730,6 +803,39 @@ fn read(addr: u64) -> u64 {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn unwind_read(addr: u64) -> u64 {
+    let v = window_read(addr);
+    if let Some(st) = WALK_STATE.get_ptr_mut(0) {
+        // SAFETY: per-CPU map value, ours for this program run.
+        log_read(
+            unsafe { &mut (*st).log },
+            addr.wrapping_sub(unsafe { (*st).start.sp }),
+            v,
+        );
+    }
+    v
+}
+
+/// Logs a read of `v` at `off` bytes above the walk's start (see [`WalkLog`]).
+#[inline(always)]
+fn log_read(log: &mut WalkLog, off: u64, v: u64) {
+    let n = log.n as usize;
+    if off & 7 != 0 || off >= LOG_SPAN - 8 || n >= LOG_WORDS {
+        log.unreusable = 1;
+        return;
+    }
+    if let (Some(o), Some(x)) = (log.offs.get_mut(n), log.vals.get_mut(n)) {
+        *o = off as u16;
+        *x = v;
+    }
+    log.n = n as u64 + 1;
+    if off + 8 > log.span {
+        log.span = off + 8;
+    }
+}
+
+/// [`unwind_read`] without the log.
+#[inline(always)]
+fn window_read(addr: u64) -> u64 {
     let Some(win) = STACK_WINDOW.get_ptr_mut(0) else {
         return read(addr);
     };

@@ -681,7 +681,7 @@ async fn trace_with(
     report.late_attach = session.late.report();
     if opts.record.is_none() {
         // Like the tracer's cost: a recording's report cannot know it.
-        report.unwind = session.unwind.as_ref().map(|u| u.stats);
+        report.unwind = session.unwind.as_ref().map(|u| u.stats());
     }
     if let StopReason::SelfLimit(rss) = stop {
         report.self_limit = Some(crate::report::SelfLimitReport {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::Ebpf;
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
 use oomtrace_common::unwind::{
     ExecMapping, FileKey, FileModule, MAX_MAPPINGS, MAX_MODULES, MAX_PAGES, MAX_PROC_MAPPINGS,
     MAX_ROWS, ModuleTable, ProcMaps,
@@ -134,6 +134,8 @@ pub struct KernelTables {
     released: Vec<(Instant, u32, u32)>,
     /// Bytes of the maps in use.
     pub used_bytes: u64,
+    /// Walks taken in full and walks reused, per CPU (`WALK_COUNTS`).
+    walk_counts: Option<PerCpuArray<MapData, u64>>,
 }
 
 impl KernelTables {
@@ -168,7 +170,23 @@ impl KernelTables {
             free: vec![(0, MAX_MAPPINGS)],
             released: Vec::new(),
             used_bytes: 0,
+            walk_counts: ebpf
+                .take_map("WALK_COUNTS")
+                .and_then(|m| PerCpuArray::try_from(m).ok()),
         })
+    }
+
+    /// Walks the kernel side took in full, and walks it reused (see `walk_cache.rs`).
+    pub fn walk_counts(&self) -> (u64, u64) {
+        let Some(counts) = &self.walk_counts else {
+            return (0, 0);
+        };
+        let sum = |i: u32| {
+            counts
+                .get(&i, 0)
+                .map_or(0, |per_cpu| per_cpu.iter().sum::<u64>())
+        };
+        (sum(0), sum(1))
     }
 
     /// Bytes the tables take in the kernel (all preallocated): modules, pages, rows and

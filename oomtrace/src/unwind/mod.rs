@@ -126,6 +126,11 @@ pub struct UnwindStats {
     pub table_bytes: u64,
     /// Bytes the walker's maps reserve in the kernel.
     pub reserved_bytes: u64,
+    /// Stacks the kernel side walked frame by frame.
+    pub walks: u64,
+    /// Stacks it took from a kept walk of the same thread and registers, after checking that
+    /// every stack word that walk read is unchanged.
+    pub walks_reused: u64,
 }
 
 /// Builds, caches and loads unwind tables for the traced processes.
@@ -160,6 +165,16 @@ impl Unwinder {
                 ..UnwindStats::default()
             },
             notices: Vec::new(),
+        }
+    }
+
+    /// What happened so far, the kernel side's walk counts included.
+    pub fn stats(&self) -> UnwindStats {
+        let (walks, walks_reused) = self.kernel.walk_counts();
+        UnwindStats {
+            walks,
+            walks_reused,
+            ..self.stats
         }
     }
 

@@ -763,3 +763,52 @@ fn a_rust_release_binary_shows_its_allocating_functions_and_callers() {
     let exe = rust_program("unwind-rust-abort", &["-C", "panic=abort"]);
     check(&trace(&[exe.as_os_str()], false), false);
 }
+
+#[test]
+fn reused_walks_keep_each_chain_exact() {
+    if !require_bpf() {
+        return;
+    }
+    let exe = build_c("walk_reuse", "walk-reuse-nofp", NO_FP);
+    let report = trace(&[exe.as_os_str()], false);
+    // The same site under callers that differ only in mid's return address, alternating:
+    // each chain keeps its own bytes.
+    assert_chain(&report, "via_x", &["via_x", "main"], 500 * 48, 500);
+    assert_chain(&report, "via_y", &["via_y", "main"], 500 * 80, 500);
+    for (via, bytes) in [("via_x", 48u64), ("via_y", 80)] {
+        let found = stacks_through(&report, via);
+        assert_eq!(found.len(), 1, "one stack through {via}: {report}");
+        assert_eq!(
+            &found[0].1[..3],
+            &["leaf", "mid", via],
+            "the stack through {via}"
+        );
+        assert_eq!(found[0].0["allocated_bytes"], 500 * bytes, "{via}");
+    }
+    // The churn loop: one stack, every allocation on it, freed.
+    let churn = stacks_through(&report, "churn");
+    assert_eq!(churn.len(), 1, "one stack through churn: {report}");
+    let (st, names) = &churn[0];
+    assert_eq!(&names[..3], &["leaf", "churn", "main"], "{names:?}");
+    assert_eq!(
+        (
+            &st["allocs"],
+            &st["allocated_bytes"],
+            &st["outstanding_bytes"]
+        ),
+        (&20_000.into(), &640_000.into(), &0.into()),
+        "{st}"
+    );
+    // The loop's walks were reused: all but its first (a few more where the thread moved to
+    // the other CPU, whose kept walks are its own); the alternating chains never are.
+    let unwind = &report["unwind"];
+    let reused = unwind["walks_reused"].as_u64().unwrap();
+    assert!(
+        (19_900..=20_050).contains(&reused),
+        "walks reused: {reused}, expected the churn loop's 19999 give or take migrations: {unwind}"
+    );
+    assert!(
+        unwind["walks"].as_u64().unwrap() >= 1_000,
+        "the alternating chains are walked each time: {unwind}"
+    );
+}
