@@ -726,10 +726,13 @@ pub enum ConfigKey {
     /// Byte offset of `thread.fsbase` in `struct task_struct` (0: not known): a thread's
     /// `pthread_self()`, which CPython ≤ 3.10 keeps as its thread state's `thread_id`.
     TaskFsbase = 42,
+    /// Non-zero once any process was marked as Python (`PY_PROCS`): until then no stack
+    /// looks for Python frames.
+    PythonLoaded = 43,
 }
 
 /// Number of config words.
-pub const CONFIG_WORDS: u32 = 43;
+pub const CONFIG_WORDS: u32 = 44;
 
 /// [`ConfigKey::Mode`]: every allocator call is traced.
 pub const MODE_EXACT: u64 = 0;

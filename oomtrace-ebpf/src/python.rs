@@ -91,7 +91,8 @@ pub static PY_WALK: PerCpuArray<PyWalk> = PerCpuArray::with_max_entries(1, 0);
 /// header (frame count | [`stack`] Python flags), 0 for a process not marked as Python.
 #[inline(always)]
 pub fn walk(tgid: u32, tid: u32) -> u64 {
-    if config(ConfigKey::PythonFrames) == 0 {
+    // No Python process yet: not even the lookup.
+    if config(ConfigKey::PythonFrames) == 0 || config(ConfigKey::PythonLoaded) == 0 {
         return 0;
     }
     // SAFETY: presence check only.

@@ -113,7 +113,10 @@ impl Probes {
         let mut procs: HashMap<_, u32, Layout> = HashMap::try_from(self.map_mut("PY_PROCS")?)?;
         procs
             .insert(pid, layout_of(interp), 0)
-            .with_context(|| format!("cannot mark pid {pid} as a Python process"))
+            .with_context(|| format!("cannot mark pid {pid} as a Python process"))?;
+        let mut config: Array<_, u64> = Array::try_from(self.map_mut("CONFIG")?)?;
+        config.set(ConfigKey::PythonLoaded as u32, 1, 0)?;
+        Ok(())
     }
 
     /// The Python frames stored under `stack_id` (none: not a Python stack).
