@@ -183,14 +183,17 @@ fn run_once(oomtrace: &Path, row: &Row, exe: &Path, dir: &Path) -> Result<(f64, 
     Ok((ns, report))
 }
 
-/// A program's own nanoseconds per run and its number of runs (the kernel's BPF statistics),
-/// from a report.
-fn program(report: &Value, name: &str) -> Option<(f64, u64)> {
-    let p = report["tracer_cost"]["programs"]
+/// A program's own nanoseconds per run (the kernel's BPF statistics), from a report.
+fn ns_per_run(report: &Value, name: &str) -> Option<f64> {
+    program(report, name)?["ns_per_run"].as_f64()
+}
+
+/// A program's entry in a report's BPF statistics.
+fn program<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["tracer_cost"]["programs"]
         .as_array()?
         .iter()
-        .find(|p| p["name"] == name)?;
-    Some((p["ns_per_run"].as_f64()?, p["runs"].as_u64()?))
+        .find(|p| p["name"] == name)
 }
 
 /// The deepest stack's frame count, from a report.
@@ -212,9 +215,8 @@ fn per_pair_us(ns: f64) -> f64 {
 
 /// A program's own time over the whole run, per pair of the loop (µs).
 fn program_per_pair_us(report: Option<&Value>, name: &str) -> Option<f64> {
-    report
-        .and_then(|r| program(r, name))
-        .map(|(ns, runs)| per_pair_us(ns * runs as f64))
+    let ns = program(report?, name)?["run_time_ns"].as_f64()?;
+    Some(per_pair_us(ns))
 }
 
 /// One row's result: the median loop time and the last round's report.
@@ -295,9 +297,9 @@ fn stack_goal(mode: &str, max: f64, all: &[Measured], floor: &Measured) -> Goal 
 
 /// Measures every row, appends the tables to `md` and returns the issue's goals for stacks.
 pub fn measure(oomtrace: &Path, dir: &Path, md: &mut String) -> Result<Vec<Goal>> {
+    let rounds = rounds()?;
     let (fp, nofp) = build(dir)?;
     let rows = rows();
-    let rounds = rounds()?;
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     let mut reports: Vec<Option<Value>> = vec![None; rows.len()];
     for round in 0..rounds {
@@ -352,24 +354,27 @@ pub fn measure(oomtrace: &Path, dir: &Path, md: &mut String) -> Result<Vec<Goal>
              `OOMTRACE_UNWIND=frame-pointers`. `sample` is `--mode sample` at its default rate, \
              one sample per {} KiB allocated on average (the reports' `mode.sample_rate_bytes`): \
              about {:.0} of the {PAIRS} `malloc`s are sampled, and only those have their stack \
-             walked. `alloc_enter` is the entry program's own time per run (the kernel's BPF \
-             statistics), where the walk happens; it serves `malloc` and `free` alike, so this \
-             is the BPF time per allocator call at entry. {rounds} rounds, interleaved; medians.\n",
+             walked. The entry program's own time per run (the kernel's BPF statistics) is \
+             `alloc_enter`'s, where the walk happens (the floor's: `floor_enter`, which returns \
+             at once); it serves `malloc` and `free` alike, so this is the BPF time per \
+             allocator call at entry. {rounds} round(s), interleaved; medians.\n",
             rate / 1024,
             (PAIRS * 64) as f64 / rate as f64,
         ),
     );
     report::line(
         md,
-        "| configuration | per malloc+free pair | vs floor | `alloc_enter` per run | frames |",
+        "| configuration | per malloc+free pair | vs floor | entry program per run | frames |",
     );
     report::line(md, "|---|---:|---:|---:|---:|");
     for m in &all {
-        let ns = m
-            .report
-            .as_ref()
-            .and_then(|r| program(r, "alloc_enter"))
-            .map(|p| p.0);
+        // The floor's entry program is `floor_enter`; every other traced row's is `alloc_enter`.
+        let entry = if m.row.traced.is_some() {
+            "alloc_enter"
+        } else {
+            "floor_enter"
+        };
+        let ns = m.report.as_ref().and_then(|r| ns_per_run(r, entry));
         let frames = m.report.as_ref().and_then(frames);
         report::line(
             md,
@@ -530,7 +535,7 @@ fn prepare(oomtrace: &Path, dir: &Path, rounds: usize, md: &mut String) -> Resul
              building the modules' tables from `.eh_frame` and loading them, with each \
              process's mappings (the report's `unwind.build_ms`), over the whole run. \"The same \
              twice\" runs it twice in one session: the second process's modules come from the \
-             cache (by file, then by build id). {rounds} rounds, interleaved; medians.\n"
+             cache (by file, then by build id). {rounds} round(s), interleaved; medians.\n"
         ),
     );
     report::line(
