@@ -10,6 +10,8 @@
 //! agent, inject, stacks, soak) runs only those and
 //! writes `target/bench/partial.md` instead of BENCHMARKS.md. `soak` ([`soak`]) runs only when
 //! named; a number among the parts is its length in seconds (default 1800).
+//! `BENCH_STACKS_ROUNDS=N` gives `stacks` ([`stacks`]) N rounds instead of 5, for a quick check
+//! of that part alone.
 
 mod agent;
 mod bystander;
@@ -396,7 +398,7 @@ pub fn run(args: &[String]) -> Result<()> {
         inject::measure(&oomtrace, &exe, &mut md)?;
     }
     if want("stacks") {
-        stacks::measure(&oomtrace, &dir, &mut md)?;
+        goals.extend(stacks::measure(&oomtrace, &dir, &mut md)?);
     }
     if parts.iter().any(|q| q == "soak") {
         goals.extend(soak::measure(&oomtrace, &dir, soak_seconds, &mut md)?);

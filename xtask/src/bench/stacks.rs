@@ -1,7 +1,11 @@
 //! What a stack costs per allocation (`cargo xtask bench stacks`): the kernel's walk through the
-//! `.eh_frame` tables against the frame-pointer walk and the bare probe floor, at two depths,
-//! on `tests/workloads/bench_stack.c` built with and without frame pointers; then what preparing
-//! the tables costs for a process with many modules, and the memory the walker's maps take.
+//! `.eh_frame` tables against the frame-pointer walk and the bare probe floor, at two depths, in
+//! exact and sample mode, on `tests/workloads/bench_stack.c` built with and without frame
+//! pointers, with the issue's goals for both modes at depth 32; then what preparing the tables
+//! costs for a process with many modules, and the memory the walker's maps take.
+//!
+//! `BENCH_STACKS_ROUNDS=N` runs N rounds instead of [`ROUNDS`], for a quick look at this part
+//! alone (`BENCH_STACKS_ROUNDS=2 cargo xtask bench stacks`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,6 +13,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
+use super::report::Goal;
 use super::{median, report};
 use crate::{root, status};
 
@@ -18,6 +23,25 @@ const PAIRS: u64 = 100_000;
 const NESTING: &str = "40";
 /// Rounds per configuration (interleaved).
 const ROUNDS: usize = 5;
+/// The issue's goals at depth 32: the mode's cost per pair at most this many times the floor's.
+const EXACT_STACKS_MAX: f64 = 2.0;
+const SAMPLE_STACKS_MAX: f64 = 1.2;
+/// The depth the goals are stated at.
+const GOAL_DEPTH: u32 = 32;
+
+/// [`ROUNDS`], or `BENCH_STACKS_ROUNDS` when set.
+fn rounds() -> Result<usize> {
+    match std::env::var("BENCH_STACKS_ROUNDS") {
+        Err(_) => Ok(ROUNDS),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!(
+                "BENCH_STACKS_ROUNDS={v:?} is not a number of rounds: give a whole number ≥ 1, \
+                 or unset it for {ROUNDS}"
+            ),
+        },
+    }
+}
 
 /// One row: how oomtrace runs (or not), on which build.
 struct Row {
@@ -28,6 +52,8 @@ struct Row {
     fp_only: bool,
     /// The build with frame pointers.
     with_fp: bool,
+    /// oomtrace's mode and stack depth; `None` for the untraced run and the floor.
+    traced: Option<(&'static str, u32)>,
 }
 
 /// Builds the workload with and without frame pointers: (with, without).
@@ -59,34 +85,59 @@ fn rows() -> Vec<Row> {
             args: None,
             fp_only: false,
             with_fp: false,
+            traced: None,
         },
         Row {
             name: "bare probe floor".into(),
             args: oom(&["run", "--probe-floor"]),
             fp_only: false,
             with_fp: false,
+            traced: None,
         },
     ];
-    for depth in ["8", "32"] {
-        let args = oom(&["run", "--stack-depth", depth]);
+    for depth in [8, GOAL_DEPTH] {
+        let d = depth.to_string();
+        let args = oom(&["run", "--stack-depth", &d]);
+        let traced = Some(("exact", depth));
         v.push(Row {
             name: format!("exact, depth {depth}, frame pointers only (-fno-omit-frame-pointer)"),
             args: args.clone(),
             fp_only: true,
             with_fp: true,
+            traced,
         });
         v.push(Row {
             name: format!("exact, depth {depth}, tables (-fno-omit-frame-pointer)"),
             args: args.clone(),
             fp_only: false,
             with_fp: true,
+            traced,
         });
         v.push(Row {
             name: format!("exact, depth {depth}, tables (-fomit-frame-pointer)"),
             args,
             fp_only: false,
             with_fp: false,
+            traced,
         });
+    }
+    // Sample mode at its default rate: the walk runs for the sampled calls only.
+    for depth in [8, GOAL_DEPTH] {
+        let d = depth.to_string();
+        let args = oom(&["run", "--mode", "sample", "--stack-depth", &d]);
+        let traced = Some(("sample", depth));
+        for (with_fp, build) in [
+            (true, "-fno-omit-frame-pointer"),
+            (false, "-fomit-frame-pointer"),
+        ] {
+            v.push(Row {
+                name: format!("sample, depth {depth}, tables ({build})"),
+                args: args.clone(),
+                fp_only: false,
+                with_fp,
+                traced,
+            });
+        }
     }
     v
 }
@@ -132,31 +183,126 @@ fn run_once(oomtrace: &Path, row: &Row, exe: &Path, dir: &Path) -> Result<(f64, 
     Ok((ns, report))
 }
 
-/// `alloc_enter`'s own nanoseconds per run (the kernel's BPF statistics) and the deepest
-/// stack's frame count, from a report.
-fn kernel_side(report: &Value) -> (Option<f64>, Option<u64>) {
-    let ns = report["tracer_cost"]["programs"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == "alloc_enter"))
-        .and_then(|p| p["ns_per_run"].as_f64());
-    let frames = report["stacks"]
+/// A program's own nanoseconds per run (the kernel's BPF statistics), from a report.
+fn ns_per_run(report: &Value, name: &str) -> Option<f64> {
+    program(report, name)?["ns_per_run"].as_f64()
+}
+
+/// A program's entry in a report's BPF statistics.
+fn program<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["tracer_cost"]["programs"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+}
+
+/// The deepest stack's frame count, from a report.
+fn frames(report: &Value) -> Option<u64> {
+    report["stacks"]
         .as_array()
         .and_then(|ss| {
             ss.iter()
                 .map(|s| s["frames"].as_array().map_or(0, Vec::len))
                 .max()
         })
-        .map(|n| n as u64);
-    (ns, frames)
+        .map(|n| n as u64)
 }
 
-/// Measures every row and appends the table to `md`.
-pub fn measure(oomtrace: &Path, dir: &Path, md: &mut String) -> Result<()> {
+/// Microseconds per malloc+free pair.
+fn per_pair_us(ns: f64) -> f64 {
+    ns / PAIRS as f64 / 1e3
+}
+
+/// A program's own time over the whole run, per pair of the loop (µs).
+fn program_per_pair_us(report: Option<&Value>, name: &str) -> Option<f64> {
+    let ns = program(report?, name)?["run_time_ns"].as_f64()?;
+    Some(per_pair_us(ns))
+}
+
+/// One row's result: the median loop time and the last round's report.
+struct Measured<'a> {
+    row: &'a Row,
+    ns: f64,
+    report: Option<Value>,
+}
+
+/// The issue's goal for `mode` at [`GOAL_DEPTH`]: the worst of the mode's rows that unwind as
+/// oomtrace does by default (tables, not `OOMTRACE_UNWIND=frame-pointers`), against the floor.
+fn stack_goal(mode: &str, max: f64, all: &[Measured], floor: &Measured) -> Goal {
+    let goal = format!(
+        "`{mode}` with full stacks (depth {GOAL_DEPTH}, `bench_stack`) ≤ {max}× the bare probe \
+         floor per malloc+free pair"
+    );
+    let worst = all
+        .iter()
+        .filter(|m| m.row.traced == Some((mode, GOAL_DEPTH)) && !m.row.fp_only)
+        .max_by(|a, b| a.ns.total_cmp(&b.ns));
+    let Some(w) = worst else {
+        return Goal {
+            goal,
+            measured: None,
+            met: None,
+            why: "a configuration did not run".into(),
+        };
+    };
+    let ratio = w.ns / floor.ns;
+    let met = ratio <= max;
+    let frames = w
+        .report
+        .as_ref()
+        .and_then(frames)
+        .map_or("–".into(), |f| f.to_string());
+    let measured = format!(
+        "{ratio:.2}× ({:.2} µs vs {:.2} µs per pair; worst row: {}, {frames} frames)",
+        per_pair_us(w.ns),
+        per_pair_us(floor.ns),
+        w.row.name,
+    );
+    let why = if met {
+        String::new()
+    } else {
+        let over = per_pair_us(w.ns - floor.ns);
+        let above = |ours: &str, theirs: &str| {
+            Some(
+                program_per_pair_us(w.report.as_ref(), ours)?
+                    - program_per_pair_us(floor.report.as_ref(), theirs)?,
+            )
+        };
+        match (
+            above("alloc_enter", "floor_enter"),
+            above("alloc_return", "floor_return"),
+        ) {
+            (Some(enter), Some(ret)) => format!(
+                "over by {:.0} %: {over:.2} µs per pair above the floor, of which `alloc_enter` \
+                 (where the walk is) is {enter:.2} µs and `alloc_return` {ret:.2} µs above the \
+                 floor's programs (the kernel's BPF statistics over the run, per pair); the \
+                 other {:.2} µs is outside the programs",
+                (ratio / max - 1.0) * 100.0,
+                over - enter - ret,
+            ),
+            _ => format!(
+                "over by {:.0} %: {over:.2} µs per pair above the floor (a report had no BPF \
+                 statistics to split it by program)",
+                (ratio / max - 1.0) * 100.0
+            ),
+        }
+    };
+    Goal {
+        goal,
+        measured: Some(measured),
+        met: Some(met),
+        why,
+    }
+}
+
+/// Measures every row, appends the tables to `md` and returns the issue's goals for stacks.
+pub fn measure(oomtrace: &Path, dir: &Path, md: &mut String) -> Result<Vec<Goal>> {
+    let rounds = rounds()?;
     let (fp, nofp) = build(dir)?;
     let rows = rows();
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     let mut reports: Vec<Option<Value>> = vec![None; rows.len()];
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for (i, row) in rows.iter().enumerate() {
             let exe = if row.with_fp { &fp } else { &nofp };
             let (ns, r) = run_once(oomtrace, row, exe, dir)?;
@@ -166,46 +312,110 @@ pub fn measure(oomtrace: &Path, dir: &Path, md: &mut String) -> Result<()> {
                 row.name,
                 ns / 1e6
             );
+            if let (Some(r), Some((mode, _))) = (&r, row.traced)
+                && r["mode"]["name"] != mode
+            {
+                bail!(
+                    "{}: oomtrace's report says mode {} where {mode} was asked: is \
+                     target/release/oomtrace current? (cargo build --release -p oomtrace)",
+                    row.name,
+                    r["mode"]["name"]
+                );
+            }
             samples[i].push(ns);
             if r.is_some() {
                 reports[i] = r;
             }
         }
     }
-    let medians: Vec<f64> = samples.into_iter().map(median).collect();
-    let floor = medians[1];
+    let all: Vec<Measured> = rows
+        .iter()
+        .zip(samples)
+        .zip(reports)
+        .map(|((row, s), report)| Measured {
+            row,
+            ns: median(s),
+            report,
+        })
+        .collect();
+    let floor = &all[1];
+    // The sampling rate the sample rows ran at, as their reports state it.
+    let rate = all
+        .iter()
+        .filter(|m| m.row.traced.is_some_and(|(mode, _)| mode == "sample"))
+        .find_map(|m| m.report.as_ref()?["mode"]["sample_rate_bytes"].as_u64())
+        .context("no sample row's report states its sampling rate (mode.sample_rate_bytes)")?;
     report::line(
         md,
         &format!(
             "## Stacks: the table walk against frame pointers\n\n`tests/workloads/bench_stack.c`: \
              {PAIRS} × (`malloc(64)`; `free`) under {NESTING} nested functions, built `-O2` with \
              and without frame pointers; the loop's own time. \"frame pointers only\" is \
-             `OOMTRACE_UNWIND=frame-pointers`. `alloc_enter` is the entry program's own time per \
-             run (the kernel's BPF statistics), where the walk happens. {ROUNDS} rounds, \
-             interleaved; medians.\n"
+             `OOMTRACE_UNWIND=frame-pointers`. `sample` is `--mode sample` at its default rate, \
+             one sample per {} KiB allocated on average (the reports' `mode.sample_rate_bytes`): \
+             about {:.0} of the {PAIRS} `malloc`s are sampled, and only those have their stack \
+             walked. The entry program's own time per run (the kernel's BPF statistics) is \
+             `alloc_enter`'s, where the walk happens (the floor's: `floor_enter`, which returns \
+             at once); it serves `malloc` and `free` alike, so this is the BPF time per \
+             allocator call at entry. {rounds} round(s), interleaved; medians.\n",
+            rate / 1024,
+            (PAIRS * 64) as f64 / rate as f64,
         ),
     );
     report::line(
         md,
-        "| configuration | per malloc+free pair | vs floor | `alloc_enter` per run | frames |",
+        "| configuration | per malloc+free pair | vs floor | entry program per run | frames |",
     );
     report::line(md, "|---|---:|---:|---:|---:|");
-    for ((row, med), r) in rows.iter().zip(&medians).zip(&reports) {
-        let (ns, frames) = r.as_ref().map_or((None, None), kernel_side);
+    for m in &all {
+        // The floor's entry program is `floor_enter`; every other traced row's is `alloc_enter`.
+        let entry = if m.row.traced.is_some() {
+            "alloc_enter"
+        } else {
+            "floor_enter"
+        };
+        let ns = m.report.as_ref().and_then(|r| ns_per_run(r, entry));
+        let frames = m.report.as_ref().and_then(frames);
         report::line(
             md,
             &format!(
                 "| {} | {:.2} µs | {:.2}× | {} | {} |",
-                row.name,
-                med / PAIRS as f64 / 1e3,
-                med / floor,
+                m.row.name,
+                per_pair_us(m.ns),
+                m.ns / floor.ns,
                 ns.map_or("–".into(), |n| format!("{n:.0} ns")),
                 frames.map_or("–".into(), |f| f.to_string()),
             ),
         );
     }
     report::line(md, "");
-    prepare(oomtrace, dir, md)
+    let goals = vec![
+        stack_goal("exact", EXACT_STACKS_MAX, &all, floor),
+        stack_goal("sample", SAMPLE_STACKS_MAX, &all, floor),
+    ];
+    report::line(
+        md,
+        "The issue's goals for full stacks, per malloc+free pair against the bare probe floor, \
+         taken on the worst of each mode's table rows at depth 32 (also in the Goals table):\n",
+    );
+    for g in &goals {
+        let verdict = match g.met {
+            Some(true) => "met",
+            Some(false) => "missed",
+            None => "not measured",
+        };
+        report::line(
+            md,
+            &format!(
+                "- {}: {}, **{verdict}**.",
+                g.goal,
+                g.measured.as_deref().unwrap_or("–")
+            ),
+        );
+    }
+    report::line(md, "");
+    prepare(oomtrace, dir, rounds, md)?;
+    Ok(goals)
 }
 
 /// The walker's maps (kernel names, at most 15 characters).
@@ -302,9 +512,9 @@ fn maps_memory(oomtrace: &Path) -> Result<Vec<(String, u64, u64)>> {
 
 /// Time to build and load the tables of a process with many modules (and of a second one
 /// mapping the same, from the cache), and the walker's maps' memory.
-fn prepare(oomtrace: &Path, dir: &Path, md: &mut String) -> Result<()> {
+fn prepare(oomtrace: &Path, dir: &Path, rounds: usize, md: &mut String) -> Result<()> {
     let mut runs: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for (i, times) in [1, 2].into_iter().enumerate() {
             let u = imports_once(oomtrace, dir, times)?;
             eprintln!(
@@ -325,7 +535,7 @@ fn prepare(oomtrace: &Path, dir: &Path, md: &mut String) -> Result<()> {
              building the modules' tables from `.eh_frame` and loading them, with each \
              process's mappings (the report's `unwind.build_ms`), over the whole run. \"The same \
              twice\" runs it twice in one session: the second process's modules come from the \
-             cache (by file, then by build id). {ROUNDS} rounds, interleaved; medians.\n"
+             cache (by file, then by build id). {rounds} round(s), interleaved; medians.\n"
         ),
     );
     report::line(
