@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         format!("--cfg=bpf_target_arch=\"{arch}\""),
         "-Cdebuginfo=2".into(),
         "-Clink-arg=--btf".into(),
-        "-Clink-arg=--export=unwind_step,unwind_row,unwind_vma_row,unwind_read,python_walk,python_tstate,python_step,python_hash,python_same,walk_cached,walk_keep".into(),
+        "-Clink-arg=--export=unwind_step,unwind_row,unwind_vma_row,unwind_read,python_walk,python_tstate,python_step,python_hash,python_same,walk_cached,walk_keep,stack_take".into(),
     ]
     .join("\x1f");
     let mut cmd = Command::new("rustup");

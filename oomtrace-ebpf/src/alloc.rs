@@ -7,7 +7,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_get_attach_cookie, bpf_get_func_ip, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
@@ -37,37 +37,71 @@ const SKIP: u16 = 0x800;
 /// (for example, the process was attached while the call was in flight).
 const STALE_CALL_NS: u64 = 1_000_000_000;
 
-/// Opens an allocator call on thread `tid`: its state, the call counted in its depth, and the
-/// time now.
+/// Opens an allocator call on thread `tid`: its state, with the call counted in its depth. The
+/// caller stamps the call's time ([`now`]) where a return will read it.
 #[inline(always)]
-fn open_call(tid: u32) -> Option<(&'static mut crate::Thread, u64)> {
+fn open_call(tid: u32) -> Option<&'static mut crate::Thread> {
     let t = thread(tid)?;
     // SAFETY: pointer into this thread's map value; only this thread touches it.
     let t = unsafe { &mut *t };
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if t.depth > 0 && now.saturating_sub(t.call.ts_ns) > STALE_CALL_NS {
+    if t.depth > 0 && now().saturating_sub(t.call.ts_ns) > STALE_CALL_NS {
         // A missed return must not silence this thread for good: start over, and count it.
         count_drop(DropReason::StaleCall);
         t.depth = 0;
     }
     t.depth += 1;
-    Some((t, now))
+    Some(t)
 }
 
-/// Records an outermost allocator call; nested calls only deepen the thread's depth.
+/// The clock calls are stamped with.
 #[inline(always)]
-fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64) -> u32 {
+fn now() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// A uprobe session's entry result: run the call's return program.
+const RUN_RETURN: u32 = 0;
+/// A uprobe session's entry result: no return program for this call (no trampoline either).
+const SKIP_RETURN: u32 = 1;
+
+/// Records an outermost allocator call; nested calls only deepen the thread's depth. With
+/// uprobe sessions (`SESSION`), the result says whether the call's return must run: only an
+/// outermost call with something to report gets one, and only those deepen the depth; a
+/// skipped one is remembered by where it entered ([`crate::Thread::skipped_sp`]).
+#[inline(always)]
+fn enter<const SESSION: bool>(
+    ctx: &ProbeContext,
+    c: u64,
+    op: u16,
+    size: u64,
+    old_addr: u64,
+    aux: u64,
+) -> u32 {
     let f = cookie::alloc_fn(c);
     let (tgid, tid) = ids();
     if !traced(tgid) {
-        return 0;
+        return SKIP_RETURN;
     }
-    let Some((t, now)) = open_call(tid) else {
-        return 0;
+    let Some(t) = open_call(tid) else {
+        return SKIP_RETURN;
     };
     if t.depth > 1 {
+        if SESSION {
+            t.depth -= 1;
+            return SKIP_RETURN;
+        }
         return 0;
+    }
+    if SESSION && t.skipped_sp != 0 {
+        // SAFETY: regs is the probe's pt_regs.
+        let rsp = unsafe { (*ctx.regs).rsp };
+        if crate::skipped_still_running(t.skipped_sp, t.skipped_ret, rsp) {
+            // Inside a call whose return was skipped: nested.
+            t.depth -= 1;
+            return SKIP_RETURN;
+        }
+        t.skipped_sp = 0;
     }
     let mut bits = op;
     // Inside a signal handler? Only a thread that was delivered one pays for the check.
@@ -82,13 +116,25 @@ fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64
         let new = sample::take(&mut t.countdown, size);
         let old = old_addr != 0 && sample::is_sampled(tgid, old_addr);
         if !new && !old {
-            // The common case: no call site, no stack walk, and the return only unwinds depth.
-            t.call.ts_ns = now;
+            // The common case: no stack walk, and the return only unwinds depth (with uprobe
+            // sessions, no return at all).
             t.call.flags = SKIP;
-            if handler_sig != 0 {
+            if !SESSION {
+                t.call.ts_ns = now();
+            }
+            if SESSION || handler_sig != 0 {
                 let (call_site, start) = caller(ctx);
-                let stack_id = stack::stack_id(tgid, start);
-                handler_alloc(tgid, tid, f, size, call_site, stack_id, handler_sig);
+                if handler_sig != 0 {
+                    let stack_id = stack::stack_id(tgid, start);
+                    handler_alloc(f, size, call_site, stack_id, handler_sig);
+                }
+                if SESSION {
+                    t.depth -= 1;
+                    // SAFETY: regs is the probe's pt_regs.
+                    t.skipped_sp = unsafe { (*ctx.regs).rsp };
+                    t.skipped_ret = call_site;
+                    return SKIP_RETURN;
+                }
             }
             return 0;
         }
@@ -102,7 +148,7 @@ fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64
     }
     let (call_site, start) = caller(ctx);
     t.call = Pending {
-        ts_ns: now,
+        ts_ns: now(),
         size,
         old_addr,
         call_site,
@@ -112,7 +158,7 @@ fn enter(ctx: &ProbeContext, c: u64, op: u16, size: u64, old_addr: u64, aux: u64
         flags: bits,
     };
     if handler_sig != 0 {
-        handler_alloc(tgid, tid, f, size, call_site, t.call.stack_id, handler_sig);
+        handler_alloc(f, size, call_site, t.call.stack_id, handler_sig);
     }
     if config(ConfigKey::InjectArmed) != 0 {
         inject(ctx, t, c, size, call_site);
@@ -179,8 +225,11 @@ fn caller(ctx: &ProbeContext) -> (u64, stack::Start) {
 }
 
 /// An allocator call made inside the handler of signal `sig`: a hazard, reported on its own.
-#[inline(always)]
-fn handler_alloc(tgid: u32, tid: u32, f: u16, size: u64, call_site: u64, stack_id: i32, sig: u64) {
+// A subprogram of its own: its event would otherwise sit in the entry program's frame, which
+// the stack walk's call chain shares (the verifier caps the chain's frames at 512 bytes).
+#[inline(never)]
+fn handler_alloc(f: u16, size: u64, call_site: u64, stack_id: i32, sig: u64) {
+    let (tgid, tid) = ids();
     let mut ev = event(EventKind::HandlerAlloc, tgid, tid);
     ev.alloc_fn = f;
     ev.size = size;
@@ -191,20 +240,21 @@ fn handler_alloc(tgid: u32, tid: u32, f: u16, size: u64, call_site: u64, stack_i
 }
 
 /// Deepens the thread's depth for a layer's free (after [`free`] reported it): nothing is
-/// pending, so its return only unwinds the depth.
+/// pending, so its return only unwinds the depth. False when the depth was left alone.
 #[inline(always)]
-fn open_free_call() {
+fn open_free_call() -> bool {
     let (tgid, tid) = ids();
     if !traced(tgid) {
-        return;
+        return false;
     }
-    let Some((t, now)) = open_call(tid) else {
-        return;
+    let Some(t) = open_call(tid) else {
+        return false;
     };
     if t.depth == 1 {
-        t.call.ts_ns = now;
+        t.call.ts_ns = now();
         t.call.flags = SKIP;
     }
+    true
 }
 
 /// `a * b`, or `u64::MAX` on overflow (BPF has no 128-bit multiply for `checked_mul`).
@@ -230,19 +280,46 @@ fn mul_or_max(a: u64, b: u64) -> u64 {
 /// carry every entry point of every allocator.
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
+    entry::<false>(&ctx);
+    0
+}
+
+/// The allocator program of uprobe sessions (`BPF_TRACE_UPROBE_SESSION`, `--mode sample`): it
+/// runs at the entry, as [`alloc_enter`], and at the return of the calls whose entry asked for
+/// it, as [`alloc_return`]. An unsampled call asks for none: it pays the entry trap only.
+/// Written out, not with `#[uprobe]`, whose wrapper returns 0 whatever the function returns.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub extern "C" fn alloc_session(ctx: *mut core::ffi::c_void) -> u32 {
+    let ctx = ProbeContext::new(ctx);
+    // SAFETY: the helper reads the probed address of the link that ran this program.
+    let probed = unsafe { bpf_get_func_ip(ctx.as_ptr()) };
+    // SAFETY: regs is the probe's pt_regs.
+    let (ip, ax) = unsafe { ((*ctx.regs).rip, (*ctx.regs).rax) };
+    // At the entry the pc is the probed address; at the return, the caller's return address.
+    if ip != probed {
+        returned(ax);
+        return 0;
+    }
+    entry::<true>(&ctx)
+}
+
+/// An allocator function's entry (see [`alloc_enter`]); the [`enter`] result.
+#[inline(always)]
+fn entry<const SESSION: bool>(ctx: &ProbeContext) -> u32 {
     // SAFETY: the helper reads the cookie of the link that ran this program.
     let c = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let args = args(&ctx);
+    let args = args(ctx);
     let ptr = arg_at(&args, cookie::ptr_arg(c));
     let op = cookie::op(c);
     if op == cookie::OP_FREE {
-        let done = free(&ctx, ptr, cookie::alloc_fn(c));
-        if c & cookie::NESTS != 0 {
-            // An allocator layer's free (`PyObject_Free`) frees through `free` inside: open a
-            // call, so that one is nested and not reported again. Its return closes it.
-            open_free_call();
+        free::<SESSION>(ctx, ptr, cookie::alloc_fn(c));
+        // An allocator layer's free (`PyObject_Free`) frees through `free` inside: open a
+        // call, so that one is nested and not reported again. Its return closes it.
+        if c & cookie::NESTS != 0 && open_free_call() {
+            return RUN_RETURN;
         }
-        return done;
+        return SKIP_RETURN;
     }
     let mut size = arg_at(&args, cookie::size_arg(c));
     if cookie::mul_arg(c) != cookie::NONE {
@@ -256,7 +333,7 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
         cookie::OP_MEMPTR => (OP_MEMPTR_BIT, 0, ptr),
         _ => (0, 0, 0),
     };
-    enter(&ctx, c, bits, size, old_addr, aux)
+    enter::<SESSION>(ctx, c, bits, size, old_addr, aux)
 }
 
 /// The six integer argument registers. Read one by one at fixed offsets: the verifier refuses a
@@ -294,6 +371,14 @@ fn arg_at(args: &[u64; 6], i: u64) -> u64 {
 /// One return program serves every allocator function: the open call says which it was.
 #[uretprobe]
 pub fn alloc_return(ctx: RetProbeContext) -> u32 {
+    returned(ctx.ret::<u64>())
+}
+
+/// An allocator call returned `ret` (see [`alloc_return`]). A subprogram of its own: in
+/// [`alloc_session`], its event would otherwise sit in the frame the stack walk's call chain
+/// shares (the verifier caps the chain's frames at 512 bytes).
+#[inline(never)]
+fn returned(ret: u64) -> u32 {
     let (tgid, tid) = ids();
     let Some(flags) = traced_flags(tgid) else {
         return 0;
@@ -315,7 +400,6 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
     if p.flags & SKIP != 0 {
         return 0;
     }
-    let ret: u64 = ctx.ret::<u64>();
     let mut ev = event(EventKind::Alloc, tgid, tid);
     ev.alloc_fn = p.alloc_fn;
     ev.size = p.size;
@@ -392,22 +476,26 @@ fn sampled_return(ev: &mut MemEvent, bits: u16, is_realloc: bool) -> bool {
 /// A block returned (`free`, `operator delete`, `sdallocx`, ...), from [`alloc_enter`]; `f`
 /// carries its allocator family.
 #[inline(always)]
-fn free(ctx: &ProbeContext, addr: u64, f: u16) -> u32 {
+fn free<const SESSION: bool>(ctx: &ProbeContext, addr: u64, f: u16) -> u32 {
     // free(NULL) is a no-op.
     if addr == 0 {
         return 0;
     }
     let (tgid, tid) = ids();
-    let Some(flags) = traced_flags(tgid) else {
-        return 0;
-    };
     let sampling = config(ConfigKey::Mode) == MODE_SAMPLE;
-    // Sample mode: a block that was not sampled is none of our business — one lookup, no event.
+    // Sample mode: a block that was not sampled is none of our business — one lookup, no event
+    // (first: a process's sampled blocks are its own, so only traced ones have any).
     if sampling && !sample::is_sampled(tgid, addr) {
         return 0;
     }
+    let Some(flags) = traced_flags(tgid) else {
+        return 0;
+    };
     // A free inside another allocator call is that call's business.
-    if depth(tid) > 0 {
+    // SAFETY: regs is the probe's pt_regs.
+    if SESSION && crate::inside_call(tid, || unsafe { (*ctx.regs).rsp })
+        || !SESSION && depth(tid) > 0
+    {
         return 0;
     }
     if sampling {

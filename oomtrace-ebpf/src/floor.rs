@@ -20,3 +20,12 @@ pub fn floor_enter(_ctx: ProbeContext) -> u32 {
 pub fn floor_return(_ctx: RetProbeContext) -> u32 {
     0
 }
+
+/// Uprobe-session entry that does nothing and asks for no return: the floor of a mode whose
+/// calls pay the entry trap only (`--mode sample` with uprobe sessions). Written out, not with
+/// `#[uprobe]`, whose wrapper returns 0 whatever the function returns.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub extern "C" fn floor_session(_ctx: *mut core::ffi::c_void) -> u32 {
+    1
+}

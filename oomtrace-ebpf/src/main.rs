@@ -30,7 +30,7 @@ mod walk_cache;
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -71,6 +71,11 @@ pub struct Thread {
     /// The interrupted context's stack pointer at each of those deliveries: a handler left by
     /// `siglongjmp` is over once the thread's stack is back above it.
     pub handler_sp: [u64; MAX_HANDLERS],
+    /// Uprobe sessions: the stack pointer at the entry of the last outermost call whose return
+    /// was skipped (0: none), and the return address found there. While that address is still
+    /// in place above the thread's stack pointer, the call is running.
+    pub skipped_sp: u64,
+    pub skipped_ret: u64,
 }
 
 /// Nested signal handlers tracked per thread.
@@ -195,6 +200,8 @@ pub fn thread(tid: u32) -> Option<*mut Thread> {
         countdown: 0,
         handler_sigs: 0,
         handler_sp: [0; MAX_HANDLERS],
+        skipped_sp: 0,
+        skipped_ret: 0,
     };
     if THREADS.insert(tid, fresh, 0).is_err() {
         count_drop(DropReason::PendingFull);
@@ -208,6 +215,28 @@ pub fn thread(tid: u32) -> Option<*mut Thread> {
 pub fn depth(tid: u32) -> u32 {
     // SAFETY: copied out.
     unsafe { THREADS.get(tid).map_or(0, |t| t.depth) }
+}
+
+/// Whether thread `tid` is inside an allocator call: an open one, or (uprobe sessions) one
+/// whose return was skipped and that still runs below its entry. `sp` gives the thread's user
+/// stack pointer, read only when that second case needs it.
+#[inline(always)]
+pub fn inside_call(tid: u32, sp: impl FnOnce() -> u64) -> bool {
+    let Some(t) = THREADS.get_ptr(tid) else {
+        return false;
+    };
+    // SAFETY: pointer into this thread's map value; copied out.
+    let (depth, skipped_sp, skipped_ret) =
+        unsafe { ((*t).depth, (*t).skipped_sp, (*t).skipped_ret) };
+    depth > 0 || (skipped_sp != 0 && skipped_still_running(skipped_sp, skipped_ret, sp()))
+}
+
+/// Whether the skipped call that entered at `skipped_sp` with return address `ret` still runs
+/// for a thread at `sp`: deeper than its entry, with its return address still in place.
+#[inline(always)]
+pub fn skipped_still_running(skipped_sp: u64, ret: u64, sp: u64) -> bool {
+    // SAFETY: user memory read through the helper.
+    sp < skipped_sp && unsafe { bpf_probe_read_user(skipped_sp as *const u64).unwrap_or(0) } == ret
 }
 
 #[inline(always)]

@@ -18,6 +18,17 @@ use crate::{SCRATCH, STACKS, count_drop};
 /// it could not be stored).
 #[inline(always)]
 pub fn stack_id(tgid: u32, start: Start) -> i32 {
+    unwind::set_start(&start);
+    stack_take(u64::from(tgid)) as i32
+}
+
+/// [`stack_id`] from the start in the walk's state: a global BPF function (exported by name,
+/// see `oomtrace/build.rs`), checked once per program rather than at every place a stack is
+/// taken.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn stack_take(tgid: u64) -> i64 {
+    let tgid = tgid as u32;
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
         return -1;
     };
@@ -28,11 +39,11 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
     // A kept walk stands for the native frames only, and `--fail-*` reads the walked frames
     // from the scratch.
     let reusable = py_header == 0 && crate::config(ConfigKey::InjectArmed) == 0;
-    let header = if unwind::begin(tgid, &start) {
+    let header = if unwind::begin(tgid, reusable) {
         if reusable {
             let id = crate::walk_cache::walk_cached();
             if id >= 0 {
-                return id as i32;
+                return id;
             }
         }
         crate::walk_cache::count(0);
@@ -79,10 +90,8 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
                 break;
             }
         }
-        if reusable {
-            crate::walk_cache::walk_keep(u64::from(id));
-        }
-        return id as i32;
+        crate::walk_cache::walk_keep(u64::from(id));
+        return i64::from(id);
     }
     // By reference: a 512-byte copy would not fit the 512-byte BPF stack.
     if let Some(pb) = py_buf
@@ -97,10 +106,10 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
         count_drop(DropReason::StackCollision);
         return -1;
     }
-    if reusable {
-        crate::walk_cache::walk_keep(u64::from(id));
-    }
-    id as i32
+    // Unconditional: it reads `reusable` from the walk's state, so that the verifier does
+    // not follow every way through the hash and compare twice.
+    crate::walk_cache::walk_keep(u64::from(id));
+    i64::from(id)
 }
 
 /// Whether the Python frames stored under `id` are `py_buf`'s first `words` words (none

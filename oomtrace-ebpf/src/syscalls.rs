@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use oomtrace_common::{AllocFn, DropReason, EventKind};
 
-use crate::{PENDING, Pending, count_drop, depth, emit, event, ids, stack, traced};
+use crate::{PENDING, Pending, count_drop, emit, event, ids, inside_call, stack, traced};
 
 /// Pending-state classes: each pairing syscall can be open at once per thread.
 const PEND_MMAP: u64 = 1;
@@ -55,10 +55,16 @@ fn syscall_call_site() -> (u64, u64, u64) {
     }
 }
 
+/// The syscall's user stack pointer.
+#[inline(always)]
+fn user_sp() -> u64 {
+    crate::signals::user_regs().1
+}
+
 #[inline(always)]
 fn syscall_enter(class: u64, size: u64, old: u64, aux: u64) {
     let (tgid, tid) = ids();
-    if !traced(tgid) || depth(tid) > 0 {
+    if !traced(tgid) || inside_call(tid, user_sp) {
         return;
     }
     let (call_site, rsp, rbp) = syscall_call_site();
@@ -147,7 +153,7 @@ pub fn brk_enter(brk: u64) {
     if !traced(tgid) {
         return;
     }
-    if depth(tid) == 0 {
+    if !inside_call(tid, user_sp) {
         syscall_enter(PEND_BRK, 0, 0, brk);
     } else {
         // malloc moving the break: not an allocation of its own, but the user side must know
@@ -178,7 +184,7 @@ pub fn munmap_enter(addr: u64, len: u64) {
     let (tgid, tid) = ids();
     // munmap inside free() (of an mmapped chunk) arrives at depth 0: the user side only
     // trims blocks of kind mmap, so it cannot touch the malloc block freed by that call.
-    if !traced(tgid) || depth(tid) > 0 {
+    if !traced(tgid) || inside_call(tid, user_sp) {
         return;
     }
     let mut ev = event(EventKind::Munmap, tgid, tid);

@@ -199,6 +199,8 @@ pub struct WalkState {
     pub start: WalkKey,
     /// The stack words the walk read ([`crate::walk_cache`] checks them to reuse its result).
     pub log: WalkLog,
+    /// Non-zero: the walk's result may be kept for reuse (see [`begin`]).
+    pub keep: u64,
 }
 
 /// What a walk's result is a function of, besides the stack words it read: the thread, its
@@ -240,10 +242,25 @@ pub struct WalkLog {
 #[map]
 pub static WALK_STATE: PerCpuArray<WalkState> = PerCpuArray::with_max_entries(1, 0);
 
-/// Sets up a walk of process `tgid` from `start` (its key for [`crate::walk_cache`] included);
-/// [`walk`] then takes it. False: nothing to walk.
+/// Puts `start` in the walk's state, for [`begin`].
 #[inline(always)]
-pub fn begin(tgid: u32, start: &Start) -> bool {
+pub fn set_start(start: &Start) {
+    if let Some(st) = WALK_STATE.get_ptr_mut(0) {
+        // SAFETY: per-CPU map value, ours for this program run.
+        unsafe {
+            (*st).pc = start.pc;
+            (*st).sp = start.sp;
+            (*st).bp = start.bp;
+            (*st).exact = u64::from(start.exact);
+            (*st).leaf_ret = start.leaf_ret;
+        }
+    }
+}
+
+/// Sets up a walk of process `tgid` from the start [`set_start`] left (its key for
+/// [`crate::walk_cache`] included); [`walk`] then takes it. False: nothing to walk.
+#[inline(always)]
+pub fn begin(tgid: u32, reusable: bool) -> bool {
     let Some(st) = WALK_STATE.get_ptr_mut(0) else {
         return false;
     };
@@ -251,24 +268,20 @@ pub fn begin(tgid: u32, start: &Start) -> bool {
     let fp_only = config(ConfigKey::UnwindFramePointers);
     // SAFETY: per-CPU map value, ours for this program run.
     unsafe {
-        (*st).pc = start.pc;
-        (*st).sp = start.sp;
-        (*st).bp = start.bp;
-        (*st).exact = u64::from(start.exact);
-        (*st).leaf_ret = start.leaf_ret;
         (*st).fp_only = fp_only;
         (*st).maps = PROC_MAPS.get(tgid).copied().unwrap_or_default();
+        (*st).keep = u64::from(reusable);
         (*st).start = WalkKey {
             pid_tgid: u64::from(tgid) << 32 | u64::from(crate::ids().1),
-            pc: start.pc,
-            sp: start.sp,
-            bp: start.bp,
-            leaf_ret: start.leaf_ret,
-            mode: u64::from(start.exact) | fp_only << 1 | limit << 8,
+            pc: (*st).pc,
+            sp: (*st).sp,
+            bp: (*st).bp,
+            leaf_ret: (*st).leaf_ret,
+            mode: (*st).exact | fp_only << 1 | limit << 8,
             generation: (*st).maps.generation,
         };
+        (*st).pc != 0 && limit != 0
     }
-    start.pc != 0 && limit != 0
 }
 
 /// Unwinds the walk [`begin`] set up into `buf[1..]` and returns the stack header (frame count

@@ -148,7 +148,7 @@ pub extern "C" fn walk_keep(id: u64) -> u64 {
     let st = unsafe { &*st };
     let key = st.start;
     let log = &st.log;
-    if key.generation == 0 || log.unreusable != 0 || log.n > LOG_WORDS as u64 {
+    if st.keep == 0 || key.generation == 0 || log.unreusable != 0 || log.n > LOG_WORDS as u64 {
         return 0;
     }
     let Some(e) = WALK_CACHE.get_ptr_mut(way(&key)) else {

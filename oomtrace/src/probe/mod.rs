@@ -128,7 +128,17 @@ pub struct Probes {
     /// critical path.
     perf_links: Vec<TracePointLink>,
     /// The allocator programs being verified on another thread (see [`Probes::finish_load`]).
-    loading: Option<std::thread::JoinHandle<Result<Vec<std::os::fd::OwnedFd>>>>,
+    loading: Option<std::thread::JoinHandle<Result<LoadedPrograms>>>,
+}
+
+/// Allocator programs loaded for multi-uprobe links.
+struct LoadedPrograms {
+    /// The uprobe-session program (its one descriptor in `fds`), or none: the entry and
+    /// return pair.
+    session: Option<&'static str>,
+    fds: Vec<std::os::fd::OwnedFd>,
+    /// Why the kernel refused the session program, when it did.
+    session_refused: Option<String>,
 }
 
 impl Drop for Probes {
@@ -222,12 +232,46 @@ impl Probes {
                 // Verified on another CPU while the tracepoints load on this one.
                 let prepared = uprobes::MultiLoad::prepare(&probes.ebpf);
                 let names = probes.allocator_programs();
+                let session = probes.session_program();
                 probes.loading = Some(std::thread::spawn(move || {
-                    prepared.load(EBPF_OBJECT, &names)
+                    let mut session_refused = None;
+                    if let Some(name) = session {
+                        match prepared.load(EBPF_OBJECT, &[name], sys::BPF_TRACE_UPROBE_SESSION) {
+                            Ok(fds) => {
+                                return Ok(LoadedPrograms {
+                                    session: Some(name),
+                                    fds,
+                                    session_refused: None,
+                                });
+                            }
+                            Err(e) => session_refused = Some(format!("{e:#}")),
+                        }
+                    }
+                    let fds = prepared.load(EBPF_OBJECT, &names, sys::BPF_TRACE_UPROBE_MULTI)?;
+                    Ok(LoadedPrograms {
+                        session: None,
+                        fds,
+                        session_refused,
+                    })
                 }));
             }
         }
         Ok(probes)
+    }
+
+    /// The uprobe-session program of this configuration, where sessions pay off: sample mode,
+    /// whose unsampled calls then skip their return probe (`OOMTRACE_UPROBES=multi` keeps the
+    /// entry and return pair, to measure against).
+    fn session_program(&self) -> Option<&'static str> {
+        let sample = matches!(self.mode, crate::mode::Mode::Sample { .. });
+        if !sample || std::env::var("OOMTRACE_UPROBES").is_ok_and(|v| v == "multi") {
+            return None;
+        }
+        Some(if self.floor {
+            "floor_session"
+        } else {
+            "alloc_session"
+        })
     }
 
     /// The (entry, return) allocator programs of this configuration.
@@ -250,7 +294,31 @@ impl Probes {
             .join()
             .unwrap_or_else(|_| Err(anyhow!("the allocator programs' loader thread panicked")));
         let attacher = match loaded {
-            Ok(mut fds) => {
+            Ok(LoadedPrograms {
+                session: Some(name),
+                mut fds,
+                ..
+            }) => {
+                let fd = fds.pop().expect("one program");
+                Attacher::new(
+                    Mechanism::Session,
+                    ProgramPair {
+                        enter: (name, fd.try_clone()?),
+                        ret: (name, fd),
+                    },
+                    self.placement,
+                )
+            }
+            Ok(LoadedPrograms {
+                session: None,
+                mut fds,
+                session_refused,
+            }) => {
+                if let Some(why) = session_refused {
+                    // The kernel's reason, first line (a verifier log follows it).
+                    let why = why.lines().next().unwrap_or_default().to_owned();
+                    self.fallback = Some(format!("uprobe sessions refused: {why}"));
+                }
                 let [enter, ret] = self.allocator_programs();
                 let ret_fd = fds.pop().expect("two programs");
                 let enter_fd = fds.pop().expect("two programs");
@@ -306,6 +374,12 @@ impl Probes {
     pub fn fallback_notice(&self) -> Option<String> {
         let a = self.attacher.as_ref()?;
         let why = self.fallback.as_ref()?;
+        if a.mechanism() == Mechanism::Multi {
+            // Multi links after all: the session program was refused (a kernel before 6.13).
+            return Some(format!(
+                "oomtrace: notice: {why}: every sampled or unsampled call pays its return probe"
+            ));
+        }
         Some(format!(
             "oomtrace: notice: allocator probes use {} ({why}): attaching and detaching each \
              process is slower",

@@ -23,6 +23,9 @@ const BPF_LINK_CREATE: i64 = 28;
 const BPF_PERF_EVENT: u32 = 41;
 /// `BPF_TRACE_UPROBE_MULTI` (Linux 6.6).
 pub const BPF_TRACE_UPROBE_MULTI: u32 = 48;
+/// `BPF_TRACE_UPROBE_SESSION` (Linux 6.13): one program at entry and return; an entry that
+/// returns non-zero skips its return.
+pub const BPF_TRACE_UPROBE_SESSION: u32 = 57;
 /// `BPF_F_UPROBE_MULTI_RETURN`: the link's probes are return probes.
 const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
 /// `PERF_FLAG_FD_CLOEXEC`.
@@ -272,25 +275,44 @@ pub fn load_uprobe_program(
     }
 }
 
+/// What a multi-uprobe link's probes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MultiKind {
+    /// Entry probes.
+    Entry,
+    /// Return probes.
+    Return,
+    /// Uprobe sessions: entry, and return where the entry asks for it.
+    Session,
+}
+
 /// One multi-uprobe link: `prog` on every `(offset, cookie)` of the object at `path`, for
-/// process `pid` only (`None`: every process). `ret`: the probes are return probes.
+/// process `pid` only (`None`: every process).
 pub fn uprobe_multi_link(
     prog: BorrowedFd<'_>,
     path: &CString,
     offsets: &[u64],
     cookies: &[u64],
     pid: Option<u32>,
-    ret: bool,
+    kind: MultiKind,
 ) -> std::io::Result<OwnedFd> {
     assert_eq!(offsets.len(), cookies.len(), "one cookie per offset");
     let mut attr = UprobeMultiAttr {
         prog_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_TRACE_UPROBE_MULTI,
+        attach_type: if kind == MultiKind::Session {
+            BPF_TRACE_UPROBE_SESSION
+        } else {
+            BPF_TRACE_UPROBE_MULTI
+        },
         path: path.as_ptr() as u64,
         offsets: offsets.as_ptr() as u64,
         cookies: cookies.as_ptr() as u64,
         cnt: offsets.len() as u32,
-        multi_flags: if ret { BPF_F_UPROBE_MULTI_RETURN } else { 0 },
+        multi_flags: if kind == MultiKind::Return {
+            BPF_F_UPROBE_MULTI_RETURN
+        } else {
+            0
+        },
         pid: pid.unwrap_or(0),
         ..Default::default()
     };

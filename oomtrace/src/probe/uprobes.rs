@@ -33,7 +33,7 @@ use super::detach::Closer;
 use super::elf::ElfObject;
 use super::entries::ObjectSets;
 use super::placement::PlacementMode;
-use super::sys::{self, PerfUprobePmu};
+use super::sys::{self, MultiKind, PerfUprobePmu};
 use super::{AttachedProbe, plan_allocator};
 
 /// How probes are attached on this kernel.
@@ -41,6 +41,9 @@ use super::{AttachedProbe, plan_allocator};
 pub enum Mechanism {
     /// One multi-uprobe link per (process, object) and direction.
     Multi,
+    /// One uprobe-session link per (process, object): a call's return probe only where its
+    /// entry asks for it (`--mode sample`, Linux 6.13).
+    Session,
     /// One perf uprobe per entry point and process (kernels before 6.6).
     Perf(PerfUprobePmu),
 }
@@ -50,6 +53,7 @@ impl Mechanism {
     pub fn name(self) -> &'static str {
         match self {
             Self::Multi => "uprobe_multi links",
+            Self::Session => "uprobe session links",
             Self::Perf(_) => "perf uprobes",
         }
     }
@@ -212,7 +216,7 @@ impl Attacher {
     /// a link for it: on unregistration the kernel removes breakpoints from every address space
     /// that no remaining probe wants. Multi links only (perf uprobes remove themselves).
     pub fn release(&self, parent: u32, child: u32) {
-        if self.mechanism != Mechanism::Multi {
+        if matches!(self.mechanism, Mechanism::Perf(_)) {
             return;
         }
         for object in self.objects(Some(parent)) {
@@ -317,15 +321,38 @@ impl Attacher {
                                 &plan.returns,
                                 &cookies,
                                 scope,
-                                true,
+                                MultiKind::Return,
                             )
                             .context("return probes (uprobe_multi)")?,
                         );
                     }
                     let (offsets, cookies) = &plan.entries;
                     links.push(
-                        sys::uprobe_multi_link(enter, &path, offsets, cookies, scope, false)
-                            .context("entry probes (uprobe_multi)")?,
+                        sys::uprobe_multi_link(
+                            enter,
+                            &path,
+                            offsets,
+                            cookies,
+                            scope,
+                            MultiKind::Entry,
+                        )
+                        .context("entry probes (uprobe_multi)")?,
+                    );
+                }
+                Mechanism::Session => {
+                    // The entry offsets lie before the stack pointer moves: the return
+                    // address can be taken over there, as a return probe's offset would.
+                    let (offsets, cookies) = &plan.entries;
+                    links.push(
+                        sys::uprobe_multi_link(
+                            enter,
+                            &path,
+                            offsets,
+                            cookies,
+                            scope,
+                            MultiKind::Session,
+                        )
+                        .context("uprobe session")?,
                     );
                 }
                 Mechanism::Perf(pmu) => {
@@ -390,7 +417,7 @@ fn object_key(object: &Path) -> Result<ObjectKey> {
 /// The object's BTF is loaded too and each program gets its function and line records: the
 /// stack walk's `bpf_loop` callback is a subprogram, which the verifier accepts only with them.
 pub fn load_for_multi(ebpf: &Ebpf, image: &[u8], names: &[&str]) -> Result<Vec<OwnedFd>> {
-    MultiLoad::prepare(ebpf).load(image, names)
+    MultiLoad::prepare(ebpf).load(image, names, sys::BPF_TRACE_UPROBE_MULTI)
 }
 
 /// What loading programs for multi-uprobe links needs from the loaded object: its maps'
@@ -410,9 +437,10 @@ impl MultiLoad {
         Self { fds }
     }
 
-    /// Loads `names` from `image` for multi-uprobe links, relocated against the maps.
-    pub fn load(self, image: &[u8], names: &[&str]) -> Result<Vec<OwnedFd>> {
-        let fds = self.fds;
+    /// Loads `names` from `image` for multi-uprobe links of `attach_type`
+    /// (`BPF_TRACE_UPROBE_MULTI` or `_SESSION`), relocated against the maps.
+    pub fn load(&self, image: &[u8], names: &[&str], attach_type: u32) -> Result<Vec<OwnedFd>> {
+        let fds = &self.fds;
         let mut obj = aya_obj::Object::parse(image).context("cannot parse the eBPF object")?;
         let btf_fd = match aya::features().btf() {
             Some(features) => match obj
@@ -473,7 +501,7 @@ impl MultiLoad {
                     name,
                     &func.instructions,
                     &prog.license,
-                    sys::BPF_TRACE_UPROBE_MULTI,
+                    attach_type,
                     btf.as_ref(),
                 )
                 .map_err(|e| anyhow!("the kernel rejected {name} for multi-uprobe links: {e}"))

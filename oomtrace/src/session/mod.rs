@@ -334,9 +334,6 @@ async fn trace_with(
         track_blocks: opts.fail.as_ref().is_some_and(|f| f.after.is_some()),
     })?;
     phase("load");
-    if let Some(n) = probes.fallback_notice() {
-        crate::say!("{n}");
-    }
     let unwind = if opts.probe_floor {
         None
     } else {
@@ -360,6 +357,10 @@ async fn trace_with(
         probes.attach_tracepoints()?;
     }
     phase("tracepoints");
+    // The allocator programs loaded in the background: a fallback there is said now.
+    if let Some(n) = probes.fallback_notice() {
+        crate::say!("{n}");
+    }
     let kernel_mode = opts
         .kernel
         .then(|| kernel::start(&mut probes))

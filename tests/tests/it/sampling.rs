@@ -407,3 +407,107 @@ fn growth_mode_needs_no_allocator_to_probe() {
         "its start-up faulted pages in: {p}"
     );
 }
+
+/// Runs of the allocator program `name` in `report`'s own-cost figures (0: not loaded).
+fn program_runs(report: &Value, name: &str) -> u64 {
+    report["tracer_cost"]["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .map_or(0, |p| p["runs"].as_u64().unwrap())
+}
+
+#[test]
+fn uprobe_sessions_run_no_return_for_unsampled_calls() {
+    if !require_bpf() {
+        return;
+    }
+    let exe = build_c("bench_loop", "bench-loop", &["-O2", "-g"]);
+    // The loop prints its time on stdout: the report goes to a file.
+    let json = work_dir().join("sessions-report.json");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = output(
+            oomtrace()
+                .args(["run", "--format", "json", "-o"])
+                .arg(&json)
+                .args(args)
+                .arg("--")
+                .arg(&exe)
+                .args(["50000", "1"])
+                .envs(env.iter().copied()),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+        let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap())
+            .unwrap_or_else(|e| panic!("report is not JSON ({e}); stderr: {stderr}"));
+        (report, stderr)
+    };
+    // Exact mode: every allocator call's entry (the loop's 50000 mallocs and 50000 frees, and
+    // the C library's own few), and a return per malloc.
+    let (exact, _) = run(&["--mode", "exact"], &[]);
+    let entries = program_runs(&exact, "alloc_enter");
+    assert!(
+        (100_000..100_100).contains(&entries),
+        "exact entries: {entries}"
+    );
+    let returns = program_runs(&exact, "alloc_return");
+    assert!(
+        (50_000..50_050).contains(&returns),
+        "exact returns: {returns}"
+    );
+
+    // Sample mode: one session program, run once per call, and once more at the return of
+    // each sampled call (each returns one allocation event).
+    let (sample, stderr) = run(&["--mode", "sample=16K"], &[("OOMTRACE_DEBUG_EVENTS", "1")]);
+    assert_eq!(program_runs(&sample, "alloc_return"), 0);
+    let pid = sample["processes"][0]["pid"].as_u64().unwrap();
+    let sampled = stderr
+        .lines()
+        .filter(|l| l.starts_with("ev kind=1 ") && l.contains(&format!(" tgid={pid} ")))
+        .count() as u64;
+    // 50000 x 64 B at 16 KiB: ~195 samples expected.
+    assert!((50..=600).contains(&sampled), "{sampled} sampled calls");
+    assert_eq!(
+        program_runs(&sample, "alloc_session"),
+        entries + sampled,
+        "session runs = entries + sampled returns: {}",
+        sample["tracer_cost"]
+    );
+    // The session floor takes no return at all.
+    let (floor, _) = run(&["--probe-floor", "--mode", "sample"], &[]);
+    assert_eq!(
+        program_runs(&floor, "floor_session"),
+        entries,
+        "{}",
+        floor["tracer_cost"]
+    );
+    assert_eq!(program_runs(&floor, "floor_return"), 0);
+}
+
+#[test]
+fn with_sessions_an_unsampled_calls_own_mmaps_stay_its_business() {
+    if !require_bpf() {
+        return;
+    }
+    // malloc maps the 8 MiB and 256 KiB blocks itself, and moves the break for the small ones:
+    // inside calls whose return was skipped, none of it is the program's own mapping.
+    let (exact, _) = run_mode("exact", &modes_fp(), "sample", &[]);
+    let (sample, _) = run_mode("sample=16K", &modes_fp(), "sample", &[]);
+    assert!(
+        program_runs(&sample, "alloc_session") > 0,
+        "sessions in use"
+    );
+    let mapped = |r: &Value| r["processes"][0]["mapped"]["direct"].clone();
+    assert_eq!(
+        mapped(&sample),
+        mapped(&exact),
+        "direct mappings, sample vs exact"
+    );
+    assert_eq!(
+        mapped(&exact)["count"].as_u64(),
+        Some(3),
+        "the loader's three, none of malloc's: {}",
+        mapped(&exact)
+    );
+}
