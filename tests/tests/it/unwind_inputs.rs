@@ -323,3 +323,47 @@ fn code_in_anonymous_memory_ends_the_stack_there_and_says_so() {
     assert!(text.contains("[stack: stopped"), "{text}");
     assert!(text.contains("whose unwinding stopped early"), "{text}");
 }
+
+/// The framed JIT stub's stack, in a report made after the process is gone: the C function
+/// under it, the stub (a frame no module names), and the callers above it (`run_jit`, `main`)
+/// found through the stub's frame pointer, with the exact bytes.
+fn check_frames_past_jit(report: &Value, what: &str) {
+    let found = stacks_through(report, "jit_framed_alloc");
+    assert_eq!(found.len(), 1, "{what}: {report}");
+    let (st, n) = &found[0];
+    assert_eq!(n[0], "jit_framed_alloc", "{what}: {n:?}");
+    let jit = &st["frames"][1];
+    assert!(
+        jit["module"].is_null() && jit["function"].is_null(),
+        "{what}: frame 1 is the stub: {st}"
+    );
+    assert_eq!(n[2..4], ["run_jit", "main"], "{what}: {n:?}");
+    assert_eq!(
+        (
+            st["outstanding_bytes"].as_u64(),
+            st["outstanding_allocs"].as_u64()
+        ),
+        (Some(4444), Some(1)),
+        "{what}"
+    );
+}
+
+#[test]
+fn frames_past_jit_code_survive_the_process_in_run_and_in_recordings() {
+    if !require_bpf() {
+        return;
+    }
+    // Frame pointers everywhere: past the stub, the walk goes on by them.
+    let exe = build_c(
+        "unwind_inputs",
+        "unwind-inputs-fp",
+        &["-O2", "-g", "-fno-omit-frame-pointer"],
+    );
+    // `run`'s final report is made once the process has exited.
+    let (report, _, _) = run_both(&[exe.as_os_str(), "jit".as_ref()], "jit-fp");
+    check_frames_past_jit(&report, "run");
+    // A recording answers the same, live and from the file.
+    let (file, live) = crate::offline::record("jit-fp", &[exe.to_str().unwrap(), "jit"]);
+    check_frames_past_jit(&live, "record");
+    check_frames_past_jit(&report_json(&file), "report");
+}
