@@ -54,7 +54,13 @@ impl DebugNames {
         let mut named = frame.clone();
         named.file = None;
         named.line = None;
-        if super::name_from(&self.blaze, path, true, Input::VirtOffset(vaddr), &mut named) {
+        if super::name_from(
+            &self.blaze,
+            path,
+            true,
+            Input::VirtOffset(vaddr),
+            &mut named,
+        ) {
             *frame = named;
             return true;
         }

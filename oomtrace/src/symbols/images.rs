@@ -211,7 +211,13 @@ impl Images {
             .map(|i| i.maps.iter().filter(|(t, _)| *t <= ts).cloned().collect())
             .unwrap_or_default();
         let anon = parent
-            .map(|i| i.anon.iter().filter(|(t, _, _)| *t <= ts).copied().collect())
+            .map(|i| {
+                i.anon
+                    .iter()
+                    .filter(|(t, _, _)| *t <= ts)
+                    .copied()
+                    .collect()
+            })
             .unwrap_or_default();
         let id = self.push(Image {
             pid: child,

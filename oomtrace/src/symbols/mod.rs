@@ -87,17 +87,24 @@ pub struct Frame {
     /// Source line, where debug info exists.
     pub line: Option<u32>,
     /// The module's GNU build id (hex), so its name can be found later (`report --debug-dir`).
-    /// Not in the JSON report, which stays as it was.
-    #[serde(skip)]
+    /// Recordings carry it, so live and replayed reports show the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
     /// The address in the module's own address space (as in its symbol table; for an unnamed
     /// frame, `module+0xoffset`).
-    #[serde(skip)]
+    #[serde(serialize_with = "hex_opt", skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
 }
 
 fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{v:#x}"))
+}
+
+fn hex_opt<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => hex(v, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// One image's mappings as read from `/proc/PID/maps` while it lived.

@@ -96,9 +96,12 @@ mod tests {
         assert!(s.is_code(7, 0, 0x1000));
         assert!(!s.is_code(8, 0, 0x1000));
         assert_eq!(s.frame(7, 0, 0x1000).function.as_deref(), Some("f"));
-        assert_eq!(s.frame(7, 0, 0x2000), Frame {
-            addr: 0x2000,
-            ..Frame::default()
-        });
+        assert_eq!(
+            s.frame(7, 0, 0x2000),
+            Frame {
+                addr: 0x2000,
+                ..Frame::default()
+            }
+        );
     }
 }

@@ -430,6 +430,7 @@ fn report_debug_dir_names_a_stripped_programs_frames_by_build_id() {
         for s in &stacks {
             assert!(s["frames"][0]["function"].is_null(), "{s}");
             assert!(s["frames"][1]["function"].is_null(), "{s}");
+            assert_eq!(s["frames"][0]["build_id"], id.as_str(), "{s}");
         }
         let sum = |k: &str| -> u64 { stacks.iter().map(|s| s[k].as_u64().unwrap()).sum() };
         assert_eq!(
@@ -449,8 +450,19 @@ fn report_debug_dir_names_a_stripped_programs_frames_by_build_id() {
     // debug file says it is in.
     let text = String::from_utf8(report(&file, &[]).stdout).unwrap();
     let ranges = function_ranges(&debug);
+    // The function of `debug` a return address at module offset `off` lies in.
+    let function_at = |off: u64| {
+        ranges
+            .iter()
+            .find(|(_, start, end)| off > *start && off <= *end)
+            .map(|(name, _, _)| name.clone())
+    };
+    let offset = |f: &Value| {
+        let hex = f["offset"].as_str().unwrap_or_else(|| panic!("{f}"));
+        u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
+    };
     let prefix = format!("{module}+0x");
-    let mut seen: Vec<&str> = text
+    let mut seen: Vec<String> = text
         .match_indices(&prefix)
         .map(|(at, _)| {
             let hex: String = text[at + prefix.len()..]
@@ -458,16 +470,17 @@ fn report_debug_dir_names_a_stripped_programs_frames_by_build_id() {
                 .take_while(char::is_ascii_hexdigit)
                 .collect();
             let off = u64::from_str_radix(&hex, 16).unwrap();
-            ranges
-                .iter()
-                .find(|(_, start, end)| off > *start && off <= *end)
-                .map(|(name, _, _)| name.as_str())
+            function_at(off)
                 .unwrap_or_else(|| panic!("{prefix}{hex} lies in no function: {ranges:?}"))
         })
         .collect();
     seen.sort();
     seen.dedup();
-    assert_eq!(seen, ["_start", "fill_cache", "main", "make_table"], "{text}");
+    assert_eq!(
+        seen,
+        ["_start", "fill_cache", "main", "make_table"],
+        "{text}"
+    );
     assert!(!text.contains(&format!("{module}@")), "{text}");
 
     // With the debug directory: named, with file and line, and the same bytes.
@@ -476,7 +489,11 @@ fn report_debug_dir_names_a_stripped_programs_frames_by_build_id() {
         &file,
         &["--format", "json", "--debug-dir", dir.to_str().unwrap()],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let named: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_figures(&named, "make_table", None, leak(3 * 4096, 3));
     assert_figures(&named, "fill_cache", None, leak(2000, 2));
@@ -489,12 +506,11 @@ fn report_debug_dir_names_a_stripped_programs_frames_by_build_id() {
         );
         assert_eq!(f["line"].as_u64(), Some(site_line(function)), "{f}");
         assert_eq!(f["module"], module.as_str());
+        assert_eq!(function_at(offset(f)).as_deref(), Some(function), "{f}");
         assert_eq!(s["frames"][1]["function"], "main", "{s}");
     }
-    let text = String::from_utf8(
-        report(&file, &["--debug-dir", dir.to_str().unwrap()]).stdout,
-    )
-    .unwrap();
+    let text =
+        String::from_utf8(report(&file, &["--debug-dir", dir.to_str().unwrap()]).stdout).unwrap();
     let line = site_line("make_table");
     assert!(
         text.contains(&format!("make_table (debug_names.c:{line}) [{module}]")),
@@ -509,7 +525,11 @@ fn report_debug_dir_names_a_stripped_programs_frames_by_build_id() {
         &file,
         &["--format", "json", "--debug-dir", wrong.to_str().unwrap()],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let unnamed: Value = serde_json::from_slice(&out.stdout).unwrap();
     for s in ours(&unnamed) {
         assert!(s["frames"][0]["function"].is_null(), "{s}");
