@@ -238,6 +238,8 @@ impl Symbolizer {
                 } = r
                     && self.new_maps.len() < MAX_NEW_MAPPINGS
                     && path.starts_with('/')
+                    // A JIT's code (`//anon`) maps no file to probe.
+                    && !path.starts_with("//")
                 {
                     self.new_maps.push(NewMapping {
                         pid: *pid,

@@ -338,6 +338,7 @@ fn check_frames_past_jit(report: &Value, what: &str) {
     assert_eq!(found.len(), 1, "{what}: {report}");
     let (st, n) = &found[0];
     assert_eq!(n[0], "jit_framed_alloc", "{what}: {n:?}");
+    assert!(n.len() >= 4, "{what}: cut at the stub: {st}");
     let jit = &st["frames"][1];
     assert!(
         jit["module"].is_null() && jit["function"].is_null(),
@@ -372,4 +373,9 @@ fn frames_past_jit_code_survive_the_process_in_run_and_in_recordings() {
     let (file, live) = crate::offline::record("jit-fp", &[exe.to_str().unwrap(), "jit"]);
     check_frames_past_jit(&live, "record");
     check_frames_past_jit(&report_json(&file), "report");
+    // Code mapped after the process's maps were last read (at the loader's first allocation
+    // and again at the program's), the process gone at once: known from the kernel's record of
+    // the mapping alone.
+    let (report, _, _) = run_both(&[exe.as_os_str(), "jit-late".as_ref()], "jit-late");
+    check_frames_past_jit(&report, "run, code mapped late");
 }
