@@ -11,6 +11,9 @@
  *                               the stub keeping a frame pointer as JITs that want profilers
  *                               do; main -> run_jit -> [bare stub] -> jit_bare_alloc: 5555 B,
  *                               the stub using rbp for itself (zeroed), as others do.
+ *   unwind_inputs jit-late      a first allocation (64 B from main), 300 ms, then the framed
+ *                               stub mapped and called at once (4444 B) and the process gone:
+ *                               its code is mapped after the tracer last read the maps.
  * Each library is given 300 ms to be seen by the tracer before it is used. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -153,12 +156,24 @@ static int run_jit_code(void) {
     return 0;
 }
 
+static int run_jit_late(void) {
+    held[2] = malloc(64);
+    KEEP(held[2]);
+    usleep(300 * 1000);
+    unsigned char *code = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (code == MAP_FAILED) return 5;
+    held[0] = run_jit(jit_stub(code, 1, jit_framed_alloc), 4444);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "";
     if (!strcmp(what, "lib") && argc > 2) return run_lib(argv[2]);
     if (!strcmp(what, "deleted") && argc > 2) return run_deleted(argv[2]);
     if (!strcmp(what, "signal")) return run_signal();
     if (!strcmp(what, "jit")) return run_jit_code();
-    fputs("usage: unwind_inputs lib|deleted PATH | signal | jit\n", stderr);
+    if (!strcmp(what, "jit-late")) return run_jit_late();
+    fputs("usage: unwind_inputs lib|deleted PATH | signal | jit | jit-late\n", stderr);
     return 1;
 }

@@ -323,8 +323,8 @@ pub fn walk_incomplete(status: u64) -> bool {
 /// The site index and the "via" names of `frames`.
 fn site_and_via(frames: &[Frame]) -> (usize, Vec<String>) {
     let site = site::site_index(frames);
-    // Unnamed wrappers (a stripped interpreter's static functions) by address: a recording
-    // keeps no module offsets, and the live and replayed reports must read the same.
+    // Unnamed wrappers (a stripped interpreter's static functions) by address: recordings made
+    // before they carried module offsets replay the same as new ones.
     let via = frames[..site]
         .iter()
         .map(|f| match (&f.function, &f.module) {

@@ -12,6 +12,8 @@ use super::perf::Record;
 const MAX_IMAGES: usize = 8192;
 /// Mappings kept per image: a program with more executable mappings is pathological.
 const MAX_MAPPINGS: usize = 4096;
+/// Anonymous executable ranges (JIT code) kept per image.
+const MAX_ANON: usize = 1024;
 /// Distinct paths kept for sharing between images.
 const MAX_PATHS: usize = 65_536;
 
@@ -25,6 +27,10 @@ struct Image {
     exec: bool,
     /// Mappings with the time each was made.
     maps: Vec<(u64, Mapping)>,
+    /// Anonymous executable ranges (a JIT's code) with the time each was made: (ts, start, end).
+    anon: Vec<(u64, u64, u64)>,
+    /// Whether ranges past [`MAX_ANON`] were left out (counted once).
+    anon_full: bool,
 }
 
 /// Images by id, the ones of each pid in time order, and the model images bound to them.
@@ -38,6 +44,8 @@ pub struct Images {
     paths: HashMap<String, Arc<PathBuf>>,
     /// Records the kernel dropped (full ring).
     pub lost: u64,
+    /// Images that mapped more anonymous executable ranges than [`MAX_ANON`].
+    pub anon_dropped: u64,
 }
 
 impl Images {
@@ -58,7 +66,7 @@ impl Images {
                         pid,
                         start_ts: ts,
                         exec: true,
-                        maps: Vec::new(),
+                        ..Image::default()
                     });
                 }
                 Record::Map {
@@ -70,11 +78,12 @@ impl Images {
                     id: file_id,
                     path,
                 } => {
-                    // Anonymous executable memory (JIT code, "//anon") has no file to read.
-                    if !path.starts_with('/') || path.starts_with("//") {
+                    // Anonymous executable memory (JIT code, "//anon") has no file to read, but
+                    // a walk through it is a walk through code; other pseudo-files are neither.
+                    let anon = path == "//anon";
+                    if !anon && (!path.starts_with('/') || path.starts_with("//")) {
                         continue;
                     }
-                    let path = self.path(path);
                     // The image the process was in when it mapped this; records from several
                     // CPUs, and images made from model events, arrive in any order.
                     let id = match self.image_at(pid, ts) {
@@ -84,6 +93,18 @@ impl Images {
                             ..Image::default()
                         }),
                     };
+                    if anon {
+                        if let Some(img) = self.images.get_mut(&id) {
+                            if img.anon.len() < MAX_ANON {
+                                img.anon.push((ts, addr, addr.saturating_add(len)));
+                            } else if !img.anon_full {
+                                img.anon_full = true;
+                                self.anon_dropped += 1;
+                            }
+                        }
+                        continue;
+                    }
+                    let path = self.path(path);
                     if let Some(img) = self.images.get_mut(&id)
                         && img.maps.len() < MAX_MAPPINGS
                     {
@@ -142,6 +163,10 @@ impl Images {
                 prev.maps.drain(..).partition(|(t, _)| *t >= start);
             prev.maps = kept;
             img.maps.extend(later);
+            let (later, kept): (Vec<_>, Vec<_>) =
+                prev.anon.drain(..).partition(|(t, _, _)| *t >= start);
+            prev.anon = kept;
+            img.anon.extend(later);
         }
         ids.insert(at, id);
         self.images.insert(id, img);
@@ -178,17 +203,29 @@ impl Images {
     /// A child forked at `ts` starts with its parent's mappings of that moment; what it maps
     /// later is its own.
     pub fn bind_fork(&mut self, parent: u32, parent_generation: u32, child: u32, ts: u64) {
-        let maps = self
+        let parent = self
             .bound
             .get(&(parent, parent_generation))
-            .and_then(|id| self.images.get(id))
+            .and_then(|id| self.images.get(id));
+        let maps = parent
             .map(|i| i.maps.iter().filter(|(t, _)| *t <= ts).cloned().collect())
+            .unwrap_or_default();
+        let anon = parent
+            .map(|i| {
+                i.anon
+                    .iter()
+                    .filter(|(t, _, _)| *t <= ts)
+                    .copied()
+                    .collect()
+            })
             .unwrap_or_default();
         let id = self.push(Image {
             pid: child,
             start_ts: ts,
             exec: false,
             maps,
+            anon,
+            anon_full: false,
         });
         self.bind(child, 0, id);
     }
@@ -218,6 +255,28 @@ impl Images {
     /// never bound (a process traced from before the session) falls back to the pid's first
     /// image that began without an exec.
     pub fn mapping(&self, pid: u32, generation: u32, addr: u64) -> Option<&Mapping> {
+        // The latest mapping wins: an address range can be unmapped and mapped again.
+        self.image(pid, generation)?
+            .maps
+            .iter()
+            .rev()
+            .map(|(_, m)| m)
+            .find(|m| addr >= m.start && addr < m.end)
+    }
+
+    /// Whether the kernel reported `addr` of (pid, generation) as anonymous executable memory
+    /// (a JIT's code).
+    pub fn anonymous_code(&self, pid: u32, generation: u32, addr: u64) -> bool {
+        self.image(pid, generation).is_some_and(|i| {
+            i.anon
+                .iter()
+                .any(|&(_, start, end)| addr >= start && addr < end)
+        })
+    }
+
+    /// The image bound to (pid, generation); one never bound (a process traced from before the
+    /// session) falls back to the pid's first image that began without an exec.
+    fn image(&self, pid: u32, generation: u32) -> Option<&Image> {
         let id = match self.bound.get(&(pid, generation)) {
             Some(id) => *id,
             None => *self
@@ -226,14 +285,7 @@ impl Images {
                 .iter()
                 .find(|id| self.images.get(id).is_some_and(|i| i.start_ts == 0))?,
         };
-        // The latest mapping wins: an address range can be unmapped and mapped again.
-        self.images
-            .get(&id)?
-            .maps
-            .iter()
-            .rev()
-            .map(|(_, m)| m)
-            .find(|m| addr >= m.start && addr < m.end)
+        self.images.get(&id)
     }
 }
 
@@ -383,9 +435,31 @@ mod tests {
     #[test]
     fn anonymous_code_and_lost_records() {
         let mut im = Images::default();
-        im.apply([map(3, 1, 0x1000, "//anon"), Record::Lost { count: 4 }]);
-        assert!(im.mapping(3, 0, 0x1000).is_none());
+        im.apply([
+            Record::Exec { pid: 3, ts: 1 },
+            map(3, 2, 0x1000, "//anon"),
+            map(3, 2, 0x9000, "[vdso]"),
+            Record::Lost { count: 4 },
+        ]);
+        im.bind_exec(3, 0, 1);
+        assert!(im.mapping(3, 0, 0x1000).is_none(), "no file to name it by");
+        assert!(im.anonymous_code(3, 0, 0x1000), "but code it is");
+        assert!(!im.anonymous_code(3, 0, 0x9000));
         assert_eq!(im.lost, 4);
+        // A child forked after it sees it too.
+        im.bind_fork(3, 0, 4, 5);
+        assert!(im.anonymous_code(4, 0, 0x1000));
+    }
+
+    #[test]
+    fn anonymous_code_is_bounded_and_counted() {
+        let mut im = Images::default();
+        im.apply([Record::Exec { pid: 3, ts: 1 }]);
+        im.apply((0..MAX_ANON as u64 + 10).map(|i| map(3, 2, 0x1000 * (i + 1), "//anon")));
+        im.bind_exec(3, 0, 1);
+        assert!(im.anonymous_code(3, 0, 0x1000 * MAX_ANON as u64));
+        assert!(!im.anonymous_code(3, 0, 0x1000 * (MAX_ANON as u64 + 1)));
+        assert_eq!(im.anon_dropped, 1);
     }
 
     #[test]

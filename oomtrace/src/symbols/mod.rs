@@ -11,11 +11,15 @@
 //! mapped, and oomtrace opens nothing else (see [`crate::objfile`]).
 
 pub mod debug_dirs;
+mod debug_names;
 mod images;
 mod objects;
 pub mod perf;
 pub mod python;
+mod recorded;
 pub mod wrappers;
+
+pub use recorded::RecordedSymbols;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,6 +35,8 @@ use crate::objfile::{FileId, maps};
 const MAX_IMAGES: usize = 16_384;
 /// Executable mappings kept per image snapshot.
 const MAX_MAPPINGS: usize = 4096;
+/// Anonymous executable ranges (JIT code) kept per image snapshot.
+const MAX_ANON_RANGES: usize = 1024;
 /// Executable mappings kept over all snapshots; past this the oldest images are dropped.
 const MAX_TOTAL_MAPPINGS: usize = 1 << 18;
 /// Symbolized frames cached; past this the cache starts over.
@@ -80,18 +86,43 @@ pub struct Frame {
     pub file: Option<String>,
     /// Source line, where debug info exists.
     pub line: Option<u32>,
-    /// The module's GNU build id (hex), so its name can be found later (`--debug-dir`). Not
-    /// serialized yet: recordings do not carry it, and live and replayed reports must match.
-    #[serde(skip)]
+    /// The module's GNU build id (hex), so its name can be found later (`report --debug-dir`).
+    /// Recordings carry it, so live and replayed reports show the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
     /// The address in the module's own address space (as in its symbol table; for an unnamed
     /// frame, `module+0xoffset`).
-    #[serde(skip)]
+    #[serde(serialize_with = "hex_opt", skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
 }
 
 fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{v:#x}"))
+}
+
+fn hex_opt<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => hex(v, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// One image's mappings as read from `/proc/PID/maps` while it lived.
+#[derive(Clone, Debug, Default)]
+struct Snapshot {
+    /// Its executable file mappings.
+    files: Vec<Mapping>,
+    /// Its executable memory backed by no file (a JIT's code): (start, end).
+    anon: Vec<(u64, u64)>,
+    /// Whether ranges of that memory were left out past [`MAX_ANON_RANGES`].
+    anon_dropped: bool,
+}
+
+impl Snapshot {
+    /// Mappings held, both kinds.
+    fn len(&self) -> usize {
+        self.files.len() + self.anon.len()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -108,7 +139,7 @@ struct Mapping {
 
 /// Memory-map snapshots per (pid, image generation) and a symbol cache.
 pub struct Symbolizer {
-    maps: HashMap<(u32, u32), Vec<Mapping>>,
+    maps: HashMap<(u32, u32), Snapshot>,
     order: std::collections::VecDeque<(u32, u32)>,
     /// Mappings in `maps`, all images together.
     total_mappings: usize,
@@ -120,6 +151,8 @@ pub struct Symbolizer {
     closed: Vec<PathBuf>,
     /// Processes whose `/proc/PID/maps` passed its bound.
     maps_truncated: u64,
+    /// Map reads whose anonymous executable ranges passed [`MAX_ANON_RANGES`].
+    anon_truncated: u64,
     /// The last range `covers` matched: most events come from the same module.
     last_hit: Option<(u32, u32, u64, u64)>,
     /// Processes whose maps could not be read (gone): not retried.
@@ -157,6 +190,7 @@ impl Symbolizer {
             objects: Default::default(),
             closed: Vec::new(),
             maps_truncated: 0,
+            anon_truncated: 0,
             last_hit: None,
             gone: Default::default(),
             settled: Default::default(),
@@ -204,6 +238,8 @@ impl Symbolizer {
                 } = r
                     && self.new_maps.len() < MAX_NEW_MAPPINGS
                     && path.starts_with('/')
+                    // A JIT's code (`//anon`) maps no file to probe.
+                    && !path.starts_with("//")
                 {
                     self.new_maps.push(NewMapping {
                         pid: *pid,
@@ -254,6 +290,14 @@ impl Symbolizer {
                 "oomtrace: notice: {} object file(s) were closed to stay under the cap on open \
                  objects: frames in them may show as addresses",
                 c.evicted
+            ));
+        }
+        let anon_dropped = self.anon_truncated + self.images.anon_dropped;
+        if anon_dropped > 0 {
+            out.push(format!(
+                "oomtrace: notice: {anon_dropped} process image(s) mapped more than \
+                 {MAX_ANON_RANGES} ranges of anonymous executable memory (JIT code): stacks \
+                 through the ranges not kept may be cut there"
             ));
         }
         if self.maps_truncated > 0 {
@@ -357,7 +401,7 @@ impl Symbolizer {
         self.gone.remove(&child);
     }
 
-    fn insert(&mut self, pid: u32, generation: u32, maps: Vec<Mapping>) {
+    fn insert(&mut self, pid: u32, generation: u32, maps: Snapshot) {
         self.total_mappings += maps.len();
         match self.maps.insert((pid, generation), maps) {
             Some(old) => self.total_mappings -= old.len(),
@@ -387,7 +431,10 @@ impl Symbolizer {
             self.maps_truncated += 1;
         }
         let maps = parse_maps(&text);
-        for m in &maps {
+        if maps.anon_dropped {
+            self.anon_truncated += 1;
+        }
+        for m in &maps.files {
             if !self.objects.settled(m.id) {
                 self.objects.open_live(&place(pid, m), &mut self.closed);
             }
@@ -422,7 +469,7 @@ impl Symbolizer {
     fn mapping(&self, pid: u32, generation: u32, addr: u64) -> Option<&Mapping> {
         self.maps
             .get(&(pid, generation))
-            .and_then(|maps| maps.iter().find(|m| addr >= m.start && addr < m.end))
+            .and_then(|maps| maps.files.iter().find(|m| addr >= m.start && addr < m.end))
             .or_else(|| self.images.mapping(pid, generation, addr))
     }
 
@@ -466,18 +513,7 @@ impl Symbolizer {
         }
         self.evict_closed();
         for (path, debug_syms, input) in lookups {
-            let mut elf = Elf::new(path);
-            elf.debug_syms = debug_syms;
-            if let Ok(Symbolized::Sym(sym)) = self.blaze.symbolize_single(&Source::Elf(elf), input)
-            {
-                frame.function = Some(sym.name.to_string());
-                if let Some(ci) = sym.code_info.as_deref() {
-                    frame.file = Some(match &ci.dir {
-                        Some(dir) => dir.join(&ci.file).to_string_lossy().into_owned(),
-                        None => ci.file.to_string_lossy().into_owned(),
-                    });
-                    frame.line = ci.line;
-                }
+            if name_from(&self.blaze, path, debug_syms, input, &mut frame) {
                 break;
             }
         }
@@ -490,15 +526,54 @@ impl Symbolizer {
         frame
     }
 
-    /// Whether `addr` lies in executable memory that maps no file (a JIT's code), by the
-    /// process's current maps.
-    pub fn is_anonymous_code(&self, pid: u32, addr: u64) -> bool {
+    /// Whether `addr` lies in executable memory that maps no file (a JIT's code): by the
+    /// image's maps as read while it lived, else the kernel's records of its mappings, else
+    /// (neither knows it: mapped since, without kernel records) the process's maps now.
+    pub fn is_anonymous_code(&self, pid: u32, generation: u32, addr: u64) -> bool {
+        let in_range = |&(start, end): &(u64, u64)| addr >= start && addr < end;
+        if self
+            .maps
+            .get(&(pid, generation))
+            .is_some_and(|s| s.anon.iter().any(in_range))
+            || self.images.anonymous_code(pid, generation, addr)
+        {
+            return true;
+        }
+        if self.gone.contains(&pid) {
+            return false;
+        }
         let Ok(text) = maps::read(pid) else {
             return false;
         };
         text.lines()
             .any(|l| l.exec() && l.file().is_none() && addr >= l.start && addr < l.end)
     }
+}
+
+/// Names `frame` from the ELF file at `path` at `input`: its function, and its file and line
+/// where the file's debug info (read only if `debug_syms`) has them. False, and `frame`
+/// untouched, where the file has no symbol there.
+fn name_from(
+    blaze: &Blaze,
+    path: PathBuf,
+    debug_syms: bool,
+    input: Input<u64>,
+    frame: &mut Frame,
+) -> bool {
+    let mut elf = Elf::new(path);
+    elf.debug_syms = debug_syms;
+    let Ok(Symbolized::Sym(sym)) = blaze.symbolize_single(&Source::Elf(elf), input) else {
+        return false;
+    };
+    frame.function = Some(sym.name.to_string());
+    if let Some(ci) = sym.code_info.as_deref() {
+        frame.file = Some(match &ci.dir {
+            Some(dir) => dir.join(&ci.file).to_string_lossy().into_owned(),
+            None => ci.file.to_string_lossy().into_owned(),
+        });
+        frame.line = ci.line;
+    }
+    true
 }
 
 /// Where mapping `m` of `pid` lies, for opening its object.
@@ -521,62 +596,43 @@ impl SymbolSource for Symbolizer {
         self.symbolize(pid, generation, addr)
     }
 
-    fn is_anonymous_code(&self, pid: u32, _generation: u32, addr: u64) -> bool {
-        Symbolizer::is_anonymous_code(self, pid, addr)
+    fn is_anonymous_code(&self, pid: u32, generation: u32, addr: u64) -> bool {
+        Symbolizer::is_anonymous_code(self, pid, generation, addr)
     }
 }
 
-/// Frames resolved at record time, keyed by (pid, address): what `oomtrace report` symbolizes
-/// with, on any machine, after the processes are gone. Walk frames are stored only if they were
-/// code, so `is_code` answers as it did live.
-#[derive(Debug, Default)]
-pub struct RecordedSymbols {
-    frames: HashMap<(u32, u64), Frame>,
-}
-
-impl RecordedSymbols {
-    /// Adds one resolved frame of process `pid`.
-    pub fn insert(&mut self, pid: u32, frame: Frame) {
-        self.frames.insert((pid, frame.addr), frame);
-    }
-}
-
-impl SymbolSource for RecordedSymbols {
-    fn is_code(&self, pid: u32, _generation: u32, addr: u64) -> bool {
-        self.frames.contains_key(&(pid, addr))
-    }
-
-    fn frame(&mut self, pid: u32, _generation: u32, addr: u64) -> Frame {
-        self.frames.get(&(pid, addr)).cloned().unwrap_or(Frame {
-            addr,
-            ..Frame::default()
-        })
-    }
-}
-
-/// The executable file mappings of `/proc/PID/maps` text (at most [`MAX_MAPPINGS`]): where
-/// return addresses lie.
-fn parse_maps(text: &maps::MapsText) -> Vec<Mapping> {
+/// The executable mappings of `/proc/PID/maps` text: files (at most [`MAX_MAPPINGS`]), where
+/// return addresses are named, and anonymous memory (at most [`MAX_ANON_RANGES`]), where a
+/// JIT's frames lie.
+fn parse_maps(text: &maps::MapsText) -> Snapshot {
     let mut paths: HashMap<&str, Arc<PathBuf>> = HashMap::new();
-    text.lines()
-        .filter(|l| l.exec())
-        .filter_map(|l| {
-            let path = l.file()?;
-            let path = paths
-                .entry(path)
-                .or_insert_with(|| Arc::new(PathBuf::from(path)))
-                .clone();
-            Some(Mapping {
-                start: l.start,
-                end: l.end,
-                offset: l.offset,
-                exec: true,
-                id: l.id,
-                path,
-            })
-        })
-        .take(MAX_MAPPINGS)
-        .collect()
+    let mut snap = Snapshot::default();
+    for l in text.lines().filter(|l| l.exec()) {
+        let Some(path) = l.file() else {
+            if snap.anon.len() < MAX_ANON_RANGES {
+                snap.anon.push((l.start, l.end));
+            } else {
+                snap.anon_dropped = true;
+            }
+            continue;
+        };
+        if snap.files.len() >= MAX_MAPPINGS {
+            continue;
+        }
+        let path = paths
+            .entry(path)
+            .or_insert_with(|| Arc::new(PathBuf::from(path)))
+            .clone();
+        snap.files.push(Mapping {
+            start: l.start,
+            end: l.end,
+            offset: l.offset,
+            exec: true,
+            id: l.id,
+            path,
+        });
+    }
+    snap
 }
 
 #[cfg(test)]
@@ -615,23 +671,58 @@ mod tests {
     }
 
     #[test]
-    fn maps_parse_keeps_executable_files_only() {
+    fn maps_parse_keeps_executable_files_and_anonymous_code_apart() {
         let text = maps::MapsText {
             text: "55d0-55e0 r-xp 00001000 08:01 42 /usr/bin/x\n\
                    55e0-55f0 rw-p 00002000 08:01 42 /usr/bin/x\n\
                    7f00-7f10 rw-s 00000000 00:01 3074 /dev/zero (deleted)\n\
                    7f10-7f20 r-xp 00000000 08:01 43 /tmp/lib.so (deleted)\n\
-                   7f20-7f30 rw-p 00000000 00:00 0 \n"
+                   7f20-7f30 rw-p 00000000 00:00 0 \n\
+                   7f30-7f40 rwxp 00000000 00:00 0 \n"
                 .into(),
             truncated: false,
         };
-        let maps = parse_maps(&text);
+        let snap = parse_maps(&text);
+        assert_eq!(snap.anon, [(0x7f30, 0x7f40)], "JIT code is kept apart");
+        assert!(!snap.anon_dropped);
+        let maps = snap.files;
         assert_eq!(maps.len(), 2);
         assert_eq!(
             (maps[0].start, maps[0].offset, maps[0].exec, maps[0].id),
             (0x55d0, 0x1000, true, FileId::from_parts(8, 1, 42))
         );
         assert_eq!(maps[1].path.as_path(), Path::new("/tmp/lib.so"));
+    }
+
+    /// Anonymous executable memory seen in the maps stays code once it is unmapped: a JIT's
+    /// frames are walked after its process is gone.
+    #[test]
+    fn anonymous_code_is_answered_from_the_snapshot() {
+        let len = 4096;
+        // SAFETY: a fresh private anonymous mapping, ours alone, unmapped below.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(at, libc::MAP_FAILED);
+        let addr = at as u64 + 16;
+        let pid = std::process::id();
+        let mut s = Symbolizer::new();
+        assert!(s.read_maps(pid, 0));
+        // SAFETY: the mapping made above, used by nothing.
+        unsafe { libc::munmap(at, len) };
+        s.mark_gone(pid);
+        assert!(s.is_anonymous_code(pid, 0, addr), "kept from the snapshot");
+        assert!(!s.is_code(pid, 0, addr), "no file to name it by");
+        assert!(!s.is_anonymous_code(pid, 1, addr), "another image's maps");
+        let heap = Box::new(0u64);
+        assert!(!s.is_anonymous_code(pid, 0, &*heap as *const u64 as u64));
     }
 
     /// Reading the maps opens the executable objects: blazesym reads them by descriptor.

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::util::*;
 
-fn record(name: &str, args: &[&str]) -> (PathBuf, Value) {
+/// `oomtrace record -o <name>.oomtrace --format json -- args…`: the file and the live report.
+pub(crate) fn record(name: &str, args: &[&str]) -> (PathBuf, Value) {
     let file = work_dir().join(format!("{name}.oomtrace"));
     let out = output(
         oomtrace()
@@ -320,4 +321,218 @@ fn report_drops_every_capability_but_file_access() {
         assert_eq!(field(&status, set), "000000000000000e", "{set} in {status}");
     }
     assert_eq!(field(&status, "CapInh"), "0000000000000000", "{status}");
+}
+
+/// Runs a tool the project's setup installs (binutils), which must succeed.
+fn tool(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `debug_names.c` built `-O2 -g` with a build id as `name`, its debug info kept apart in
+/// `name.debug` and the program stripped of every symbol into `name-stripped`: (the stripped
+/// program, its debug file, its build id in hex).
+fn stripped_with_debug_file(name: &str, flags: &[&str]) -> (PathBuf, PathBuf, String) {
+    let mut all = flags.to_vec();
+    all.extend(["-g", "-fno-omit-frame-pointer", "-Wl,--build-id"]);
+    let full = build_c("debug_names", name, &all);
+    let debug = work_dir().join(format!("{name}.debug"));
+    let stripped = work_dir().join(format!("{name}-stripped"));
+    tool(
+        Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&full)
+            .arg(&debug),
+    );
+    tool(
+        Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&full),
+    );
+    let notes = tool(Command::new("readelf").arg("-n").arg(&stripped));
+    let id = notes
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .unwrap_or_else(|| panic!("no build id in {}: {notes}", stripped.display()))
+        .trim()
+        .to_owned();
+    (stripped, debug, id)
+}
+
+/// `DIR/.build-id/xx/rest.debug` ← `debug`, for build id `id`, in a fresh `DIR`.
+fn debug_dir(name: &str, id: &str, debug: &Path) -> PathBuf {
+    let dir = work_dir().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let sub = dir.join(".build-id").join(&id[..2]);
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::copy(debug, sub.join(format!("{}.debug", &id[2..]))).unwrap();
+    dir
+}
+
+/// Function ranges of `file`'s symbol table: name → [start, end) in the module.
+fn function_ranges(file: &Path) -> Vec<(String, u64, u64)> {
+    tool(
+        Command::new("nm")
+            .args(["--defined-only", "--print-size"])
+            .arg(file),
+    )
+    .lines()
+    .filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let [start, size, kind, name] = f[..] else {
+            return None;
+        };
+        let start = u64::from_str_radix(start, 16).ok()?;
+        let size = u64::from_str_radix(size, 16).ok()?;
+        matches!(kind, "T" | "t").then(|| (name.to_owned(), start, start + size))
+    })
+    .collect()
+}
+
+/// The line of `debug_names.c` marked `site: <function>`.
+fn site_line(function: &str) -> u64 {
+    let src = std::fs::read_to_string(root().join("tests/workloads/debug_names.c")).unwrap();
+    let mark = format!("/* site: {function} */");
+    1 + src.lines().position(|l| l.contains(&mark)).unwrap() as u64
+}
+
+/// A stripped program is recorded with no names; `report --debug-dir` names its frames on
+/// the report's side, from the debug file of its build id, with the exact bytes; a debug file
+/// of another build put under that build id names nothing.
+#[test]
+fn report_debug_dir_names_a_stripped_programs_frames_by_build_id() {
+    if !require_bpf() {
+        return;
+    }
+    let (exe, debug, id) = stripped_with_debug_file("debug-names", &["-O2"]);
+    let module = exe.file_name().unwrap().to_str().unwrap().to_owned();
+    let (file, live) = record("debug-names", &[exe.to_str().unwrap()]);
+    let ours = |r: &Value| -> Vec<Value> {
+        r["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["frames"][0]["module"] == module.as_str())
+            .cloned()
+            .collect()
+    };
+    // Recorded without names: each stack's frames in the program are unnamed; together they
+    // hold every byte, from two call sites (one per function).
+    for r in [&live, &report_json(&file)] {
+        let stacks = ours(r);
+        for s in &stacks {
+            assert!(s["frames"][0]["function"].is_null(), "{s}");
+            assert!(s["frames"][1]["function"].is_null(), "{s}");
+            assert_eq!(s["frames"][0]["build_id"], id.as_str(), "{s}");
+        }
+        let sum = |k: &str| -> u64 { stacks.iter().map(|s| s[k].as_u64().unwrap()).sum() };
+        assert_eq!(
+            (sum("outstanding_bytes"), sum("outstanding_allocs")),
+            (3 * 4096 + 2 * 1000, 5),
+            "{r}"
+        );
+        let mut sites: Vec<&str> = stacks
+            .iter()
+            .map(|s| s["frames"][0]["addr"].as_str().unwrap())
+            .collect();
+        sites.sort();
+        sites.dedup();
+        assert_eq!(sites.len(), 2, "{sites:?}");
+    }
+    // The text report names them `module+0xoffset`, each offset inside the function the
+    // debug file says it is in.
+    let text = String::from_utf8(report(&file, &[]).stdout).unwrap();
+    let ranges = function_ranges(&debug);
+    // The function of `debug` a return address at module offset `off` lies in.
+    let function_at = |off: u64| {
+        ranges
+            .iter()
+            .find(|(_, start, end)| off > *start && off <= *end)
+            .map(|(name, _, _)| name.clone())
+    };
+    let offset = |f: &Value| {
+        let hex = f["offset"].as_str().unwrap_or_else(|| panic!("{f}"));
+        u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
+    };
+    let prefix = format!("{module}+0x");
+    let mut seen: Vec<String> = text
+        .match_indices(&prefix)
+        .map(|(at, _)| {
+            let hex: String = text[at + prefix.len()..]
+                .chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect();
+            let off = u64::from_str_radix(&hex, 16).unwrap();
+            function_at(off)
+                .unwrap_or_else(|| panic!("{prefix}{hex} lies in no function: {ranges:?}"))
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        ["_start", "fill_cache", "main", "make_table"],
+        "{text}"
+    );
+    assert!(!text.contains(&format!("{module}@")), "{text}");
+
+    // With the debug directory: named, with file and line, and the same bytes.
+    let dir = debug_dir("debug-names-dir", &id, &debug);
+    let out = report(
+        &file,
+        &["--format", "json", "--debug-dir", dir.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let named: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_figures(&named, "make_table", None, leak(3 * 4096, 3));
+    assert_figures(&named, "fill_cache", None, leak(2000, 2));
+    for s in ours(&named) {
+        let function = s["frames"][0]["function"].as_str().unwrap();
+        let f = &s["frames"][0];
+        assert!(
+            f["file"].as_str().unwrap().ends_with("debug_names.c"),
+            "{f}"
+        );
+        assert_eq!(f["line"].as_u64(), Some(site_line(function)), "{f}");
+        assert_eq!(f["module"], module.as_str());
+        assert_eq!(function_at(offset(f)).as_deref(), Some(function), "{f}");
+        assert_eq!(s["frames"][1]["function"], "main", "{s}");
+    }
+    let text =
+        String::from_utf8(report(&file, &["--debug-dir", dir.to_str().unwrap()]).stdout).unwrap();
+    let line = site_line("make_table");
+    assert!(
+        text.contains(&format!("make_table (debug_names.c:{line}) [{module}]")),
+        "{text}"
+    );
+
+    // Another build's debug file under this build id: refused, nothing named.
+    let (_, other_debug, other_id) = stripped_with_debug_file("debug-names-o0", &["-O0"]);
+    assert_ne!(other_id, id);
+    let wrong = debug_dir("debug-names-wrong", &id, &other_debug);
+    let out = report(
+        &file,
+        &["--format", "json", "--debug-dir", wrong.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unnamed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for s in ours(&unnamed) {
+        assert!(s["frames"][0]["function"].is_null(), "{s}");
+        assert!(s["frames"][1]["function"].is_null(), "{s}");
+    }
 }

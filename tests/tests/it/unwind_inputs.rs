@@ -282,8 +282,11 @@ fn an_allocation_in_a_signal_handler_unwinds_through_the_signal_frame() {
     );
 }
 
+/// A stub in anonymous executable memory: one keeping a frame pointer is walked through, to
+/// its true callers, after the process is gone; one that uses rbp for itself ends the stack
+/// there, and the report says so. Without frame pointers in the program.
 #[test]
-fn code_in_anonymous_memory_ends_the_stack_there_and_says_so() {
+fn code_in_anonymous_memory_is_walked_through_by_its_frame_pointer_or_ends_the_stack() {
     if !require_bpf() {
         return;
     }
@@ -302,24 +305,77 @@ fn code_in_anonymous_memory_ends_the_stack_there_and_says_so() {
             ),
             (Some(bytes), Some(1))
         );
-        // Past frame 0 lies the stub in anonymous memory: a frame no module names (when it is
-        // shown at all), and nothing after it but the true callers.
-        let frames = st["frames"].as_array().unwrap();
-        if let Some(jit) = frames.get(1) {
-            assert!(
-                jit["module"].is_null() && jit["function"].is_null(),
-                "{jit}"
-            );
-            let rest: Vec<&str> = n[2..].iter().map(String::as_str).collect();
-            assert!(rest.is_empty() || rest.starts_with(&["run_jit"]), "{n:?}");
-        }
+        // Past frame 0 lies the stub in anonymous memory: a frame no module names.
+        let jit = &st["frames"][1];
+        assert!(jit["module"].is_null() && jit["function"].is_null(), "{st}");
         let w = &walks(&report, function)[0];
-        assert!(
-            w.contains(&"stopped".to_owned()),
-            "the walk says it stopped: {w:?}"
-        );
+        if function == "jit_framed_alloc" {
+            // Its frame pointer leads back into the program, whose tables go on to the end.
+            assert_eq!(n[2..4], ["run_jit", "main"], "{n:?}");
+            assert!(n.iter().any(|f| f == "__libc_start_call_main"), "{n:?}");
+            assert!(
+                w.contains(&"complete".to_owned()) && !w.contains(&"stopped".to_owned()),
+                "{w:?}"
+            );
+        } else {
+            assert_eq!(n.len(), 2, "nothing after the bare stub: {n:?}");
+            assert!(
+                w.contains(&"stopped".to_owned()),
+                "the walk says it stopped: {w:?}"
+            );
+        }
     }
-    assert!(report["stacks_incomplete"].as_u64() >= Some(2), "{report}");
+    assert_eq!(report["stacks_incomplete"].as_u64(), Some(1), "{report}");
     assert!(text.contains("[stack: stopped"), "{text}");
     assert!(text.contains("whose unwinding stopped early"), "{text}");
+}
+
+/// The framed JIT stub's stack, in a report made after the process is gone: the C function
+/// under it, the stub (a frame no module names), and the callers above it (`run_jit`, `main`)
+/// found through the stub's frame pointer, with the exact bytes.
+fn check_frames_past_jit(report: &Value, what: &str) {
+    let found = stacks_through(report, "jit_framed_alloc");
+    assert_eq!(found.len(), 1, "{what}: {report}");
+    let (st, n) = &found[0];
+    assert_eq!(n[0], "jit_framed_alloc", "{what}: {n:?}");
+    assert!(n.len() >= 4, "{what}: cut at the stub: {st}");
+    let jit = &st["frames"][1];
+    assert!(
+        jit["module"].is_null() && jit["function"].is_null(),
+        "{what}: frame 1 is the stub: {st}"
+    );
+    assert_eq!(n[2..4], ["run_jit", "main"], "{what}: {n:?}");
+    assert_eq!(
+        (
+            st["outstanding_bytes"].as_u64(),
+            st["outstanding_allocs"].as_u64()
+        ),
+        (Some(4444), Some(1)),
+        "{what}"
+    );
+}
+
+#[test]
+fn frames_past_jit_code_survive_the_process_in_run_and_in_recordings() {
+    if !require_bpf() {
+        return;
+    }
+    // Frame pointers everywhere: past the stub, the walk goes on by them.
+    let exe = build_c(
+        "unwind_inputs",
+        "unwind-inputs-fp",
+        &["-O2", "-g", "-fno-omit-frame-pointer"],
+    );
+    // `run`'s final report is made once the process has exited.
+    let (report, _, _) = run_both(&[exe.as_os_str(), "jit".as_ref()], "jit-fp");
+    check_frames_past_jit(&report, "run");
+    // A recording answers the same, live and from the file.
+    let (file, live) = crate::offline::record("jit-fp", &[exe.to_str().unwrap(), "jit"]);
+    check_frames_past_jit(&live, "record");
+    check_frames_past_jit(&report_json(&file), "report");
+    // Code mapped after the process's maps were last read (at the loader's first allocation
+    // and again at the program's), the process gone at once: known from the kernel's record of
+    // the mapping alone.
+    let (report, _, _) = run_both(&[exe.as_os_str(), "jit-late".as_ref()], "jit-late");
+    check_frames_past_jit(&report, "run, code mapped late");
 }
