@@ -311,8 +311,11 @@ impl Attacher {
         let mut links = Vec::new();
         let result: Result<()> = (|| {
             match self.mechanism {
-                Mechanism::Multi => {
-                    if !plan.returns.is_empty() {
+                Mechanism::Multi | Mechanism::Session => {
+                    // Sessions take the return at the entry's offset, which lies before the
+                    // stack pointer moves (as a return probe's offset would): no return links.
+                    let session = self.mechanism == Mechanism::Session;
+                    if !session && !plan.returns.is_empty() {
                         let cookies = vec![0; plan.returns.len()];
                         links.push(
                             sys::uprobe_multi_link(
@@ -327,32 +330,14 @@ impl Attacher {
                         );
                     }
                     let (offsets, cookies) = &plan.entries;
+                    let kind = if session {
+                        MultiKind::Session
+                    } else {
+                        MultiKind::Entry
+                    };
                     links.push(
-                        sys::uprobe_multi_link(
-                            enter,
-                            &path,
-                            offsets,
-                            cookies,
-                            scope,
-                            MultiKind::Entry,
-                        )
-                        .context("entry probes (uprobe_multi)")?,
-                    );
-                }
-                Mechanism::Session => {
-                    // The entry offsets lie before the stack pointer moves: the return
-                    // address can be taken over there, as a return probe's offset would.
-                    let (offsets, cookies) = &plan.entries;
-                    links.push(
-                        sys::uprobe_multi_link(
-                            enter,
-                            &path,
-                            offsets,
-                            cookies,
-                            scope,
-                            MultiKind::Session,
-                        )
-                        .context("uprobe session")?,
+                        sys::uprobe_multi_link(enter, &path, offsets, cookies, scope, kind)
+                            .with_context(|| format!("entry probes ({})", self.mechanism.name()))?,
                     );
                 }
                 Mechanism::Perf(pmu) => {

@@ -295,7 +295,7 @@ impl Session {
         while let Some(ev) = self.ring.get_mut().next_event() {
             if debug {
                 crate::say!(
-                    "ev kind={} fn={} tgid={} tid={} addr={:#x} size={} site={:#x} ts={}",
+                    "ev kind={} fn={} tgid={} tid={} addr={:#x} size={} site={:#x} stack={} old={:#x} ts={}",
                     ev.kind,
                     ev.alloc_fn,
                     ev.tgid,
@@ -303,6 +303,8 @@ impl Session {
                     ev.addr,
                     ev.size,
                     ev.call_site,
+                    ev.stack_id,
+                    ev.old_addr,
                     ev.ts_ns
                 );
             }
