@@ -455,7 +455,7 @@ pub fn run(args: &[String]) -> Result<()> {
 /// `exact` vs the floor at the same placement, on the one-thread loop.
 fn exact_goal(m: &Measured) -> Goal {
     let goal = format!(
-        "`exact` on the malloc/free loop ≤ {EXACT_VS_FLOOR_MAX}× the bare probe floor at the same placement"
+        "`exact` on the malloc/free loop ≤ {EXACT_VS_FLOOR_MAX}× the entry+return probe floor at the same placement"
     );
     let (Some(exact), Some(floor)) = (m.by_role(Role::Exact), m.by_role(Role::FloorAuto)) else {
         return Goal {
