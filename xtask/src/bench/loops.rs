@@ -170,7 +170,7 @@ pub fn table(md: &mut String, w: &Workload, m: &Measured) {
     report::line(
         md,
         &format!(
-            "| configuration | command | median | {} | vs untraced | vs floor (same placement) |",
+            "| configuration | command | median | {} | vs untraced | vs its floor |",
             w.unit
         ),
     );
@@ -186,11 +186,7 @@ pub fn table(md: &mut String, w: &Workload, m: &Measured) {
             report::line(md, &format!("| {} | {cmd} | {why} | – | – | – |", cfg.name));
             continue;
         };
-        let floor = match cfg.role {
-            Role::Exact | Role::Sample | Role::Growth => m.by_role(Role::FloorAuto),
-            Role::ExactEntry => m.by_role(Role::FloorEntry),
-            _ => None,
-        };
+        let floor = cfg.role.floor().and_then(|r| m.by_role(r));
         let vs_floor = floor.map_or("–".to_owned(), |f| format!("{:.2}×", med / f));
         let vs_untraced = untraced.map_or("–".to_owned(), |u| format!("{:.1}×", med / u));
         report::line(
@@ -204,5 +200,34 @@ pub fn table(md: &mut String, w: &Workload, m: &Measured) {
         );
     }
     report::line(md, "");
+    let note = floors_note(m);
+    if !note.is_empty() {
+        report::line(md, &note);
+    }
     report::line(md, &super::interference::note(m.busy_rounds, w.rounds));
+}
+
+/// Which floor each mode's `vs its floor` divides by, for the floors this table has.
+fn floors_note(m: &Measured) -> String {
+    let has = |r: Role| m.configs.iter().any(|c| c.role == r);
+    let mut parts = Vec::new();
+    if has(Role::FloorSession) && has(Role::Sample) {
+        parts.push(
+            "`sample` against the entry-only floor (uprobe sessions: its unsampled calls skip \
+             the return probe, as the floor's every call does)",
+        );
+    }
+    if has(Role::FloorAuto) {
+        parts.push(
+            "`exact`, `growth` and `sample` without sessions against the entry+return floor at \
+             oomtrace's placement",
+        );
+    }
+    if has(Role::FloorEntry) && has(Role::ExactEntry) {
+        parts.push("`exact` at offset 0 against the floor at offset 0");
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!("`vs its floor`: {}.\n", parts.join("; "))
 }

@@ -10,8 +10,8 @@
 //! agent, inject, stacks, soak) runs only those and
 //! writes `target/bench/partial.md` instead of BENCHMARKS.md. `soak` ([`soak`]) runs only when
 //! named; a number among the parts is its length in seconds (default 1800).
-//! `BENCH_STACKS_ROUNDS=N` gives `stacks` ([`stacks`]) N rounds instead of 5, for a quick check
-//! of that part alone.
+//! `BENCH_STACKS_ROUNDS=N` gives `stacks` ([`stacks`]) N rounds instead of 5, and
+//! `BENCH_ROUNDS=N` the loops and redis N rounds instead of theirs, for a quick check of a part.
 
 mod agent;
 mod bystander;
@@ -36,10 +36,12 @@ use self::report::{Goal, line};
 use self::tracers::Role;
 use crate::root;
 
-/// Rounds of the C loops (cheap: median of 5).
+/// Rounds of the C loops (cheap: median of 5), unless `BENCH_ROUNDS` says otherwise.
 const ROUNDS: usize = 5;
 /// The goals the issue sets.
 const EXACT_VS_FLOOR_MAX: f64 = 1.3;
+/// Sample mode against the entry-only (uprobe session) floor.
+const SAMPLE_VS_SESSION_FLOOR_MAX: f64 = 1.1;
 const SAMPLE_REDIS_MIN: f64 = 0.70;
 const GROWTH_REDIS_MIN: f64 = 0.97;
 const PIPELINE_MIN: f64 = 10e6;
@@ -63,6 +65,20 @@ const PARTS: &[&str] = &[
     "stacks",
     "soak",
 ];
+
+/// `default` rounds, or `BENCH_ROUNDS` when set (loops and redis).
+fn rounds(default: usize) -> Result<usize> {
+    match std::env::var("BENCH_ROUNDS") {
+        Err(_) => Ok(default),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!(
+                "BENCH_ROUNDS={v:?} is not a number of rounds: give a whole number ≥ 1, or \
+                 unset it for each part's own"
+            ),
+        },
+    }
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -179,6 +195,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let exe = loops::build_workload(&dir)?;
     let oomtrace = root().join("target/release/oomtrace");
     let started = std::time::Instant::now();
+    let loop_rounds = rounds(ROUNDS)?;
 
     let mut md = String::new();
     line(&mut md, "# Benchmarks\n");
@@ -195,11 +212,17 @@ pub fn run(args: &[String]) -> Result<()> {
             "C workload: `tests/workloads/bench_loop.c` built with `cc -O2 -g`. Each loop figure is the time \
              the workload measures around its own loop (`clock_gettime`), so start-up, attach and detach \
              are excluded for every tracer (bpftrace's `-c` starts the workload once its probes are \
-             attached; heaptrack preloads before `main`). {ROUNDS} rounds with the configurations \
+             attached; heaptrack preloads before `main`). {loop_rounds} rounds with the configurations \
              interleaved within each round; medians. The **bare probe floor** is `oomtrace run \
              --probe-floor`: programs that return at once, attached on exactly the functions and offsets \
-             a real run probes, and nothing else; it is what any uprobe tool pays for the traps. \
-             `vs floor` compares each mode with the floor at the same placement. oomtrace runs with \
+             a real run probes, and nothing else; it is what any uprobe tool pays for the traps. It comes \
+             in two kinds: **entry+return** (an empty program at each allocator call's entry and \
+             another at its return, the uretprobe trampoline included), which `exact` pays, and \
+             **entry only** (`--probe-floor --mode sample`: one empty uprobe-session program that skips \
+             every return), which `sample` pays, since its unsampled calls skip their return probe. \
+             `vs its floor` compares each mode with the floor of its own kind at the same placement: \
+             `sample` with the entry-only floor; `exact`, `growth` and `sample` without sessions \
+             (`OOMTRACE_UPROBES=multi`, the entry+return pair) with the entry+return one. oomtrace runs with \
              the kernel's BPF run-time statistics on (its own-cost figures), which adds two clock \
              reads per program run to it and to the floor alike.\n"
         ),
@@ -261,7 +284,7 @@ pub fn run(args: &[String]) -> Result<()> {
         what: "200000 × (`malloc(64)`; `free`) in one thread; the loop's own time",
         calls: 200_000.0,
         unit: "per malloc+free pair",
-        rounds: ROUNDS,
+        rounds: loop_rounds,
     };
     let mut loop1 = None;
     if want("loop") {
@@ -290,7 +313,7 @@ pub fn run(args: &[String]) -> Result<()> {
                the loop's own time (per pair: over all 200000 pairs)",
         calls: 200_000.0,
         unit: "per malloc+free pair",
-        rounds: ROUNDS,
+        rounds: loop_rounds,
     };
     let mut loop2 = None;
     if want("mt") || want("cost") {
@@ -305,7 +328,7 @@ pub fn run(args: &[String]) -> Result<()> {
             what: "200000 `malloc(64)`, then the 200000 `free`s timed alone: where `free`'s probe placement acts",
             calls: 200_000.0,
             unit: "per free",
-            rounds: ROUNDS,
+            rounds: loop_rounds,
         };
         let m = loops::measure(&oomtrace, &exe, tracers::free_phase_configs(), &free, &dir)?;
         loops::table(&mut md, &free, &m);
@@ -326,6 +349,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if let Some(m) = &loop1 {
         goals.push(exact_goal(m));
+        goals.push(sample_goal(m, &one_thread));
     }
     if want("redis") {
         let m = redis::measure(&oomtrace, tracers::redis_configs(&oomtrace)?, &dir)?;
@@ -431,7 +455,7 @@ pub fn run(args: &[String]) -> Result<()> {
 /// `exact` vs the floor at the same placement, on the one-thread loop.
 fn exact_goal(m: &Measured) -> Goal {
     let goal = format!(
-        "`exact` on the malloc/free loop ≤ {EXACT_VS_FLOOR_MAX}× the bare probe floor at the same placement"
+        "`exact` on the malloc/free loop ≤ {EXACT_VS_FLOOR_MAX}× the entry+return probe floor at the same placement"
     );
     let (Some(exact), Some(floor)) = (m.by_role(Role::Exact), m.by_role(Role::FloorAuto)) else {
         return Goal {
@@ -442,22 +466,6 @@ fn exact_goal(m: &Measured) -> Goal {
         };
     };
     let ratio = exact / floor;
-    let programs = |r: Option<&Value>| -> String {
-        r.and_then(|r| r["tracer_cost"]["programs"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter(|p| p["runs"].as_u64().unwrap_or(0) > 0)
-            .take(3)
-            .map(|p| {
-                format!(
-                    "{} {:.0} ns",
-                    p["name"].as_str().unwrap_or("?"),
-                    p["ns_per_run"].as_f64().unwrap_or(0.0)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let why = if ratio <= EXACT_VS_FLOOR_MAX {
         String::new()
     } else {
@@ -482,12 +490,125 @@ fn exact_goal(m: &Measured) -> Goal {
     }
 }
 
+/// The programs that ran in a report's BPF statistics, with their own ns per run.
+fn programs(r: Option<&Value>) -> String {
+    let ran: Vec<String> = r
+        .and_then(|r| r["tracer_cost"]["programs"].as_array())
+        .into_iter()
+        .flatten()
+        .filter(|p| p["runs"].as_u64().unwrap_or(0) > 0)
+        .take(3)
+        .map(|p| {
+            format!(
+                "{} {:.0} ns",
+                p["name"].as_str().unwrap_or("?"),
+                p["ns_per_run"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    if ran.is_empty() {
+        "no statistics".into()
+    } else {
+        ran.join(", ")
+    }
+}
+
+/// A program's entry in a report's BPF statistics, if it ran.
+fn program<'a>(r: Option<&'a Value>, name: &str) -> Option<&'a Value> {
+    r?["tracer_cost"]["programs"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name && p["runs"].as_u64().unwrap_or(0) > 0)
+}
+
+/// Whether the run behind a report attached uprobe sessions (its session program ran).
+fn used_sessions(r: Option<&Value>) -> bool {
+    program(r, "alloc_session").is_some() || program(r, "floor_session").is_some()
+}
+
+/// `sample` vs the entry-only (uprobe session) floor, on the one-thread loop.
+fn sample_goal(m: &Measured, w: &Workload) -> Goal {
+    let goal = format!(
+        "`sample` on the malloc/free loop (one thread) ≤ {SAMPLE_VS_SESSION_FLOOR_MAX}× the \
+         entry-only (uprobe session) floor"
+    );
+    let (Some(sample), Some(floor)) = (m.by_role(Role::Sample), m.by_role(Role::FloorSession))
+    else {
+        return Goal {
+            goal,
+            measured: None,
+            met: None,
+            why: "a configuration did not run (this oomtrace has no `--mode`)".into(),
+        };
+    };
+    let ratio = sample / floor;
+    let met = ratio <= SAMPLE_VS_SESSION_FLOOR_MAX;
+    let (sr, fr) = (m.report(Role::Sample), m.report(Role::FloorSession));
+    // What sessions save: the same mode with the entry and return pair, against its floor.
+    let multi = match (m.by_role(Role::SampleMulti), m.by_role(Role::FloorAuto)) {
+        (Some(s), Some(f)) => format!(
+            "; without sessions {:.2}× the entry+return floor ({:.1} ms vs {:.1} ms)",
+            s / f,
+            s / 1e6,
+            f / 1e6
+        ),
+        _ => String::new(),
+    };
+    let why = if met {
+        String::new()
+    } else if !used_sessions(sr) || !used_sessions(fr) {
+        format!(
+            "over by {:.0} %, but a run did not attach uprobe sessions (the kernel refused them: \
+             the report's programs are {} for sample, {} for the floor), so the return probes \
+             were not skipped",
+            (ratio / SAMPLE_VS_SESSION_FLOOR_MAX - 1.0) * 100.0,
+            programs(sr),
+            programs(fr)
+        )
+    } else {
+        let per_call = |r: Option<&Value>, name: &str| -> Option<(f64, f64)> {
+            let p = program(r, name)?;
+            Some((
+                p["ns_per_run"].as_f64()?,
+                p["run_time_ns"].as_f64()? / w.calls,
+            ))
+        };
+        let over_ns = (sample - floor) / w.calls;
+        match (per_call(sr, "alloc_session"), per_call(fr, "floor_session")) {
+            (Some((s_run, s_pair)), Some((f_run, f_pair))) => format!(
+                "over by {:.0} %: {over_ns:.0} ns per malloc+free pair above the floor, of which \
+                 the session program's own time is {:.0} ns (`alloc_session` {s_run:.0} ns per \
+                 run vs `floor_session` {f_run:.0} ns, the kernel's BPF statistics over the \
+                 run); the other {:.0} ns is outside the programs (the sampled calls' return \
+                 trampoline, the user side reading events on the same 2 cores)",
+                (ratio / SAMPLE_VS_SESSION_FLOOR_MAX - 1.0) * 100.0,
+                s_pair - f_pair,
+                over_ns - (s_pair - f_pair)
+            ),
+            _ => format!(
+                "over by {:.0} %: {over_ns:.0} ns per pair above the floor (programs: {}; \
+                 floor: {})",
+                (ratio / SAMPLE_VS_SESSION_FLOOR_MAX - 1.0) * 100.0,
+                programs(sr),
+                programs(fr)
+            ),
+        }
+    };
+    Goal {
+        goal,
+        measured: Some(format!(
+            "{ratio:.2}× ({:.1} ms vs {:.1} ms){multi}",
+            sample / 1e6,
+            floor / 1e6
+        )),
+        met: Some(met),
+        why,
+    }
+}
+
 fn redis_goals(m: &redis::Measured) -> Vec<Goal> {
     let untraced = m.combined(Role::Untraced);
-    let floor = match (m.combined(Role::FloorAuto), untraced) {
-        (Some(f), Some(u)) => Some(f / u),
-        _ => None,
-    };
+    let share = |role: Role| Some(m.combined(role)? / untraced?);
     [
         (Role::Sample, "sample", SAMPLE_REDIS_MIN),
         (Role::Growth, "growth", GROWTH_REDIS_MIN),
@@ -498,51 +619,94 @@ fn redis_goals(m: &redis::Measured) -> Vec<Goal> {
             "`{name}` keeps redis-benchmark throughput ≥ {:.0} % of untraced",
             min * 100.0
         );
-        match (m.combined(role), untraced) {
-            (Some(got), Some(u)) => {
-                let share = got / u;
-                Goal {
-                    goal,
-                    measured: Some(format!("{:.0} %", share * 100.0)),
-                    met: Some(share >= min),
-                    why: if share >= min {
-                        String::new()
-                    } else {
-                        let short = (min - share) * 100.0;
-                        match floor {
-                            // Sample mode needs malloc's and free's probes: their traps alone
-                            // (empty programs) set its ceiling.
-                            Some(f) if role == Role::Sample && f < min => format!(
-                                "short by {short:.0} points, and out of reach for any mode that \
-                                 probes the allocator here: the bare probe floor (empty programs \
-                                 on the same probes) alone keeps {:.0} %; sampling's own cost on \
-                                 top of it is {:.0} points",
-                                f * 100.0,
-                                (f - share) * 100.0
-                            ),
-                            _ if role == Role::Growth => format!(
-                                "short by {short:.0} points: growth mode has no uprobe; its cost is \
-                                 the page-fault and mmap/brk/madvise tracepoint programs and the \
-                                 user side reading their events on the same 2 cores (3 rounds; \
-                                 the untraced rounds themselves vary by several points)"
-                            ),
-                            _ => format!(
-                                "short by {short:.0} points: see the redis table (the floor row \
-                                 is the traps' share)"
-                            ),
-                        }
-                    },
-                }
-            }
-            _ => Goal {
+        let Some(got) = share(role) else {
+            return Goal {
                 goal,
                 measured: None,
                 met: None,
                 why: format!("this oomtrace build has no `--mode {name}`: rerun after merging it"),
-            },
+            };
+        };
+        let short = (min - got) * 100.0;
+        let why = if got >= min {
+            String::new()
+        } else if role == Role::Sample {
+            sample_redis_why(m, got, min, share(Role::FloorSession), share(Role::FloorAuto))
+        } else if role == Role::Growth {
+            format!(
+                "short by {short:.0} points: growth mode has no uprobe; its cost is the \
+                 page-fault and mmap/brk/madvise tracepoint programs and the user side reading \
+                 their events on the same 2 cores ({} rounds; the untraced rounds themselves \
+                 vary by several points)",
+                m.rounds
+            )
+        } else {
+            format!("short by {short:.0} points: see the redis table (the floor rows are the traps' share)")
+        };
+        Goal {
+            goal,
+            measured: Some(format!("{:.0} %", got * 100.0)),
+            met: Some(got >= min),
+            why,
         }
     })
     .collect()
+}
+
+/// Why sample mode keeps less than `min` of redis's throughput: against the floor it pays,
+/// the entry-only one when its run attached uprobe sessions, else the entry+return one.
+fn sample_redis_why(
+    m: &redis::Measured,
+    got: f64,
+    min: f64,
+    session_floor: Option<f64>,
+    pair_floor: Option<f64>,
+) -> String {
+    let short = (min - got) * 100.0;
+    let sessions = used_sessions(m.report(Role::Sample));
+    let (floor, kind) = if sessions {
+        (
+            session_floor,
+            "the entry-only floor (one empty uprobe-session program on the same probes, \
+             skipping every return)",
+        )
+    } else {
+        (
+            pair_floor,
+            "the entry+return floor (empty programs on the same probes; this sample run did \
+             not attach uprobe sessions)",
+        )
+    };
+    let Some(f) = floor else {
+        return format!("short by {short:.0} points: see the redis table (its floor did not run)");
+    };
+    let programs = format!(
+        "the programs' own time per run: {}; floor: {}",
+        programs(m.report(Role::Sample)),
+        programs(m.report(if sessions {
+            Role::FloorSession
+        } else {
+            Role::FloorAuto
+        }))
+    );
+    if f < min {
+        // The floor's traps alone (empty programs) set sample mode's ceiling.
+        format!(
+            "short by {short:.0} points, and out of reach for any tool that probes the \
+             allocator's entries here: {kind} alone keeps {:.0} %; sampling's own cost on top \
+             of it is {:.0} points ({programs})",
+            f * 100.0,
+            (f - got) * 100.0
+        )
+    } else {
+        format!(
+            "short by {short:.0} points: {kind} keeps {:.0} %, so sampling's own cost on top of \
+             it, {:.0} points, is what misses ({programs}; the rest is the user side reading \
+             events on the same 2 cores)",
+            f * 100.0,
+            (f - got) * 100.0
+        )
+    }
 }
 
 /// oomtrace's own CPU, memory and losses at the highest event rate, from its report.

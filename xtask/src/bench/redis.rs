@@ -17,6 +17,7 @@ const PORT: &str = "16379";
 /// Requests per test (SET, then GET): bounded so a slow configuration still ends.
 pub const REQUESTS: u64 = 100_000;
 const CLIENTS: &str = "20";
+/// Rounds, unless `BENCH_ROUNDS` says otherwise.
 const ROUNDS: usize = 3;
 /// The tracer must see at least this many allocations in redis-server, or it did not trace
 /// redis's allocator (jemalloc) at all.
@@ -31,6 +32,8 @@ pub struct Measured {
     pub reports: Vec<Option<Value>>,
     /// Rounds that started while other processes held uprobe/kprobe programs.
     pub busy_rounds: usize,
+    /// Rounds run.
+    pub rounds: usize,
 }
 
 impl Measured {
@@ -42,6 +45,15 @@ impl Measured {
             .zip(&self.rps)
             .find(|(c, _)| c.role == role)
             .and_then(|(_, r)| r.map(combined))
+    }
+
+    /// The last report of the configuration with `role`.
+    pub fn report(&self, role: Role) -> Option<&Value> {
+        self.configs
+            .iter()
+            .zip(&self.reports)
+            .find(|(c, _)| c.role == role)
+            .and_then(|(_, r)| r.as_ref())
     }
 }
 
@@ -157,7 +169,7 @@ fn run_once(oomtrace: &Path, cfg: &Config, dir: &Path) -> Result<((f64, f64), Op
                     .with_context(|| format!("{} wrote no report", cfg.name))?,
             )
             .with_context(|| format!("{} wrote a report that is not JSON", cfg.name))?;
-            if cfg.role != Role::FloorAuto {
+            if !cfg.role.is_floor() {
                 check_traced(&r, cfg)?;
             }
             Some(r)
@@ -239,10 +251,11 @@ fn check_traced(report: &Value, cfg: &Config) -> Result<()> {
 
 /// Every configuration, `ROUNDS` rounds interleaved.
 pub fn measure(oomtrace: &Path, configs: Vec<Config>, dir: &Path) -> Result<Measured> {
+    let rounds = super::rounds(ROUNDS)?;
     let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); configs.len()];
     let mut reports: Vec<Option<Value>> = vec![None; configs.len()];
     let mut busy_rounds = 0;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let others = super::interference::foreign_probe_holders();
         if !others.is_empty() {
             eprintln!(
@@ -285,6 +298,7 @@ pub fn measure(oomtrace: &Path, configs: Vec<Config>, dir: &Path) -> Result<Meas
         rps,
         reports,
         busy_rounds,
+        rounds,
     })
 }
 
@@ -296,10 +310,11 @@ pub fn table(md: &mut String, m: &Measured) {
         &format!(
             "## redis-server under redis-benchmark\n\n`{cmd}` (Debian's redis-server: malloc from \
              libjemalloc.so.2), driven by `redis-benchmark -h {HOST} -p {PORT} -q -n {REQUESTS} -c {CLIENTS} \
-             -t set,get` once it answers PING (so start-up and attach are excluded). Medians of {ROUNDS} rounds, \
+             -t set,get` once it answers PING (so start-up and attach are excluded). Medians of {} rounds, \
              configurations interleaved. Combined = both tests' requests over both tests' time. Every oomtrace \
              row's report was checked to hold ≥ {MIN_ALLOCS} allocations in redis-server (growth mode, \
-             which probes no allocator: resident pages attributed to redis-server's stacks).\n"
+             which probes no allocator: resident pages attributed to redis-server's stacks).\n",
+            m.rounds
         ),
     );
     report::line(
@@ -312,7 +327,7 @@ pub fn table(md: &mut String, m: &Measured) {
     for ((cfg, rps), rep) in m.configs.iter().zip(&m.rps).zip(&m.reports) {
         let shown = tracers::shown(cfg, &argv);
         let seen = match rep {
-            Some(r) if cfg.role != Role::FloorAuto => format!(
+            Some(r) if !cfg.role.is_floor() => format!(
                 "{}{} | {} | {:.2} s",
                 redis_allocs(r),
                 if cfg.role == Role::Growth {
@@ -352,5 +367,5 @@ pub fn table(md: &mut String, m: &Measured) {
         }
     }
     report::line(md, "");
-    report::line(md, &super::interference::note(m.busy_rounds, ROUNDS));
+    report::line(md, &super::interference::note(m.busy_rounds, m.rounds));
 }

@@ -1,6 +1,7 @@
 //! What a stack costs per allocation (`cargo xtask bench stacks`): the kernel's walk through the
-//! `.eh_frame` tables against the frame-pointer walk and the bare probe floor, at two depths, in
-//! exact and sample mode, on `tests/workloads/bench_stack.c` built with and without frame
+//! `.eh_frame` tables against the frame-pointer walk and the bare probe floors (entry+return for
+//! exact mode, entry only with uprobe sessions for sample mode), at two depths, in exact and
+//! sample mode, on `tests/workloads/bench_stack.c` built with and without frame
 //! pointers, with the issue's goals for both modes at depth 32; then what preparing the tables
 //! costs for a process with many modules, and the memory the walker's maps take.
 //!
@@ -88,8 +89,16 @@ fn rows() -> Vec<Row> {
             traced: None,
         },
         Row {
-            name: "bare probe floor".into(),
+            name: "bare probe floor, entry+return".into(),
             args: oom(&["run", "--probe-floor"]),
+            fp_only: false,
+            with_fp: false,
+            traced: None,
+        },
+        // Sample mode's floor: one empty session program that skips every return.
+        Row {
+            name: "bare probe floor, entry only (uprobe sessions)".into(),
+            args: oom(&["run", "--probe-floor", "--mode", "sample"]),
             fp_only: false,
             with_fp: false,
             traced: None,
@@ -188,12 +197,23 @@ fn ns_per_run(report: &Value, name: &str) -> Option<f64> {
     program(report, name)?["ns_per_run"].as_f64()
 }
 
-/// A program's entry in a report's BPF statistics.
+/// A program's entry in a report's BPF statistics, if it ran.
 fn program<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
     report["tracer_cost"]["programs"]
         .as_array()?
         .iter()
-        .find(|p| p["name"] == name)
+        .find(|p| p["name"] == name && p["runs"].as_u64().unwrap_or(0) > 0)
+}
+
+/// The program that ran at allocator entries in a row's report: the session program where the
+/// run attached uprobe sessions, else the entry program.
+fn entry_program(report: &Value, floor: bool) -> Option<&'static str> {
+    let names: [&'static str; 2] = if floor {
+        ["floor_session", "floor_enter"]
+    } else {
+        ["alloc_session", "alloc_enter"]
+    };
+    names.into_iter().find(|n| program(report, n).is_some())
 }
 
 /// The deepest stack's frame count, from a report.
@@ -227,11 +247,13 @@ struct Measured<'a> {
 }
 
 /// The issue's goal for `mode` at [`GOAL_DEPTH`]: the worst of the mode's rows that unwind as
-/// oomtrace does by default (tables, not `OOMTRACE_UNWIND=frame-pointers`), against the floor.
+/// oomtrace does by default (tables, not `OOMTRACE_UNWIND=frame-pointers`), against the floor
+/// that mode pays.
 fn stack_goal(mode: &str, max: f64, all: &[Measured], floor: &Measured) -> Goal {
     let goal = format!(
-        "`{mode}` with full stacks (depth {GOAL_DEPTH}, `bench_stack`) ≤ {max}× the bare probe \
-         floor per malloc+free pair"
+        "`{mode}` with full stacks (depth {GOAL_DEPTH}, `bench_stack`) ≤ {max}× the {}, per \
+         malloc+free pair",
+        floor.row.name
     );
     let worst = all
         .iter()
@@ -268,23 +290,42 @@ fn stack_goal(mode: &str, max: f64, all: &[Measured], floor: &Measured) -> Goal 
                     - program_per_pair_us(floor.report.as_ref(), theirs)?,
             )
         };
-        match (
-            above("alloc_enter", "floor_enter"),
-            above("alloc_return", "floor_return"),
-        ) {
-            (Some(enter), Some(ret)) => format!(
-                "over by {:.0} %: {over:.2} µs per pair above the floor, of which `alloc_enter` \
-                 (where the walk is) is {enter:.2} µs and `alloc_return` {ret:.2} µs above the \
-                 floor's programs (the kernel's BPF statistics over the run, per pair); the \
-                 other {:.2} µs is outside the programs",
-                (ratio / max - 1.0) * 100.0,
-                over - enter - ret,
-            ),
-            _ => format!(
-                "over by {:.0} %: {over:.2} µs per pair above the floor (a report had no BPF \
-                 statistics to split it by program)",
-                (ratio / max - 1.0) * 100.0
-            ),
+        let over_pct = (ratio / max - 1.0) * 100.0;
+        let sessions = w
+            .report
+            .as_ref()
+            .is_some_and(|r| program(r, "alloc_session").is_some());
+        if sessions {
+            match above("alloc_session", "floor_session") {
+                Some(prog) => format!(
+                    "over by {over_pct:.0} %: {over:.2} µs per pair above the floor, of which \
+                     `alloc_session` (entry, where the walk is, and the sampled calls' return) \
+                     is {prog:.2} µs above `floor_session` (the kernel's BPF statistics over \
+                     the run, per pair); the other {:.2} µs is outside the programs",
+                    over - prog,
+                ),
+                None => format!(
+                    "over by {over_pct:.0} %: {over:.2} µs per pair above the floor (a report \
+                     had no session program's statistics to split it by program)"
+                ),
+            }
+        } else {
+            match (
+                above("alloc_enter", "floor_enter"),
+                above("alloc_return", "floor_return"),
+            ) {
+                (Some(enter), Some(ret)) => format!(
+                    "over by {over_pct:.0} %: {over:.2} µs per pair above the floor, of which \
+                     `alloc_enter` (where the walk is) is {enter:.2} µs and `alloc_return` \
+                     {ret:.2} µs above the floor's programs (the kernel's BPF statistics over \
+                     the run, per pair); the other {:.2} µs is outside the programs",
+                    over - enter - ret,
+                ),
+                _ => format!(
+                    "over by {over_pct:.0} %: {over:.2} µs per pair above the floor (a report \
+                     had no BPF statistics to split it by program)"
+                ),
+            }
         }
     };
     Goal {
@@ -338,7 +379,13 @@ pub fn measure(oomtrace: &Path, dir: &Path, md: &mut String) -> Result<Vec<Goal>
             report,
         })
         .collect();
-    let floor = &all[1];
+    // Exact mode pays the entry+return floor; sample mode, whose unsampled calls skip their
+    // return probe, the entry-only one.
+    let (pair_floor, session_floor) = (&all[1], &all[2]);
+    let floor_of = |m: &Measured| match m.row.traced {
+        Some(("sample", _)) => session_floor,
+        _ => pair_floor,
+    };
     // The sampling rate the sample rows ran at, as their reports state it.
     let rate = all
         .iter()
@@ -354,49 +401,53 @@ pub fn measure(oomtrace: &Path, dir: &Path, md: &mut String) -> Result<Vec<Goal>
              `OOMTRACE_UNWIND=frame-pointers`. `sample` is `--mode sample` at its default rate, \
              one sample per {} KiB allocated on average (the reports' `mode.sample_rate_bytes`): \
              about {:.0} of the {PAIRS} `malloc`s are sampled, and only those have their stack \
-             walked. The entry program's own time per run (the kernel's BPF statistics) is \
-             `alloc_enter`'s, where the walk happens (the floor's: `floor_enter`, which returns \
-             at once); it serves `malloc` and `free` alike, so this is the BPF time per \
-             allocator call at entry. {rounds} round(s), interleaved; medians.\n",
+             walked. `vs its floor`: `exact` rows against the entry+return floor, `sample` rows \
+             against the entry-only floor (uprobe sessions: the unsampled calls skip their \
+             return probe, as the floor's every call does). The entry program's own time per run \
+             (the kernel's BPF statistics) is `alloc_enter`'s in exact mode and \
+             `alloc_session`'s in sample mode (the session program, which also runs at the \
+             sampled calls' returns), where the walk happens; the floors' are `floor_enter` and \
+             `floor_session`, which return at once. It serves `malloc` and `free` alike, so this \
+             is the BPF time per allocator call at entry. {rounds} round(s), interleaved; \
+             medians.\n",
             rate / 1024,
             (PAIRS * 64) as f64 / rate as f64,
         ),
     );
     report::line(
         md,
-        "| configuration | per malloc+free pair | vs floor | entry program per run | frames |",
+        "| configuration | per malloc+free pair | vs its floor | entry program per run | frames |",
     );
     report::line(md, "|---|---:|---:|---:|---:|");
     for m in &all {
-        // The floor's entry program is `floor_enter`; every other traced row's is `alloc_enter`.
-        let entry = if m.row.traced.is_some() {
-            "alloc_enter"
-        } else {
-            "floor_enter"
-        };
-        let ns = m.report.as_ref().and_then(|r| ns_per_run(r, entry));
+        let entry = m.report.as_ref().and_then(|r| {
+            let name = entry_program(r, m.row.traced.is_none())?;
+            Some((name, ns_per_run(r, name)?))
+        });
         let frames = m.report.as_ref().and_then(frames);
+        // The untraced run and both floors show against the entry+return floor.
+        let vs = format!("{:.2}×", m.ns / floor_of(m).ns);
         report::line(
             md,
             &format!(
-                "| {} | {:.2} µs | {:.2}× | {} | {} |",
+                "| {} | {:.2} µs | {vs} | {} | {} |",
                 m.row.name,
                 per_pair_us(m.ns),
-                m.ns / floor.ns,
-                ns.map_or("–".into(), |n| format!("{n:.0} ns")),
+                entry.map_or("–".into(), |(name, n)| format!("{n:.0} ns (`{name}`)")),
                 frames.map_or("–".into(), |f| f.to_string()),
             ),
         );
     }
     report::line(md, "");
     let goals = vec![
-        stack_goal("exact", EXACT_STACKS_MAX, &all, floor),
-        stack_goal("sample", SAMPLE_STACKS_MAX, &all, floor),
+        stack_goal("exact", EXACT_STACKS_MAX, &all, pair_floor),
+        stack_goal("sample", SAMPLE_STACKS_MAX, &all, session_floor),
     ];
     report::line(
         md,
-        "The issue's goals for full stacks, per malloc+free pair against the bare probe floor, \
-         taken on the worst of each mode's table rows at depth 32 (also in the Goals table):\n",
+        "The issue's goals for full stacks, per malloc+free pair against the floor each mode \
+         pays, taken on the worst of each mode's table rows at depth 32 (also in the Goals \
+         table):\n",
     );
     for g in &goals {
         let verdict = match g.met {

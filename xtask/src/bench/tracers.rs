@@ -1,4 +1,4 @@
-//! The configurations compared side by side: untraced, oomtrace's bare probe floor, oomtrace in
+//! The configurations compared side by side: untraced, oomtrace's bare probe floors, oomtrace in
 //! each mode, bpftrace with a memleak-style script, heaptrack. One table of data drives every
 //! benchmark; a configuration that cannot run fails the bench, except an oomtrace mode this
 //! build does not have, which becomes a "skipped" row.
@@ -36,6 +36,8 @@ pub struct Config {
     pub skipped: Option<String>,
     /// Which benchmark roles it plays (goals and ratios look configurations up by role).
     pub role: Role,
+    /// Environment given to oomtrace (shown before the command).
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 /// What a configuration stands for in ratios and goals.
@@ -46,13 +48,43 @@ pub enum Role {
     FloorAuto,
     /// Empty programs at offset 0.
     FloorEntry,
+    /// An empty uprobe-session program on oomtrace's placement that skips every return: the
+    /// entry-only floor sample mode pays.
+    FloorSession,
     Exact,
     /// `exact` with probes forced to offset 0.
     ExactEntry,
     Sample,
+    /// `sample` with the entry and return pair (`OOMTRACE_UPROBES=multi`), not sessions.
+    SampleMulti,
     Growth,
     Other,
 }
+
+impl Role {
+    /// A bare probe floor: empty programs, so no allocation is seen.
+    pub fn is_floor(self) -> bool {
+        matches!(
+            self,
+            Role::FloorAuto | Role::FloorEntry | Role::FloorSession
+        )
+    }
+
+    /// The floor this role's rows are compared with: sample mode (with sessions) against the
+    /// entry-only session floor, `exact` at offset 0 against the floor at offset 0, every other
+    /// mode against the entry+return floor at oomtrace's placement.
+    pub fn floor(self) -> Option<Role> {
+        match self {
+            Role::Sample => Some(Role::FloorSession),
+            Role::Exact | Role::SampleMulti | Role::Growth => Some(Role::FloorAuto),
+            Role::ExactEntry => Some(Role::FloorEntry),
+            _ => None,
+        }
+    }
+}
+
+/// The environment that makes sample mode use the entry and return pair instead of sessions.
+const NO_SESSIONS: (&str, &str) = ("OOMTRACE_UPROBES", "multi");
 
 /// oomtrace's modes: (row name, role, `--mode` value).
 const MODES: &[(&str, Role, &str)] = &[
@@ -67,6 +99,7 @@ fn config(name: &str, tracer: Tracer, role: Role) -> Config {
         tracer,
         skipped: None,
         role,
+        env: Vec::new(),
     }
 }
 
@@ -76,25 +109,61 @@ fn oomtrace(args: &[&str]) -> Tracer {
 
 /// oomtrace in each mode. `exact` is what oomtrace does without `--mode`: on a build without
 /// the flag it runs without it; the other modes are skipped there.
+/// Sample mode also runs without sessions (`OOMTRACE_UPROBES=multi`), against the
+/// entry+return floor, so that what sessions save shows.
 pub fn modes(oomtrace_bin: &Path) -> Result<Vec<Config>> {
     let has_mode_flag = mode_flag_known(oomtrace_bin)?;
-    Ok(MODES
-        .iter()
-        .map(|&(name, role, mode)| {
-            let flag = format!("--mode={mode}");
-            match (has_mode_flag, role) {
-                (true, _) => config(name, oomtrace(&["run", &flag]), role),
-                (false, Role::Exact) => config(name, oomtrace(&["run"]), role),
-                (false, _) => Config {
-                    skipped: Some(format!(
-                        "skipped: oomtrace has no --mode {}",
-                        mode.split('=').next().unwrap_or(mode)
-                    )),
-                    ..config(name, oomtrace(&["run", &flag]), role)
-                },
-            }
-        })
-        .collect())
+    let mut v = Vec::new();
+    for &(name, role, mode) in MODES {
+        let flag = format!("--mode={mode}");
+        v.push(match (has_mode_flag, role) {
+            (true, _) => config(name, oomtrace(&["run", &flag]), role),
+            (false, Role::Exact) => config(name, oomtrace(&["run"]), role),
+            (false, _) => without_mode(config(name, oomtrace(&["run", &flag]), role), mode),
+        });
+        if role == Role::Sample {
+            let cfg = Config {
+                env: vec![NO_SESSIONS],
+                ..config(
+                    &format!("{name}, without sessions"),
+                    oomtrace(&["run", &flag]),
+                    Role::SampleMulti,
+                )
+            };
+            v.push(if has_mode_flag {
+                cfg
+            } else {
+                without_mode(cfg, mode)
+            });
+        }
+    }
+    Ok(v)
+}
+
+/// The entry-only floor: `--probe-floor` in sample mode attaches an empty session program
+/// that skips every return (skipped on a build without `--mode`).
+fn session_floor(oomtrace_bin: &Path) -> Result<Config> {
+    let cfg = config(
+        "bare probe floor, entry only (uprobe sessions)",
+        oomtrace(&["run", "--probe-floor", "--mode=sample"]),
+        Role::FloorSession,
+    );
+    Ok(if mode_flag_known(oomtrace_bin)? {
+        cfg
+    } else {
+        without_mode(cfg, "sample")
+    })
+}
+
+/// `cfg` marked as skipped: this oomtrace has no `--mode`.
+fn without_mode(cfg: Config, mode: &str) -> Config {
+    Config {
+        skipped: Some(format!(
+            "skipped: oomtrace has no --mode {}",
+            mode.split('=').next().unwrap_or(mode)
+        )),
+        ..cfg
+    }
 }
 
 /// Whether `oomtrace run` knows `--mode` (clap says "unexpected argument" when it does not).
@@ -126,6 +195,7 @@ pub fn loop_configs(oomtrace_bin: &Path) -> Result<Vec<Config>> {
             oomtrace(&["run", "--probe-floor"]),
             Role::FloorAuto,
         ),
+        session_floor(oomtrace_bin)?,
     ];
     v.extend(modes(oomtrace_bin)?);
     v.push(config(
@@ -147,6 +217,7 @@ pub fn mt_configs(oomtrace_bin: &Path) -> Result<Vec<Config>> {
             oomtrace(&["run", "--probe-floor"]),
             Role::FloorAuto,
         ),
+        session_floor(oomtrace_bin)?,
     ];
     v.extend(modes(oomtrace_bin)?);
     v.push(config("heaptrack", Tracer::Heaptrack, Role::Other));
@@ -166,8 +237,8 @@ pub fn free_phase_configs() -> Vec<Config> {
     ]
 }
 
-/// Configurations of the redis benchmark: the multi-threaded loop's set (untraced, floor, each
-/// mode, heaptrack).
+/// Configurations of the redis benchmark: the multi-threaded loop's set (untraced, both floors,
+/// each mode, heaptrack).
 pub fn redis_configs(oomtrace_bin: &Path) -> Result<Vec<Config>> {
     let mut v = mt_configs(oomtrace_bin)?;
     // Attached to the running server, as a user pages in: it must find jemalloc by itself.
@@ -220,7 +291,8 @@ pub fn command(
         }
         Tracer::Oomtrace(args) => {
             let mut c = Command::new(oomtrace_bin);
-            c.args(args)
+            c.envs(cfg.env.iter().copied())
+                .args(args)
                 .args(["--format", "json", "-o"])
                 .arg(report)
                 .arg("--")
@@ -249,7 +321,10 @@ pub fn shown(cfg: &Config, argv: &[&str]) -> String {
     let cmd = argv.join(" ");
     match &cfg.tracer {
         Tracer::Untraced => format!("`{cmd}`"),
-        Tracer::Oomtrace(args) => format!("`oomtrace {} -- {cmd}`", args.join(" ")),
+        Tracer::Oomtrace(args) => {
+            let env: String = cfg.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+            format!("`{env}oomtrace {} -- {cmd}`", args.join(" "))
+        }
         Tracer::OomtraceAttach(args) => {
             format!("`{cmd}`, then `oomtrace --pid PID {}`", args.join(" "))
         }
