@@ -71,9 +71,14 @@ impl Probes {
     }
 }
 
-/// Whether `program` is an allocator entry program (one run per allocator call).
+/// Whether `program` is an allocator entry program (one run per allocator call). The
+/// uprobe-session programs count here: they also run at the return of the calls that ask for
+/// it (sampled ones only, a small fraction), so their runs slightly overstate the calls.
 pub fn is_allocator_entry(program: &str) -> bool {
-    program == "floor_enter" || program == "alloc_enter"
+    matches!(
+        program,
+        "floor_enter" | "alloc_enter" | "alloc_session" | "floor_session"
+    )
 }
 
 /// Whether `program` is the allocator return program.
