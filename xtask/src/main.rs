@@ -55,7 +55,7 @@ fn main() -> Result<()> {
                 "  demo   set up, build, then trace the bundled demo workload and print the report"
             );
             eprintln!(
-                "  bench  set up, build, then measure overhead side by side and rewrite BENCHMARKS.md\n         (bench PART…: only bystander, startstop, loop, mt, free, cost, redis, pipeline, extra, agent\n         or soak [SECONDS], into target/bench/partial.md; soak runs only when named)"
+                "  bench  set up, build, then measure overhead side by side and rewrite BENCHMARKS.md\n         (bench PART…: only bystander, startstop, loop, mt, free, cost, redis, pipeline, extra, agent,\n         inject, stacks or soak [SECONDS], into target/bench/partial.md; soak runs only when named;\n         BENCH_ROUNDS=N and BENCH_STACKS_ROUNDS=N set the rounds of the loop/redis and stacks parts)"
             );
             if task == "help" {
                 Ok(())
