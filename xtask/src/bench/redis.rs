@@ -49,11 +49,7 @@ impl Measured {
 
     /// The last report of the configuration with `role`.
     pub fn report(&self, role: Role) -> Option<&Value> {
-        self.configs
-            .iter()
-            .zip(&self.reports)
-            .find(|(c, _)| c.role == role)
-            .and_then(|(_, r)| r.as_ref())
+        tracers::report_of(&self.configs, &self.reports, role)
     }
 }
 

@@ -107,6 +107,20 @@ fn oomtrace(args: &[&str]) -> Tracer {
     Tracer::Oomtrace(args.iter().map(|s| (*s).to_owned()).collect())
 }
 
+/// The last report of the configuration with `role` among `configs` (reports in the same
+/// order).
+pub fn report_of<'a>(
+    configs: &[Config],
+    reports: &'a [Option<serde_json::Value>],
+    role: Role,
+) -> Option<&'a serde_json::Value> {
+    configs
+        .iter()
+        .zip(reports)
+        .find(|(c, _)| c.role == role)
+        .and_then(|(_, r)| r.as_ref())
+}
+
 /// oomtrace in each mode. `exact` is what oomtrace does without `--mode`: on a build without
 /// the flag it runs without it; the other modes are skipped there.
 /// Sample mode also runs without sessions (`OOMTRACE_UPROBES=multi`), against the
