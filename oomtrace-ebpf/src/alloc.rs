@@ -15,8 +15,8 @@ use oomtrace_common::{ConfigKey, DropReason, EventKind, MODE_SAMPLE, MemEvent, c
 
 use crate::inject::Decision;
 use crate::{
-    Pending, config, count_drop, depth, emit_with, event, first_of_image, ids, sample, stack,
-    thread, traced, traced_flags,
+    Pending, config, count_drop, emit_with, event, first_of_image, ids, sample, stack, thread,
+    traced, traced_flags,
 };
 
 // `Pending::flags`: what the return must do (kernel-internal, never emitted).
@@ -313,7 +313,7 @@ fn entry<const SESSION: bool>(ctx: &ProbeContext) -> u32 {
     let ptr = arg_at(&args, cookie::ptr_arg(c));
     let op = cookie::op(c);
     if op == cookie::OP_FREE {
-        free::<SESSION>(ctx, ptr, cookie::alloc_fn(c));
+        free(ctx, ptr, cookie::alloc_fn(c));
         // An allocator layer's free (`PyObject_Free`) frees through `free` inside: open a
         // call, so that one is nested and not reported again. Its return closes it.
         if c & cookie::NESTS != 0 && open_free_call() {
@@ -476,27 +476,26 @@ fn sampled_return(ev: &mut MemEvent, bits: u16, is_realloc: bool) -> bool {
 /// A block returned (`free`, `operator delete`, `sdallocx`, ...), from [`alloc_enter`]; `f`
 /// carries its allocator family.
 #[inline(always)]
-fn free<const SESSION: bool>(ctx: &ProbeContext, addr: u64, f: u16) -> u32 {
+fn free(ctx: &ProbeContext, addr: u64, f: u16) {
     // free(NULL) is a no-op.
     if addr == 0 {
-        return 0;
+        return;
     }
     let (tgid, tid) = ids();
     let sampling = config(ConfigKey::Mode) == MODE_SAMPLE;
     // Sample mode: a block that was not sampled is none of our business — one lookup, no event
     // (first: a process's sampled blocks are its own, so only traced ones have any).
     if sampling && !sample::is_sampled(tgid, addr) {
-        return 0;
+        return;
     }
     let Some(flags) = traced_flags(tgid) else {
-        return 0;
+        return;
     };
-    // A free inside another allocator call is that call's business.
+    // A free inside another allocator call is that call's business (without uprobe sessions
+    // the depth alone says so; nothing is ever skipped then).
     // SAFETY: regs is the probe's pt_regs.
-    if SESSION && crate::inside_call(tid, || unsafe { (*ctx.regs).rsp })
-        || !SESSION && depth(tid) > 0
-    {
-        return 0;
+    if crate::inside_call(tid, || unsafe { (*ctx.regs).rsp }) {
+        return;
     }
     if sampling {
         sample::forget(tgid, addr);
@@ -514,5 +513,4 @@ fn free<const SESSION: bool>(ctx: &ProbeContext, addr: u64, f: u16) -> u32 {
         ev.call_site = unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64).unwrap_or(0) };
     }
     emit_with(&ev, first_of_image(flags));
-    0
 }

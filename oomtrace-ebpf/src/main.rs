@@ -210,13 +210,6 @@ pub fn thread(tid: u32) -> Option<*mut Thread> {
     THREADS.get_ptr_mut(tid)
 }
 
-/// Open allocator calls on this thread (0 when it has no state yet).
-#[inline(always)]
-pub fn depth(tid: u32) -> u32 {
-    // SAFETY: copied out.
-    unsafe { THREADS.get(tid).map_or(0, |t| t.depth) }
-}
-
 /// Whether thread `tid` is inside an allocator call: an open one, or (uprobe sessions) one
 /// whose return was skipped and that still runs below its entry. `sp` gives the thread's user
 /// stack pointer, read only when that second case needs it.

@@ -37,8 +37,11 @@ NOINLINE void *use_lib(void *(*make)(size_t), size_t n) {
     return p;
 }
 
-static int run_lib(const char *path) {
+/* Loads `path` (deleting it from disk first when `unlink_after`), waits for the tracer to see
+ * the mapping, and allocates through it. */
+static int use_plugin_at(const char *path, int unlink_after) {
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (unlink_after) unlink(path);
     if (!h) {
         fprintf(stderr, "dlopen: %s\n", dlerror());
         return 2;
@@ -49,6 +52,8 @@ static int run_lib(const char *path) {
     for (int i = 0; i < 3; i++) held[i] = use_lib(make, 2222);
     return 0;
 }
+
+static int run_lib(const char *path) { return use_plugin_at(path, 0); }
 
 /* Copies `path` to a file of its own, maps it, and deletes it before using it. */
 static int run_deleted(const char *path) {
@@ -62,16 +67,8 @@ static int run_deleted(const char *path) {
         if (write(out, buf, n) != n) return 4;
     close(in);
     close(out);
-    void *h = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
-    unlink(copy);
-    if (!h) {
-        fprintf(stderr, "dlopen: %s\n", dlerror());
-        return 2;
-    }
-    void *(*make)(size_t) = (void *(*)(size_t))dlsym(h, "plugin_make");
-    if (!make) return 3;
-    usleep(300 * 1000);
-    for (int i = 0; i < 3; i++) held[i] = use_lib(make, 2222);
+    int rc = use_plugin_at(copy, 1);
+    if (rc != 0) return rc;
     /* Alive a moment longer, as a program holding a deleted library would be: its frames are
      * named from the mapping while it exists (the file is gone from disk). */
     usleep(300 * 1000);

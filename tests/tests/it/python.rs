@@ -99,12 +99,7 @@ fn python_sites_and_bytes_agree_with_tracemalloc() {
         // Ground truth: tracemalloc's bytes per line, blocks of 512 B and more (what malloc
         // serves; the script says why that is like with like).
         let out = output(Command::new(&python).arg(&script).arg("tracemalloc"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let truth = ok_json(&out);
         let (code, report) = run_json(&[python.as_os_str(), script.as_os_str(), "plain".as_ref()]);
         assert_eq!(code, 0, "{python:?}");
         for (line, function, blocks, size) in [
@@ -186,15 +181,7 @@ fn attach_by_pid_names_the_growing_python_line_and_leaves_output_alone() {
             writeln!(w.stdin.take().unwrap()).unwrap();
             let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
             assert!(w.wait().unwrap().success());
-            let report = tracer.map(|t| {
-                let out = t.wait_with_output().unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                serde_json::from_slice(&out.stdout).unwrap()
-            });
+            let report = tracer.map(|t| ok_json(&t.wait_with_output().unwrap()));
             (rest.join("\n"), report)
         };
         let (plain, _) = run(false);
@@ -352,12 +339,7 @@ fn recorded_python_frames_replay_the_same() {
             .arg(&script)
             .arg("plain"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let live: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let live = ok_json(&out);
     let offline = report_json(&file);
     assert_eq!(
         offline, live,
@@ -397,12 +379,7 @@ fn growth_mode_attributes_faulted_pages_to_the_python_line() {
                 .arg(&script)
                 .arg("plain"),
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = ok_json(&out);
         assert_eq!(report["mode"]["name"], "growth");
         assert_eq!(report["lost_events"], 0);
         // 60 zero-filled bytearrays of 100 000 bytes, side by side on malloc's heap: their pages

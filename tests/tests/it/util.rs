@@ -126,6 +126,14 @@ pub fn run_json(args: &[&std::ffi::OsStr]) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), report)
 }
 
+/// Asserts that `out` succeeded (showing its stderr if not) and parses its stdout as JSON.
+pub fn ok_json(out: &std::process::Output) -> Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("output is not JSON ({e}); stderr: {stderr}"))
+}
+
 /// Figures of one function's stacks within one process, summed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Figures {
