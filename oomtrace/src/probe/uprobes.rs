@@ -396,15 +396,11 @@ fn object_key(object: &Path) -> Result<ObjectKey> {
     Ok((meta.dev(), meta.ino()))
 }
 
-/// Loads relocated copies of the programs `names` from the eBPF object `image`, for multi
-/// links (`expected_attach_type` = `BPF_TRACE_UPROBE_MULTI`), against the maps `ebpf` created.
-/// aya 0.14 loads uprobe programs without an expected attach type, which multi links refuse.
+/// Loads relocated copies of allocator programs for multi-uprobe or uprobe-session links:
+/// aya 0.14 loads uprobe programs without an expected attach type, which those links refuse.
 /// The object's BTF is loaded too and each program gets its function and line records: the
 /// stack walk's `bpf_loop` callback is a subprogram, which the verifier accepts only with them.
-pub fn load_for_multi(ebpf: &Ebpf, image: &[u8], names: &[&str]) -> Result<Vec<OwnedFd>> {
-    MultiLoad::prepare(ebpf).load(image, names, sys::BPF_TRACE_UPROBE_MULTI)
-}
-
+///
 /// What loading programs for multi-uprobe links needs from the loaded object: its maps'
 /// descriptors. Owned, so the verification can run on another thread while the session loads
 /// its tracepoints (the verifier is most of the start-up, and it runs on the calling CPU).
