@@ -734,6 +734,10 @@ pub enum ConfigKey {
 /// Number of config words.
 pub const CONFIG_WORDS: u32 = 44;
 
+/// The attach cookie of `signal:signal_deliver`: the one program that takes stacks at
+/// tracepoints tells that event from the memory syscalls (cookie 0) by it.
+pub const SIGNAL_DELIVER_COOKIE: u64 = 1;
+
 /// [`ConfigKey::Mode`]: every allocator call is traced.
 pub const MODE_EXACT: u64 = 0;
 /// [`ConfigKey::Mode`]: byte-based Poisson sampling of allocations.

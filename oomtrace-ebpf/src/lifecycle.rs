@@ -82,7 +82,9 @@ pub fn process_exec(_ctx: RawTracePointContext) -> i32 {
         // The old layout is gone: no walk may use its mappings.
         crate::unwind::forget(tgid);
         crate::python::forget(tgid);
-        emit(&with_comm(event(EventKind::Exec, tgid, tid)));
+        // Woken at once: a held process waits for the session to publish its new image's
+        // tables, and a short one may end within the next tick.
+        emit_with(&with_comm(event(EventKind::Exec, tgid, tid)), true);
     }
     0
 }
@@ -158,25 +160,6 @@ pub fn signal_generate(ctx: RawTracePointContext) -> i32 {
         ev.call_site = comm.size;
     }
     emit(&ev);
-    0
-}
-
-/// Raw tracepoint: `(sig, info, ka)`; the handler is the first word of `*ka`.
-#[raw_tracepoint(tracepoint = "signal_deliver")]
-pub fn signal_deliver(ctx: RawTracePointContext) -> i32 {
-    let (tgid, tid) = ids();
-    if traced(tgid) {
-        let ka: u64 = ctx.arg(2);
-        // SAFETY: a kernel pointer the tracepoint passed, read through the helper.
-        let handler = unsafe { bpf_probe_read_kernel(ka as *const u64).unwrap_or(1) };
-        let sig: u64 = ctx.arg(0);
-        if handler == 0 {
-            let mut ev = event(EventKind::Signal, tgid, tid);
-            ev.aux = sig & 0xffff_ffff;
-            emit(&ev);
-        }
-        crate::signals::delivered(sig & 0xffff_ffff, handler);
-    }
     0
 }
 

@@ -57,6 +57,7 @@ pub fn delivered(sig: u64, handler: u64) {
         return;
     }
     if handler == 0 {
+        default_action(tgid, tid, sig);
         if is_crash(sig) {
             crash(tgid, tid, sig);
         }
@@ -65,6 +66,13 @@ pub fn delivered(sig: u64, handler: u64) {
     if handler == SIG_IGN {
         return;
     }
+    handler_entered(tid, sig);
+}
+
+/// A handler for `sig` starts on thread `tid`. A subprogram, as are [`default_action`] and
+/// [`crash`]: the walk that `crash` starts has 512 bytes of stack for its whole call chain.
+#[inline(never)]
+fn handler_entered(tid: u32, sig: u64) {
     let Some(t) = thread(tid) else { return };
     // SAFETY: this thread's own map value; only this thread touches it.
     let t = unsafe { &mut *t };
@@ -77,8 +85,17 @@ pub fn delivered(sig: u64, handler: u64) {
     t.handlers = t.handlers.saturating_add(1);
 }
 
+/// Signal `sig` takes its default action. A subprogram: its event must not sit in the frame
+/// that calls [`crash`].
+#[inline(never)]
+fn default_action(tgid: u32, tid: u32, sig: u64) {
+    let mut ev = event(EventKind::Signal, tgid, tid);
+    ev.aux = sig;
+    emit(&ev);
+}
+
 /// Where a fatal signal struck: the faulting instruction and the stack above it.
-#[inline(always)]
+#[inline(never)]
 fn crash(tgid: u32, tid: u32, sig: u64) {
     let (ip, sp, bp) = user_regs();
     // The walk starts at the faulting instruction itself. Where no unwind rows cover it, a
@@ -97,11 +114,12 @@ fn crash(tgid: u32, tid: u32, sig: u64) {
             0
         },
     };
+    let stack_id = stack::stack_id(tgid, start);
     let mut ev = event(EventKind::Crash, tgid, tid);
     ev.aux = sig;
     // + 1 so that it symbolizes like a return address (at call_site - 1).
     ev.call_site = ip.wrapping_add(1);
-    ev.stack_id = stack::stack_id(tgid, start);
+    ev.stack_id = stack_id;
     emit(&ev);
 }
 

@@ -46,15 +46,21 @@ const FLOOR_PROGRAMS: [&str; 2] = ["floor_enter", "floor_return"];
 /// (syscall tracepoint, program): the memory syscalls. Perf tracepoints, not raw `sys_enter`:
 /// they filter by syscall number in the kernel, so every other process's syscalls cost less
 /// (`oomtrace-ebpf/src/dispatch.rs`).
+/// The entries that take a stack share one program, `stack_enter`: the verifier checks the
+/// stack walk once per program.
 const SYSCALL_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sys_enter_mmap", "mmap_enter"),
+    ("sys_enter_mmap", "stack_enter"),
     ("sys_exit_mmap", "mmap_exit"),
     ("sys_enter_munmap", "munmap_enter"),
-    ("sys_enter_mremap", "mremap_enter"),
+    ("sys_enter_mremap", "stack_enter"),
     ("sys_exit_mremap", "mremap_exit"),
-    ("sys_enter_brk", "brk_enter"),
+    ("sys_enter_brk", "stack_enter"),
     ("sys_exit_brk", "brk_exit"),
 ];
+
+/// Signal delivery (handlers, and a crash's stack): a perf tracepoint, for it shares the
+/// stack-taking program with the syscalls, which tells it apart by its event id.
+const SIGNAL_DELIVER: (&str, &str) = ("signal", "signal_deliver");
 
 /// (syscall tracepoint, program): where a signal handler returns.
 const SIGNAL_TRACEPOINTS: &[(&str, &str)] = &[("sys_enter_rt_sigreturn", "sigreturn_enter")];
@@ -66,7 +72,6 @@ const RAW_TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_fork", "process_fork"),
     ("sched_process_exec", "process_exec"),
     ("sched_process_exit", "process_exit"),
-    ("signal_deliver", "signal_deliver"),
     ("signal_generate", "signal_generate"),
 ];
 
@@ -127,8 +132,13 @@ pub struct Probes {
     /// The syscall tracepoints' links, owned here so the session can close them off its
     /// critical path.
     perf_links: Vec<TracePointLink>,
+    /// Links made here rather than by aya (a perf tracepoint with a cookie), and their events.
+    own_links: Vec<std::os::fd::OwnedFd>,
     /// The allocator programs being verified on another thread (see [`Probes::finish_load`]).
     loading: Option<std::thread::JoinHandle<Result<LoadedPrograms>>>,
+    /// The kernel's BTF, read once for the setup's structure offsets and dropped once the
+    /// tracepoints are attached (it is megabytes).
+    kernel_btf: Option<Arc<btf::Btf>>,
 }
 
 /// Allocator programs loaded for multi-uprobe links.
@@ -153,6 +163,8 @@ impl Drop for Probes {
 impl Probes {
     /// Loads the programs (nothing attached yet) and writes the config words.
     pub fn load(cfg: ProbeConfig) -> Result<Self> {
+        // Read on the other CPU while aya loads the object on this one.
+        let kernel_btf = std::thread::spawn(btf::Btf::kernel);
         // The kernel-allocation maps cost megabytes: one entry each unless `--kernel`.
         let (kstacks, klive) = if cfg.kernel {
             (kernel::KSTACK_ENTRIES, kernel::KLIVE_ENTRIES)
@@ -160,6 +172,9 @@ impl Probes {
             (1, 1)
         };
         let ebpf = EbpfLoader::new()
+            // No CO-RE relocations in these programs (the structure offsets they read come
+            // from `CONFIG`): aya need not read and parse the kernel's BTF, megabytes.
+            .btf(None)
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .map_max_entries("KSTACKS", kstacks)
             .map_max_entries("KLIVE", klive)
@@ -183,8 +198,15 @@ impl Probes {
             attacher: None,
             fallback: None,
             perf_links: Vec::new(),
+            own_links: Vec::new(),
             loading: None,
+            kernel_btf: None,
         };
+        // The allocator programs first: their verification is most of the start-up, and it
+        // runs on another CPU while this one does the rest.
+        if cfg.mode.probes_allocator() {
+            probes.start_allocator_load()?;
+        }
         modes::configure(&mut probes.ebpf, cfg.mode)?;
         let mut config: Array<_, u64> = Array::try_from(probes.map_mut("CONFIG")?)?;
         config.set(ConfigKey::TraceAll as u32, u64::from(cfg.trace_all), 0)?;
@@ -196,8 +218,10 @@ impl Probes {
         )?;
         config.set(ConfigKey::Kernel as u32, u64::from(cfg.kernel), 0)?;
         // The raw tracepoints read kernel structures at the offsets this kernel's BTF gives.
-        let btf = btf::Btf::kernel()
-            .ok_or_else(|| anyhow!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)"))?;
+        let btf =
+            Arc::new(kernel_btf.join().ok().flatten().ok_or_else(|| {
+                anyhow!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)")
+            })?);
         let offsets = [
             (ConfigKey::TaskTgidOffset, "task_struct", "tgid"),
             (ConfigKey::TaskComm, "task_struct", "comm"),
@@ -223,40 +247,48 @@ impl Probes {
             .struct_size("percpu_counter")
             .ok_or_else(|| anyhow!("cannot find struct percpu_counter in the kernel's BTF"))?;
         config.set(ConfigKey::CounterSize as u32, u64::from(counter_size), 0)?;
-        if cfg.mode.probes_allocator() {
-            let forced_perf = std::env::var("OOMTRACE_UPROBES").is_ok_and(|v| v == "perf");
-            if forced_perf {
-                probes.fallback = Some("OOMTRACE_UPROBES=perf".into());
-                probes.attacher = Some(Arc::new(probes.load_perf_attacher()?));
-            } else {
-                // Verified on another CPU while the tracepoints load on this one.
-                let prepared = uprobes::MultiLoad::prepare(&probes.ebpf);
-                let names = probes.allocator_programs();
-                let session = probes.session_program();
-                probes.loading = Some(std::thread::spawn(move || {
-                    let mut session_refused = None;
-                    if let Some(name) = session {
-                        match prepared.load(EBPF_OBJECT, &[name], sys::BPF_TRACE_UPROBE_SESSION) {
-                            Ok(fds) => {
-                                return Ok(LoadedPrograms {
-                                    session: Some(name),
-                                    fds,
-                                    session_refused: None,
-                                });
-                            }
-                            Err(e) => session_refused = Some(format!("{e:#}")),
-                        }
-                    }
-                    let fds = prepared.load(EBPF_OBJECT, &names, sys::BPF_TRACE_UPROBE_MULTI)?;
-                    Ok(LoadedPrograms {
-                        session: None,
-                        fds,
-                        session_refused,
-                    })
-                }));
-            }
-        }
+        probes.kernel_btf = Some(btf);
         Ok(probes)
+    }
+
+    /// The kernel's BTF while the session sets up (read once; `None` after).
+    pub(crate) fn kernel_btf(&self) -> Option<Arc<btf::Btf>> {
+        self.kernel_btf.clone()
+    }
+
+    /// Starts loading the allocator programs: on another thread for multi-uprobe links (see
+    /// [`Probes::finish_load`]), or here for perf uprobes (`OOMTRACE_UPROBES=perf`).
+    fn start_allocator_load(&mut self) -> Result<()> {
+        if std::env::var("OOMTRACE_UPROBES").is_ok_and(|v| v == "perf") {
+            self.fallback = Some("OOMTRACE_UPROBES=perf".into());
+            self.attacher = Some(Arc::new(self.load_perf_attacher()?));
+            return Ok(());
+        }
+        let prepared = uprobes::MultiLoad::prepare(&self.ebpf);
+        let names = self.allocator_programs();
+        let session = self.session_program();
+        self.loading = Some(std::thread::spawn(move || {
+            let mut session_refused = None;
+            if let Some(name) = session {
+                match prepared.load(EBPF_OBJECT, &[name], sys::BPF_TRACE_UPROBE_SESSION) {
+                    Ok(fds) => {
+                        return Ok(LoadedPrograms {
+                            session: Some(name),
+                            fds,
+                            session_refused: None,
+                        });
+                    }
+                    Err(e) => session_refused = Some(format!("{e:#}")),
+                }
+            }
+            let fds = prepared.load(EBPF_OBJECT, &names, sys::BPF_TRACE_UPROBE_MULTI)?;
+            Ok(LoadedPrograms {
+                session: None,
+                fds,
+                session_refused,
+            })
+        }));
+        Ok(())
     }
 
     /// The uprobe-session program of this configuration, where sessions pay off: sample mode,
@@ -402,12 +434,14 @@ impl Probes {
     /// Attaches the memory-syscall and process-lifecycle tracepoints.
     pub fn attach_tracepoints(&mut self) -> Result<()> {
         self.attach_tracepoints_only()?;
+        self.kernel_btf = None;
         self.finish_load()
     }
 
     fn attach_tracepoints_only(&mut self) -> Result<()> {
         self.attach_raw_tracepoints(RAW_TRACEPOINTS)?;
         self.attach_syscall_tracepoints(SYSCALL_TRACEPOINTS)?;
+        self.attach_signal_deliver()?;
         if self.mode != crate::mode::Mode::Growth {
             // A signal handler's end, for the allocations made inside one (rare: every other
             // process's rt_sigreturn costs the number filter only).
@@ -424,20 +458,47 @@ impl Probes {
     /// a grace period, so the session closes them off its critical path.
     fn attach_syscall_tracepoints(&mut self, which: &[(&str, &str)]) -> Result<()> {
         for &(name, program) in which {
-            let tp: &mut TracePoint = self
-                .ebpf
-                .program_mut(program)
-                .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
-                .try_into()?;
-            if tp.fd().is_err() {
-                tp.load()
-                    .with_context(|| format!("the kernel rejected program {program}"))?;
-            }
-            let id = tp
-                .attach("syscalls", name)
-                .with_context(|| format!("cannot attach tracepoint syscalls:{name}"))?;
-            self.perf_links.push(tp.take_link(id)?);
+            self.attach_perf_tracepoint("syscalls", name, program)?;
         }
+        Ok(())
+    }
+
+    /// Attaches `stack_enter` (loaded by the syscalls before) to `signal:signal_deliver`,
+    /// through a link with the cookie that tells the program which event it runs for.
+    fn attach_signal_deliver(&mut self) -> Result<()> {
+        let (category, event) = SIGNAL_DELIVER;
+        let id = tracepoint_id(category, event)?;
+        let tp: &mut TracePoint = self
+            .ebpf
+            .program_mut("stack_enter")
+            .ok_or_else(|| anyhow!("eBPF object has no program stack_enter"))?
+            .try_into()?;
+        if tp.fd().is_err() {
+            tp.load()
+                .context("the kernel rejected program stack_enter")?;
+        }
+        let (perf, link) =
+            sys::perf_tracepoint_link(tp.fd()?.as_fd(), id, oomtrace_common::SIGNAL_DELIVER_COOKIE)
+                .with_context(|| format!("cannot attach tracepoint {category}:{event}"))?;
+        self.own_links.extend([link, perf]);
+        Ok(())
+    }
+
+    /// Attaches `program` (loaded on first use) to the perf tracepoint `category:name`.
+    fn attach_perf_tracepoint(&mut self, category: &str, name: &str, program: &str) -> Result<()> {
+        let tp: &mut TracePoint = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
+            .try_into()?;
+        if tp.fd().is_err() {
+            tp.load()
+                .with_context(|| format!("the kernel rejected program {program}"))?;
+        }
+        let id = tp
+            .attach(category, name)
+            .with_context(|| format!("cannot attach tracepoint {category}:{name}"))?;
+        self.perf_links.push(tp.take_link(id)?);
         Ok(())
     }
 
@@ -496,21 +557,26 @@ impl Probes {
         Ok(all)
     }
 
-    /// Detaches everything without making the caller wait for the slow part: the allocator
-    /// probes are closed now (in parallel), the rest is quiesced (nothing is traced any more),
-    /// then a forked child, holding the last references, closes it after the caller exits. The
-    /// kernel serializes perf tracepoint unregistration, a grace period each (about 0.3 s for
-    /// the syscall tracepoints together); the child is gone once that is done.
+    /// Detaches everything without making the caller wait: a forked child takes the last
+    /// references to every link and closes them once the caller has exited, the allocator
+    /// probes first (they are what the traced processes pay for), then the tracepoints. Each
+    /// release costs the kernel a grace period (uprobes: about 35 ms for all; perf tracepoints
+    /// serialized, about 0.3 s together), which nobody waits for. Nothing is traced any more
+    /// from the moment this returns.
     pub fn detach_in_background(mut self) {
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        self.quiesce();
+        let first: Vec<std::os::fd::RawFd> = self
+            .attacher
+            .as_ref()
+            .map(|a| a.link_fds())
+            .unwrap_or_default();
         // The child must hold the last references: it waits for EOF on this pipe, i.e. for us
         // to have exited, then releases them. Our write end closes at our exit.
         let mut fds = [0; 2];
         // SAFETY: fds has room for the two descriptors.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0 {
             // SAFETY: the child only calls async-signal-safe functions (close, read, close_range,
-            // _exit) and allocates nothing.
+            // _exit) and allocates nothing (`first` was made before the fork).
             let pid = unsafe { libc::fork() };
             if pid == 0 {
                 // SAFETY: as above; the child never returns into Rust code.
@@ -521,6 +587,9 @@ impl Probes {
                     }
                     let mut b = 0u8;
                     while libc::read(fds[0], (&raw mut b).cast(), 1) > 0 {}
+                    for &fd in &first {
+                        libc::close(fd);
+                    }
                     libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
                     libc::_exit(0);
                 }
@@ -530,6 +599,7 @@ impl Probes {
         }
         // Our copies are not the last: closing them is immediate. (If fork failed, this is the
         // slow, synchronous detach.)
+        self.quiesce();
         drop(self);
     }
 
@@ -580,10 +650,17 @@ impl Probes {
         }
     }
 
-    /// Process `pid` has ended: its allocator probes go, off this thread.
+    /// Stops probing process `pid`, which runs on: its allocator probes go now, off this thread.
     pub fn forget_pid(&self, pid: u32) {
         if let Some(a) = &self.attacher {
             a.detach(pid);
+        }
+    }
+
+    /// Process `pid` has exited: its allocator probes go in a later batch (they arm nothing).
+    pub fn forget_exited(&self, pid: u32) {
+        if let Some(a) = &self.attacher {
+            a.detach_exited(pid);
         }
     }
 
@@ -687,4 +764,19 @@ pub fn planned_probes(
             emulated: p.placement.emulated,
         })
         .collect())
+}
+
+/// The perf event id of tracepoint `category:name` (its records' `common_type`), from tracefs.
+fn tracepoint_id(category: &str, name: &str) -> Result<u64> {
+    let rel = format!("events/{category}/{name}/id");
+    let path = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .map(|root| Path::new(root).join(&rel))
+        .find(|p| p.exists())
+        .ok_or_else(|| anyhow!("tracefs has no tracepoint {category}:{name} ({rel})"))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{} holds no event id: {:?}", path.display(), text.trim()))
 }

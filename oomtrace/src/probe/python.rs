@@ -80,6 +80,7 @@ impl Probes {
     /// gives it the task's fsbase offset (how a thread state names its thread before 3.11).
     /// Returns a notice when the kernel's BTF lacks it.
     pub fn set_python_depth(&mut self, depth: u64) -> Result<Option<String>> {
+        let btf = self.kernel_btf();
         let mut config: Array<_, u64> = Array::try_from(self.map_mut("CONFIG")?)?;
         config.set(
             ConfigKey::PythonFrames as u32,
@@ -89,7 +90,8 @@ impl Probes {
         if depth == 0 {
             return Ok(None);
         }
-        let fsbase = Btf::kernel().and_then(|b| {
+        let btf = btf.or_else(|| Btf::kernel().map(std::sync::Arc::new));
+        let fsbase = btf.and_then(|b| {
             Some(
                 b.member_offset("task_struct", "thread")?
                     + b.member_offset("thread_struct", "fsbase")?,

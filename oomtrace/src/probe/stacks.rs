@@ -39,9 +39,11 @@ impl Probes {
     /// [`Unwinder`]. Returns a notice for each part the kernel's BTF cannot serve.
     pub fn take_unwinder(&mut self, depth: u64) -> Result<(Unwinder, Vec<String>)> {
         let frames = depth.saturating_sub(1).min(MAX_STACK_FRAMES as u64);
+        let btf = self
+            .kernel_btf()
+            .or_else(|| Btf::kernel().map(std::sync::Arc::new));
         let mut config: Array<_, u64> = Array::try_from(self.map_mut("CONFIG")?)?;
         config.set(ConfigKey::StackFrames as u32, frames, 0)?;
-        let btf = Btf::kernel();
         let mut notices = Vec::new();
         let offsets = |which: &[(ConfigKey, &str, &str)]| -> Option<Vec<(ConfigKey, u64)>> {
             let btf = btf.as_ref()?;

@@ -345,11 +345,47 @@ pub fn perf_uprobe_link(
         Some(p) => (p as libc::pid_t, -1),
         None => (-1, 0),
     };
-    // SAFETY: `attr` is a valid perf_event_attr of the size it states; path outlives the call.
+    // `path` outlives the call.
+    perf_event_link(&attr, pid, cpu, prog, cookie)
+}
+
+/// `PERF_TYPE_TRACEPOINT`.
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+
+/// The perf tracepoint of event id `id` (every process, counted on CPU 0), with `prog`
+/// attached through a link carrying `cookie` (aya's tracepoint links carry none). Both
+/// descriptors must stay open for the program to stay attached.
+pub fn perf_tracepoint_link(
+    prog: BorrowedFd<'_>,
+    id: u64,
+    cookie: u64,
+) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let attr = PerfEventAttr {
+        type_: PERF_TYPE_TRACEPOINT,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: id,
+        sample_period: 1,
+        wakeup_events: 1,
+        ..Default::default()
+    };
+    perf_event_link(&attr, -1, 0, prog, cookie)
+}
+
+/// Opens the perf event `attr` for (`pid`, `cpu`) and links `prog` to it with `cookie`:
+/// (event, link).
+fn perf_event_link(
+    attr: &PerfEventAttr,
+    pid: libc::pid_t,
+    cpu: libc::c_int,
+    prog: BorrowedFd<'_>,
+    cookie: u64,
+) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: `attr` is a valid perf_event_attr of the size it states, and whatever it points
+    // to outlives the call (the caller's).
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
+            attr as *const PerfEventAttr,
             pid,
             cpu,
             -1,

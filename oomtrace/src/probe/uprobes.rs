@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +78,17 @@ struct Attachment {
     links: Vec<OwnedFd>,
 }
 
+/// Links of exited processes waiting to be closed, and since when the oldest waits.
+#[derive(Default)]
+struct Retired {
+    links: Vec<OwnedFd>,
+    since: Option<Instant>,
+}
+
+/// Retired links are closed once this many wait, or once the oldest has waited this long.
+const RETIRED_MAX: usize = 256;
+const RETIRED_AGE: Duration = Duration::from_secs(1);
+
 /// Where probes apply: one process, or every process (`--all`).
 pub type Scope = Option<u32>;
 
@@ -98,6 +109,8 @@ pub struct Attacher {
     plans: Mutex<HashMap<(ObjectKey, ObjectSets), Arc<Plan>>>,
     attached: Mutex<HashMap<Scope, Vec<Attachment>>>,
     closer: Closer,
+    /// Links of processes that have exited, closed in batches ([`Attacher::detach_exited`]).
+    retired: Mutex<Retired>,
     /// Time spent attaching, and attachments made (for the report's own-cost figures).
     attach_time: Mutex<(Duration, u64)>,
     /// Shut: nothing is attached any more ([`Attacher::shut`]).
@@ -114,6 +127,7 @@ impl Attacher {
             plans: Mutex::new(HashMap::new()),
             attached: Mutex::new(HashMap::new()),
             closer: Closer::new(),
+            retired: Mutex::new(Retired::default()),
             attach_time: Mutex::new((Duration::ZERO, 0)),
             shut: AtomicBool::new(false),
         }
@@ -212,6 +226,29 @@ impl Attacher {
         }
     }
 
+    /// Process `pid` has exited: its links go in a batch, later. A link whose process is gone
+    /// arms no breakpoint anywhere (the kernel's filter matches that process's memory, which is
+    /// gone too), so nothing pays for it meanwhile; closing one costs a grace period, which a
+    /// `run` whose command just ended should not wait for. Batches share grace periods, and what
+    /// is left at the end goes with the rest ([`Attacher::link_fds`], [`Attacher::shut`]).
+    pub fn detach_exited(&self, pid: u32) {
+        let gone = self
+            .attached
+            .lock()
+            .expect("attacher lock")
+            .remove(&Some(pid));
+        let Some(list) = gone else { return };
+        let mut retired = self.retired.lock().expect("attacher lock");
+        let since = *retired.since.get_or_insert_with(Instant::now);
+        retired.links.extend(list.into_iter().flat_map(|a| a.links));
+        if retired.links.len() >= RETIRED_MAX || since.elapsed() >= RETIRED_AGE {
+            let batch = std::mem::take(&mut retired.links);
+            retired.since = None;
+            drop(retired);
+            self.closer.close(batch);
+        }
+    }
+
     /// Disarms the breakpoints a fork left in `child` (not followed) by registering and closing
     /// a link for it: on unregistration the kernel removes breakpoints from every address space
     /// that no remaining probe wants. Multi links only (perf uprobes remove themselves).
@@ -246,7 +283,22 @@ impl Attacher {
         for a in all {
             self.closer.close(a.links);
         }
+        let retired = std::mem::take(&mut *self.retired.lock().expect("attacher lock"));
+        self.closer.close(retired.links);
         self.closer.wait_idle();
+    }
+
+    /// The descriptors of every link attached now (for a process that releases them later).
+    pub fn link_fds(&self) -> Vec<RawFd> {
+        let attached = self.attached.lock().expect("attacher lock");
+        let retired = self.retired.lock().expect("attacher lock");
+        attached
+            .values()
+            .flatten()
+            .flat_map(|a| a.links.iter())
+            .chain(retired.links.iter())
+            .map(|l| l.as_raw_fd())
+            .collect()
     }
 
     /// Detaches everything and attaches nothing from now on (tracing has stopped).

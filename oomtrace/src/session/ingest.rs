@@ -295,7 +295,7 @@ impl Session {
         while let Some(ev) = self.ring.get_mut().next_event() {
             if debug {
                 crate::say!(
-                    "ev kind={} fn={} tgid={} tid={} addr={:#x} size={} site={:#x} stack={} old={:#x} ts={}",
+                    "ev kind={} fn={} tgid={} tid={} addr={:#x} size={} site={:#x} stack={} old={:#x} aux={:#x} ts={}",
                     ev.kind,
                     ev.alloc_fn,
                     ev.tgid,
@@ -305,6 +305,7 @@ impl Session {
                     ev.call_site,
                     ev.stack_id,
                     ev.old_addr,
+                    ev.aux,
                     ev.ts_ns
                 );
             }
@@ -382,7 +383,7 @@ impl Session {
                     }
                 }
                 Hint::Exited(pid) => {
-                    self.probes.forget_pid(pid);
+                    self.probes.forget_exited(pid);
                     if let Some(py) = &mut self.python {
                         py.forget(pid);
                     }

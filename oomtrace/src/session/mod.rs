@@ -477,7 +477,8 @@ async fn trace_with(
                     .probes
                     .set_config(oomtrace_common::ConfigKey::FreeSites, 1)?;
             }
-            session.sync_unwind(pid);
+            // No unwind tables are published for it yet: until its exec it is a copy of
+            // oomtrace. Its own image is published at its exec event.
             if let Some(why) = &spawned.refused {
                 crate::say!(
                     "oomtrace: notice: cannot hold the command's processes at fork and exec \
