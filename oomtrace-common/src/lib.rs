@@ -464,6 +464,11 @@ pub mod cookie {
     /// calling `free`): it has a return probe and opens a call, so the inner free is not
     /// reported a second time.
     pub const NESTS: u64 = 1 << 33;
+    /// A base allocator's function that calls no other probed function inside (`malloc`,
+    /// `calloc`; not glibc's `realloc` or `memalign`, which call `malloc`): with uprobe
+    /// sessions an unsampled call of one skips reading its return address, and only the rare
+    /// syscall made below it asks whether it still runs.
+    pub const LEAF: u64 = 1 << 34;
 
     /// Whether the function has a return probe: everything but plain frees.
     pub const fn returns(c: u64) -> bool {

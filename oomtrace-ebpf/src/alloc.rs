@@ -80,7 +80,11 @@ fn enter<const SESSION: bool>(
 ) -> u32 {
     let f = cookie::alloc_fn(c);
     let (tgid, tid) = ids();
-    if !traced(tgid) {
+    // A session's links are each for one process (the kernel's filter runs the program for
+    // nobody else), so outside `--all` the traced-process lookup is left to the calls that
+    // report something: a sampled call checks it below.
+    let by_link = SESSION && config(ConfigKey::TraceAll) == 0;
+    if !by_link && !traced(tgid) {
         return SKIP_RETURN;
     }
     let Some(t) = open_call(tid) else {
@@ -96,7 +100,8 @@ fn enter<const SESSION: bool>(
     if SESSION && t.skipped_sp != 0 {
         // SAFETY: regs is the probe's pt_regs.
         let rsp = unsafe { (*ctx.regs).rsp };
-        if crate::skipped_still_running(t.skipped_sp, t.skipped_ret, rsp) {
+        // A leaf call (no return address kept) makes no probed call inside: not nested.
+        if t.skipped_ret != 0 && crate::skipped_still_running(t.skipped_sp, t.skipped_ret, rsp) {
             // Inside a call whose return was skipped: nested.
             t.depth -= 1;
             return SKIP_RETURN;
@@ -122,21 +127,21 @@ fn enter<const SESSION: bool>(
             if !SESSION {
                 t.call.ts_ns = now();
             }
-            if SESSION || handler_sig != 0 {
+            if handler_sig != 0 {
                 let (call_site, start) = caller(ctx);
-                if handler_sig != 0 {
-                    let stack_id = stack::stack_id(tgid, start);
-                    handler_alloc(f, size, call_site, stack_id, handler_sig);
-                }
-                if SESSION {
-                    t.depth -= 1;
-                    // SAFETY: regs is the probe's pt_regs.
-                    t.skipped_sp = unsafe { (*ctx.regs).rsp };
-                    t.skipped_ret = call_site;
-                    return SKIP_RETURN;
-                }
+                let stack_id = stack::stack_id(tgid, start);
+                handler_alloc(f, size, call_site, stack_id, handler_sig);
+            }
+            if SESSION {
+                skip_call(ctx, t, c);
+                return SKIP_RETURN;
             }
             return 0;
+        }
+        if by_link && !traced(tgid) {
+            // Tracing stopped for it (its links are on their way out).
+            t.depth -= 1;
+            return SKIP_RETURN;
         }
         bits |= SAMPLE_MODE;
         if new {
@@ -164,6 +169,26 @@ fn enter<const SESSION: bool>(
         inject(ctx, t, c, size, call_site);
     }
     0
+}
+
+/// Uprobe sessions: an unsampled outermost call runs no return program. The thread remembers
+/// where it entered, and how to tell later whether it still runs: its return address, or for
+/// a leaf allocator's call the function (see `leaf.rs`: reading the return address is most of
+/// such a call's cost). A subprogram, to keep `alloc_session`'s frame small for the walk.
+#[inline(never)]
+fn skip_call(ctx: &ProbeContext, t: &mut crate::Thread, c: u64) {
+    t.depth -= 1;
+    // SAFETY: regs is the probe's pt_regs.
+    t.skipped_sp = unsafe { (*ctx.regs).rsp };
+    if c & cookie::LEAF != 0 {
+        t.skipped_ret = 0;
+        // SAFETY: the helper reads the probed address of the link that ran this program.
+        t.skipped_fn = unsafe { bpf_get_func_ip(ctx.as_ptr()) };
+    } else {
+        let (call_site, _) = caller(ctx);
+        // Never 0 for a call that still runs (0 marks a leaf call).
+        t.skipped_ret = call_site | u64::from(call_site == 0);
+    }
 }
 
 /// `run --fail-*`: decides whether this call fails, with its stack walked. A subprogram of its

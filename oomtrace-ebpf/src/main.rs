@@ -11,6 +11,9 @@
 //! built from `.eh_frame` ([`unwind`]), frame pointers where no table covers a pc.
 #![no_std]
 #![no_main]
+// `atomic_xadd`, for the sampled-block filter's counts (`sample.rs`).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod alloc;
 mod dispatch;
@@ -19,6 +22,7 @@ mod growth;
 mod inject;
 mod kgpu;
 mod kmem;
+mod leaf;
 mod lifecycle;
 mod python;
 mod sample;
@@ -75,7 +79,11 @@ pub struct Thread {
     /// was skipped (0: none), and the return address found there. While that address is still
     /// in place above the thread's stack pointer, the call is running.
     pub skipped_sp: u64,
+    /// 0 for a leaf allocator's call ([`oomtrace_common::cookie::LEAF`]), whose return address
+    /// is not read at its entry: [`skipped_fn`](Thread::skipped_fn) stands for it then.
     pub skipped_ret: u64,
+    /// The probed address of a skipped leaf call's function.
+    pub skipped_fn: u64,
 }
 
 /// Nested signal handlers tracked per thread.
@@ -184,6 +192,17 @@ pub fn thread(tid: u32) -> Option<*mut Thread> {
     if let Some(t) = THREADS.get_ptr_mut(tid) {
         return Some(t);
     }
+    if !new_thread(tid) {
+        return None;
+    }
+    THREADS.get_ptr_mut(tid)
+}
+
+/// Adds thread `tid`'s state; false if there is no room. A subprogram: the fresh value is
+/// built on the stack, which would otherwise sit in every caller's frame (a stack walk's call
+/// chain has 512 bytes of stack for all its frames).
+#[inline(never)]
+fn new_thread(tid: u32) -> bool {
     let fresh = Thread {
         depth: 0,
         handlers: 0,
@@ -202,12 +221,13 @@ pub fn thread(tid: u32) -> Option<*mut Thread> {
         handler_sp: [0; MAX_HANDLERS],
         skipped_sp: 0,
         skipped_ret: 0,
+        skipped_fn: 0,
     };
     if THREADS.insert(tid, fresh, 0).is_err() {
         count_drop(DropReason::PendingFull);
-        return None;
+        return false;
     }
-    THREADS.get_ptr_mut(tid)
+    true
 }
 
 /// Whether thread `tid` is inside an allocator call: an open one, or (uprobe sessions) one
@@ -219,9 +239,25 @@ pub fn inside_call(tid: u32, sp: impl FnOnce() -> u64) -> bool {
         return false;
     };
     // SAFETY: pointer into this thread's map value; copied out.
-    let (depth, skipped_sp, skipped_ret) =
-        unsafe { ((*t).depth, (*t).skipped_sp, (*t).skipped_ret) };
-    depth > 0 || (skipped_sp != 0 && skipped_still_running(skipped_sp, skipped_ret, sp()))
+    let (depth, skipped_sp, skipped_ret, skipped_fn) = unsafe {
+        (
+            (*t).depth,
+            (*t).skipped_sp,
+            (*t).skipped_ret,
+            (*t).skipped_fn,
+        )
+    };
+    if depth > 0 {
+        return true;
+    }
+    if skipped_sp == 0 {
+        return false;
+    }
+    let sp = sp();
+    if skipped_ret == 0 {
+        return sp < skipped_sp && leaf::still_running(skipped_sp, skipped_fn);
+    }
+    skipped_still_running(skipped_sp, skipped_ret, sp)
 }
 
 /// Whether the skipped call that entered at `skipped_sp` with return address `ret` still runs

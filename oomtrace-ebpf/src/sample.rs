@@ -8,7 +8,8 @@
 //! interpolates between two of them with random bits.
 //!
 //! Sampled blocks are remembered in [`SAMPLED`]; `free` of any other block finds nothing there
-//! and returns at once, without an event.
+//! (most often its [`SAMPLED_FILTER`] slot is zero already) and returns at once, without an
+//! event.
 
 use aya_ebpf::{
     helpers::bpf_get_prandom_u32,
@@ -38,6 +39,38 @@ pub struct SampledKey {
 /// LRU: entries of processes that exited without freeing age out instead of filling the map.
 #[map]
 pub static SAMPLED: LruHashMap<SampledKey, u8> = LruHashMap::with_max_entries(1 << 17, 0);
+
+/// A counting filter over [`SAMPLED`]: slot [`slot`] counts the live sampled blocks that hash
+/// there. Most frees are of blocks never sampled; a zero slot says so without the hash map's
+/// lookup, which was half of such a free's cost. A block the LRU evicted leaves its count
+/// behind: the slot only sends frees to the map lookup, never wrongly away from it.
+#[map]
+pub static SAMPLED_FILTER: Array<u64> = Array::with_max_entries(FILTER_SLOTS, 0);
+
+/// Filter slots (a power of two): 256 KiB.
+const FILTER_SLOTS: u32 = 1 << 15;
+
+/// The filter slot of block `addr` of process `tgid`: the top bits of a multiplicative hash.
+#[inline(always)]
+fn slot(tgid: u32, addr: u64) -> u32 {
+    let h = (addr ^ (u64::from(tgid) << 48)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> (64 - FILTER_SLOTS.trailing_zeros())) as u32
+}
+
+/// Adds `delta` (wrapping) to a filter slot, atomically: frees on other CPUs update it too.
+#[inline(always)]
+fn count(slot: u32, delta: u64) {
+    if let Some(p) = SAMPLED_FILTER.get_ptr_mut(slot) {
+        // SAFETY: a map value's u64, aligned, valid for this program run. An atomic add (BPF's
+        // `lock xadd`): core's atomics offer no `fetch_add` on this target, which has no
+        // compare-and-swap in its base instruction set.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                p, delta,
+            );
+        }
+    }
+}
 
 /// One draw of the gap to the next sample point, in bytes (≥ 1).
 #[inline(always)]
@@ -78,6 +111,9 @@ pub fn is_sampled(tgid: u32, addr: u64) -> bool {
         addr,
         tgid: u64::from(tgid),
     };
+    if SAMPLED_FILTER.get(slot(tgid, addr)).copied() == Some(0) {
+        return false;
+    }
     // SAFETY: presence check only.
     unsafe { SAMPLED.get(key).is_some() }
 }
@@ -89,7 +125,11 @@ pub fn remember(tgid: u32, addr: u64) -> bool {
         addr,
         tgid: u64::from(tgid),
     };
-    SAMPLED.insert(key, 1, 0).is_ok()
+    let stored = SAMPLED.insert(key, 1, 0).is_ok();
+    if stored {
+        count(slot(tgid, addr), 1);
+    }
+    stored
 }
 
 /// Forgets a sampled block (freed, or moved by realloc).
@@ -99,5 +139,7 @@ pub fn forget(tgid: u32, addr: u64) {
         addr,
         tgid: u64::from(tgid),
     };
-    let _ = SAMPLED.remove(key);
+    if SAMPLED.remove(key).is_ok() {
+        count(slot(tgid, addr), u64::MAX);
+    }
 }

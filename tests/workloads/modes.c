@@ -3,10 +3,13 @@
  *            churns (allocates and frees) a known amount, for the sampling estimator's tests.
  *   growth   a leaking function that touches its pages in its own loop, one that fills them
  *            with libc's memset, a bounded one and a churning one, for RSS-growth attribution.
+ *   leafmaps malloc maps 300 KiB blocks itself (above its mmap threshold) and frees them, and
+ *            between those calls the program maps 3 x 64 KiB of its own from a deeper frame.
  * The figures the tests assert are written next to each function. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define NOINLINE __attribute__((noinline))
 #define MIB (1024L * 1024L)
@@ -75,6 +78,18 @@ NOINLINE void churn_pages(void) {
     }
 }
 
+/* 3 mappings of 64 KiB, the program's own, made one frame below the malloc calls */
+NOINLINE void map_own(void) {
+    sink = mmap(NULL, 64 * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+NOINLINE void leaf_maps(void) {
+    for (int i = 0; i < 3; i++) {
+        void *volatile p = malloc(300 * 1024);
+        free(p);
+        map_own();
+    }
+}
+
 int main(int argc, char **argv) {
     const char *s = argc > 1 ? argv[1] : "sample";
     if (!strcmp(s, "sample")) {
@@ -89,6 +104,8 @@ int main(int argc, char **argv) {
         leak_memset();
         bounded();
         churn_pages();
+    } else if (!strcmp(s, "leafmaps")) {
+        leaf_maps();
     } else {
         fprintf(stderr, "unknown scenario %s\n", s);
         return 2;

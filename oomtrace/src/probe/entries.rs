@@ -99,10 +99,18 @@ const fn free(name: &'static str, ptr: u64) -> Entry {
     }
 }
 
+/// `entry`, marked as calling no other probed function inside ([`cookie::LEAF`]).
+const fn leaf(entry: Entry) -> Entry {
+    Entry {
+        name: entry.name,
+        cookie: entry.cookie | cookie::LEAF,
+    }
+}
+
 /// The C standard names (and glibc's), as every `malloc` provider exports them.
 pub const STANDARD: &[Entry] = &[
-    alloc("malloc", 0, AllocFn::Malloc),
-    alloc_n("calloc", 0, 1, AllocFn::Calloc),
+    leaf(alloc("malloc", 0, AllocFn::Malloc)),
+    leaf(alloc_n("calloc", 0, 1, AllocFn::Calloc)),
     realloc("realloc", 0, 1),
     realloc_n("reallocarray", 0, 1, 2),
     memptr("posix_memalign", 0, 2),

@@ -511,3 +511,31 @@ fn with_sessions_an_unsampled_calls_own_mmaps_stay_its_business() {
         mapped(&exact)
     );
 }
+
+#[test]
+fn with_sessions_a_leaf_calls_mmaps_are_its_own_and_the_programs_are_counted() {
+    if !require_bpf() {
+        return;
+    }
+    // At a 1 GiB rate no malloc is sampled: each returns unseen, its return address never read
+    // (malloc is a leaf allocator). The mmap malloc makes inside must still be told from the
+    // program's own, made one frame deeper between the malloc calls.
+    let (exact, _) = run_mode("exact", &modes_fp(), "leafmaps", &[]);
+    let (sample, _) = run_mode("sample=1G", &modes_fp(), "leafmaps", &[]);
+    assert!(
+        program_runs(&sample, "alloc_session") > 0,
+        "sessions in use"
+    );
+    let mapped = |r: &Value| r["processes"][0]["mapped"]["direct"].clone();
+    assert_eq!(
+        mapped(&exact)["count"].as_u64(),
+        Some(6),
+        "the loader's three and the program's three, none of malloc's: {}",
+        mapped(&exact)
+    );
+    assert_eq!(
+        mapped(&sample),
+        mapped(&exact),
+        "direct mappings, sample vs exact"
+    );
+}
