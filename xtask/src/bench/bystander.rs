@@ -211,7 +211,7 @@ pub struct StartStop {
     pub rows: Vec<(String, String, f64)>,
     /// `--pid`: seconds from start to the "attached" line.
     pub attach_s: f64,
-    /// `--pid`: seconds from SIGINT to exit (report written, everything detached).
+    /// `--pid`: seconds from SIGINT to exit (report written; links released by a helper).
     pub detach_s: f64,
 }
 
@@ -309,7 +309,9 @@ pub fn start_stop_table(md: &mut String, s: &StartStop) {
         &format!(
             "A trivial command, start to exit, under each tool (medians of {RUNS}); and `oomtrace \
              --pid` on a running `sleep`: from start to its \"attached\" line, and from SIGINT \
-             to its exit with the report written and every probe detached.\n"
+             to its exit with the report written. The probes' links are released by a helper \
+             process that holds them past that exit (the kernel takes a grace period for each), \
+             the allocator probes first.\n"
         ),
     );
     line(md, "| tool | command | whole run |");
