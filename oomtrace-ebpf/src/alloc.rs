@@ -182,8 +182,9 @@ fn skip_call(ctx: &ProbeContext, t: &mut crate::Thread, c: u64) {
     t.skipped_sp = unsafe { (*ctx.regs).rsp };
     if c & cookie::LEAF != 0 {
         t.skipped_ret = 0;
-        // SAFETY: the helper reads the probed address of the link that ran this program.
-        t.skipped_fn = unsafe { bpf_get_func_ip(ctx.as_ptr()) };
+        // At an entry the pc is the probed address.
+        // SAFETY: regs is the probe's pt_regs.
+        t.skipped_fn = unsafe { (*ctx.regs).rip };
     } else {
         let (call_site, _) = caller(ctx);
         // Never 0 for a call that still runs (0 marks a leaf call).
@@ -305,7 +306,9 @@ fn mul_or_max(a: u64, b: u64) -> u64 {
 /// carry every entry point of every allocator.
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
-    entry::<false>(&ctx);
+    // SAFETY: the helper reads the cookie of the link that ran this program.
+    let c = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    entry::<false>(&ctx, c);
     0
 }
 
@@ -317,23 +320,27 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
 #[unsafe(link_section = "uprobe")]
 pub extern "C" fn alloc_session(ctx: *mut core::ffi::c_void) -> u32 {
     let ctx = ProbeContext::new(ctx);
-    // SAFETY: the helper reads the probed address of the link that ran this program.
-    let probed = unsafe { bpf_get_func_ip(ctx.as_ptr()) };
-    // SAFETY: regs is the probe's pt_regs.
-    let (ip, ax) = unsafe { ((*ctx.regs).rip, (*ctx.regs).rax) };
-    // At the entry the pc is the probed address; at the return, the caller's return address.
-    if ip != probed {
-        returned(ax);
-        return 0;
+    // SAFETY: the helper reads the cookie of the link that ran this program.
+    let c = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    // A plain free never asks for its return: this is its entry. (The probed address, the
+    // general test below, is a helper call that costs a free a quarter of its program.)
+    if cookie::returns(c) {
+        // SAFETY: the helper reads the probed address of the link that ran this program.
+        let probed = unsafe { bpf_get_func_ip(ctx.as_ptr()) };
+        // SAFETY: regs is the probe's pt_regs.
+        let (ip, ax) = unsafe { ((*ctx.regs).rip, (*ctx.regs).rax) };
+        // At the entry the pc is the probed address; at the return, the caller's return address.
+        if ip != probed {
+            returned(ax);
+            return 0;
+        }
     }
-    entry::<true>(&ctx)
+    entry::<true>(&ctx, c)
 }
 
 /// An allocator function's entry (see [`alloc_enter`]); the [`enter`] result.
 #[inline(always)]
-fn entry<const SESSION: bool>(ctx: &ProbeContext) -> u32 {
-    // SAFETY: the helper reads the cookie of the link that ran this program.
-    let c = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+fn entry<const SESSION: bool>(ctx: &ProbeContext, c: u64) -> u32 {
     let args = args(ctx);
     let ptr = arg_at(&args, cookie::ptr_arg(c));
     let op = cookie::op(c);
