@@ -289,7 +289,8 @@ impl Session {
     /// Applies every queued event to the model.
     pub fn drain(&mut self) {
         // A developer's aid: every decoded event on stderr.
-        let debug = std::env::var_os("OOMTRACE_DEBUG_EVENTS").is_some();
+        static DEBUG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let debug = *DEBUG.get_or_init(|| std::env::var_os("OOMTRACE_DEBUG_EVENTS").is_some());
         let mut execs = Vec::new();
         self.symbols.poll();
         while let Some(ev) = self.ring.get_mut().next_event() {
