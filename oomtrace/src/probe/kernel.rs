@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, stack_trace::StackTraceMap};
-use aya::programs::TracePoint;
 use oomtrace_common::KernelField;
 
 use super::Probes;
@@ -165,15 +164,7 @@ pub fn attach_tracepoint(
     name: &str,
     program: &str,
 ) -> Result<()> {
-    let tp: &mut TracePoint = probes
-        .ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("eBPF object has no program {program}"))?
-        .try_into()?;
-    if tp.fd().is_err() {
-        tp.load()
-            .with_context(|| format!("the kernel rejected program {program}"))?;
-    }
+    let tp = probes.loaded_tracepoint(program)?;
     tp.attach(category, name)
         .with_context(|| format!("cannot attach tracepoint {category}:{name}"))?;
     Ok(())

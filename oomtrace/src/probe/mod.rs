@@ -468,15 +468,7 @@ impl Probes {
     fn attach_signal_deliver(&mut self) -> Result<()> {
         let (category, event) = SIGNAL_DELIVER;
         let id = tracepoint_id(category, event)?;
-        let tp: &mut TracePoint = self
-            .ebpf
-            .program_mut("stack_enter")
-            .ok_or_else(|| anyhow!("eBPF object has no program stack_enter"))?
-            .try_into()?;
-        if tp.fd().is_err() {
-            tp.load()
-                .context("the kernel rejected program stack_enter")?;
-        }
+        let tp = self.loaded_tracepoint("stack_enter")?;
         let (perf, link) =
             sys::perf_tracepoint_link(tp.fd()?.as_fd(), id, oomtrace_common::SIGNAL_DELIVER_COOKIE)
                 .with_context(|| format!("cannot attach tracepoint {category}:{event}"))?;
@@ -484,8 +476,8 @@ impl Probes {
         Ok(())
     }
 
-    /// Attaches `program` (loaded on first use) to the perf tracepoint `category:name`.
-    fn attach_perf_tracepoint(&mut self, category: &str, name: &str, program: &str) -> Result<()> {
+    /// Tracepoint program `program`, loaded on first use.
+    pub(crate) fn loaded_tracepoint(&mut self, program: &str) -> Result<&mut TracePoint> {
         let tp: &mut TracePoint = self
             .ebpf
             .program_mut(program)
@@ -495,10 +487,17 @@ impl Probes {
             tp.load()
                 .with_context(|| format!("the kernel rejected program {program}"))?;
         }
+        Ok(tp)
+    }
+
+    /// Attaches `program` (loaded on first use) to the perf tracepoint `category:name`.
+    fn attach_perf_tracepoint(&mut self, category: &str, name: &str, program: &str) -> Result<()> {
+        let tp = self.loaded_tracepoint(program)?;
         let id = tp
             .attach(category, name)
             .with_context(|| format!("cannot attach tracepoint {category}:{name}"))?;
-        self.perf_links.push(tp.take_link(id)?);
+        let link = tp.take_link(id)?;
+        self.perf_links.push(link);
         Ok(())
     }
 
