@@ -59,7 +59,7 @@ const SYSCALL_TRACEPOINTS: &[(&str, &str)] = &[
 ];
 
 /// Signal delivery (handlers, and a crash's stack): a perf tracepoint, for it shares the
-/// stack-taking program with the syscalls, which tells it apart by its event id.
+/// stack-taking program with the syscalls, which tells it apart by its link's cookie.
 const SIGNAL_DELIVER: (&str, &str) = ("signal", "signal_deliver");
 
 /// (syscall tracepoint, program): where a signal handler returns.
@@ -136,8 +136,8 @@ pub struct Probes {
     own_links: Vec<std::os::fd::OwnedFd>,
     /// The allocator programs being verified on another thread (see [`Probes::finish_load`]).
     loading: Option<std::thread::JoinHandle<Result<LoadedPrograms>>>,
-    /// The kernel's BTF, read once for the setup's structure offsets and dropped once the
-    /// tracepoints are attached (it is megabytes).
+    /// The kernel's BTF, read once for the setup's structure offsets and dropped when the
+    /// setup ends ([`Probes::finish_load`], [`Probes::attach_oom_only`]): it is megabytes.
     kernel_btf: Option<Arc<btf::Btf>>,
 }
 
@@ -319,6 +319,8 @@ impl Probes {
     /// uprobes if the kernel refused them for multi-uprobe links. [`Probes::attach_tracepoints`]
     /// calls it; a session that attaches none calls it itself before attaching allocators.
     pub fn finish_load(&mut self) -> Result<()> {
+        // The setup that reads structure offsets is over.
+        self.kernel_btf = None;
         let Some(loading) = self.loading.take() else {
             return Ok(());
         };
@@ -434,7 +436,6 @@ impl Probes {
     /// Attaches the memory-syscall and process-lifecycle tracepoints.
     pub fn attach_tracepoints(&mut self) -> Result<()> {
         self.attach_tracepoints_only()?;
-        self.kernel_btf = None;
         self.finish_load()
     }
 
@@ -463,7 +464,7 @@ impl Probes {
         Ok(())
     }
 
-    /// Attaches `stack_enter` (loaded by the syscalls before) to `signal:signal_deliver`,
+    /// Attaches `stack_enter` (loaded on first use) to `signal:signal_deliver`,
     /// through a link with the cookie that tells the program which event it runs for.
     fn attach_signal_deliver(&mut self) -> Result<()> {
         let (category, event) = SIGNAL_DELIVER;
@@ -520,6 +521,7 @@ impl Probes {
 
     /// Attaches only the OOM killer's tracepoint (`oomtrace oom-watch`).
     pub fn attach_oom_only(&mut self) -> Result<()> {
+        self.kernel_btf = None;
         self.attach_raw_tracepoints(&[("mark_victim", "oom_mark_victim")])
     }
 
