@@ -749,6 +749,8 @@ pub const MODE_EXACT: u64 = 0;
 pub const MODE_SAMPLE: u64 = 1;
 /// [`ConfigKey::Mode`]: no allocator probes; syscalls and page faults attribute RSS growth.
 pub const MODE_GROWTH: u64 = 2;
+/// Tracing has ended: the allocator programs record nothing while their links are closed.
+pub const MODE_STOPPED: u64 = 3;
 
 /// [`EventKind::SignalSent`]: `aux` flag, the kernel sent it (no process did).
 pub const SIGNAL_FROM_KERNEL: u64 = 1 << 8;

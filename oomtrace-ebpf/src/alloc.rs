@@ -11,12 +11,14 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use oomtrace_common::{ConfigKey, DropReason, EventKind, MODE_SAMPLE, MemEvent, cookie, inject};
+use oomtrace_common::{
+    ConfigKey, DropReason, EventKind, MODE_SAMPLE, MODE_STOPPED, MemEvent, cookie, inject,
+};
 
 use crate::inject::Decision;
 use crate::{
-    Pending, config, count_drop, emit_with, event, first_of_image, ids, sample, stack, thread,
-    traced, traced_flags,
+    Pending, config, count_drop, emit_with, event, event_at, first_of_thread, ids, sample, stack,
+    thread, traced,
 };
 
 // `Pending::flags`: what the return must do (kernel-internal, never emitted).
@@ -80,11 +82,12 @@ fn enter<const SESSION: bool>(
 ) -> u32 {
     let f = cookie::alloc_fn(c);
     let (tgid, tid) = ids();
-    // A session's links are each for one process (the kernel's filter runs the program for
-    // nobody else), so outside `--all` the traced-process lookup is left to the calls that
-    // report something: a sampled call checks it below.
-    let by_link = SESSION && config(ConfigKey::TraceAll) == 0;
-    if !by_link && !traced(tgid) {
+    // Outside `--all` the links are each for one process (the kernel's filter runs the program
+    // for nobody else), so no traced-process lookup: once tracing ends, the mode word says so
+    // until the links are closed.
+    let by_link = config(ConfigKey::TraceAll) == 0;
+    let mode = config(ConfigKey::Mode);
+    if by_link && mode == MODE_STOPPED || !by_link && !traced(tgid) {
         return SKIP_RETURN;
     }
     let Some(t) = open_call(tid) else {
@@ -117,7 +120,7 @@ fn enter<const SESSION: bool>(
     } else {
         0
     };
-    if config(ConfigKey::Mode) == MODE_SAMPLE {
+    if mode == MODE_SAMPLE {
         let new = sample::take(&mut t.countdown, size);
         let old = old_addr != 0 && sample::is_sampled(tgid, old_addr);
         if !new && !old {
@@ -128,20 +131,14 @@ fn enter<const SESSION: bool>(
                 t.call.ts_ns = now();
             }
             if handler_sig != 0 {
-                let (call_site, start) = caller(ctx);
-                let stack_id = stack::stack_id(tgid, start);
-                handler_alloc(f, size, call_site, stack_id, handler_sig);
+                let stack_id = stack::stack_id(tgid, tid, call_start(ctx));
+                handler_alloc(f, size, stack::start_pc(), stack_id, handler_sig);
             }
             if SESSION {
                 skip_call(ctx, t, c);
                 return SKIP_RETURN;
             }
             return 0;
-        }
-        if by_link && !traced(tgid) {
-            // Tracing stopped for it (its links are on their way out).
-            t.depth -= 1;
-            return SKIP_RETURN;
         }
         bits |= SAMPLE_MODE;
         if new {
@@ -151,14 +148,16 @@ fn enter<const SESSION: bool>(
             bits |= SAMPLED_OLD;
         }
     }
-    let (call_site, start) = caller(ctx);
+    // The call site is read with the walk's stack check: one read of user memory for both.
+    let stack_id = stack::stack_id(tgid, tid, call_start(ctx));
+    let call_site = stack::start_pc();
     t.call = Pending {
         ts_ns: now(),
         size,
         old_addr,
         call_site,
         aux,
-        stack_id: stack::stack_id(tgid, start),
+        stack_id,
         alloc_fn: f,
         flags: bits,
     };
@@ -186,7 +185,7 @@ fn skip_call(ctx: &ProbeContext, t: &mut crate::Thread, c: u64) {
         // SAFETY: regs is the probe's pt_regs.
         t.skipped_fn = unsafe { (*ctx.regs).rip };
     } else {
-        let (call_site, _) = caller(ctx);
+        let call_site = caller(ctx);
         // Never 0 for a call that still runs (0 marks a leaf call).
         t.skipped_ret = call_site | u64::from(call_site == 0);
     }
@@ -225,29 +224,27 @@ fn inject(ctx: &ProbeContext, t: &mut crate::Thread, c: u64, size: u64, call_sit
     }
 }
 
-/// The allocator call's site (the return address at `[rsp]`) and where the walk of its
-/// caller's frame starts.
+/// The allocator call's site: the return address at `[rsp]`.
 #[inline(always)]
-fn caller(ctx: &ProbeContext) -> (u64, stack::Start) {
+fn caller(ctx: &ProbeContext) -> u64 {
     // SAFETY: regs is the probe's pt_regs; [rsp] is read from user memory with the helper.
-    let (call_site, rsp, rbp) = unsafe {
-        let regs = &*ctx.regs;
-        (
-            bpf_probe_read_user(regs.rsp as *const u64).unwrap_or(0),
-            regs.rsp,
-            regs.rbp,
-        )
-    };
-    // The caller's frame: the probe sits before the allocator touches rsp, so the caller's
-    // stack pointer is just past the return address.
-    let start = stack::Start {
-        pc: call_site,
+    unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64).unwrap_or(0) }
+}
+
+/// Where the walk of the allocator's caller starts, its pc (the call site) left for the walk
+/// to read (see [`stack::Start::pc`]): the probe sits before the allocator touches rsp, so the
+/// caller's stack pointer is just past the return address.
+#[inline(always)]
+fn call_start(ctx: &ProbeContext) -> stack::Start {
+    // SAFETY: regs is the probe's pt_regs.
+    let (rsp, rbp) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rbp) };
+    stack::Start {
+        pc: 0,
         sp: rsp + 8,
         bp: rbp,
         exact: false,
         leaf_ret: 0,
-    };
-    (call_site, start)
+    }
 }
 
 /// An allocator call made inside the handler of signal `sig`: a hazard, reported on its own.
@@ -412,9 +409,7 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
 #[inline(never)]
 fn returned(ret: u64) -> u32 {
     let (tgid, tid) = ids();
-    let Some(flags) = traced_flags(tgid) else {
-        return 0;
-    };
+    // Only a traced call's entry raised the depth: no traced-process lookup.
     let Some(t) = crate::THREADS.get_ptr_mut(tid) else {
         return 0;
     };
@@ -432,7 +427,8 @@ fn returned(ret: u64) -> u32 {
     if p.flags & SKIP != 0 {
         return 0;
     }
-    let mut ev = event(EventKind::Alloc, tgid, tid);
+    // Stamped at the entry: one clock read per call.
+    let mut ev = event_at(EventKind::Alloc, tgid, tid, p.ts_ns);
     ev.alloc_fn = p.alloc_fn;
     ev.size = p.size;
     ev.call_site = p.call_site;
@@ -463,7 +459,7 @@ fn returned(ret: u64) -> u32 {
     if p.flags & SAMPLE_MODE != 0 && !sampled_return(&mut ev, p.flags, is_realloc) {
         return 0;
     }
-    emit_with(&ev, first_of_image(flags));
+    emit_with(&ev, first_of_thread(t));
     0
 }
 
@@ -514,19 +510,27 @@ fn free(ctx: &ProbeContext, addr: u64, f: u16) {
         return;
     }
     let (tgid, tid) = ids();
-    let sampling = config(ConfigKey::Mode) == MODE_SAMPLE;
+    let mode = config(ConfigKey::Mode);
+    let sampling = mode == MODE_SAMPLE;
     // Sample mode: a block that was not sampled is none of our business — one lookup, no event
     // (first: a process's sampled blocks are its own, so only traced ones have any).
     if sampling && !sample::is_sampled(tgid, addr) {
         return;
     }
-    let Some(flags) = traced_flags(tgid) else {
+    // As at an entry: outside `--all` the link says the process is traced.
+    let by_link = config(ConfigKey::TraceAll) == 0;
+    if by_link && mode == MODE_STOPPED || !by_link && !traced(tgid) {
+        return;
+    }
+    let Some(t) = thread(tid) else {
         return;
     };
+    // SAFETY: pointer into this thread's map value; only this thread touches it.
+    let t = unsafe { &mut *t };
     // A free inside another allocator call is that call's business (without uprobe sessions
     // the depth alone says so; nothing is ever skipped then).
     // SAFETY: regs is the probe's pt_regs.
-    if crate::inside_call(tid, || unsafe { (*ctx.regs).rsp }) {
+    if crate::inside_call_of(t, || unsafe { (*ctx.regs).rsp }) {
         return;
     }
     if sampling {
@@ -544,5 +548,5 @@ fn free(ctx: &ProbeContext, addr: u64, f: u16) {
         // SAFETY: regs is the probe's pt_regs; [rsp] is read from user memory with the helper.
         ev.call_site = unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64).unwrap_or(0) };
     }
-    emit_with(&ev, first_of_image(flags));
+    emit_with(&ev, first_of_thread(t));
 }

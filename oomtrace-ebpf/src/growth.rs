@@ -66,7 +66,7 @@ pub fn page_fault(ctx: RawTracePointContext) -> i32 {
     ev.size = PAGE;
     // The faulting instruction, + 1 so that it symbolizes like a return address (at addr - 1).
     ev.call_site = ip.wrapping_add(1);
-    ev.stack_id = stack::stack_id(tgid, start);
+    ev.stack_id = stack::stack_id(tgid, tid, start);
     emit(&ev);
     0
 }

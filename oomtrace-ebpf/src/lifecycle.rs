@@ -10,9 +10,7 @@ use aya_ebpf::{
 };
 use oomtrace_common::{ConfigKey, DropReason, EventKind, MemEvent, SIGNAL_FROM_KERNEL};
 
-use crate::{
-    SEEN, SEEN_BIT, THREADS, TRACED, config, count_drop, emit, emit_with, event, ids, traced,
-};
+use crate::{THREADS, TRACED, config, count_drop, emit, emit_with, event, ids, traced};
 
 /// Runs in the parent before the child is first scheduled, so a followed child is traced
 /// from its very first instruction. Raw tracepoint: `(parent, child)` task pointers; the child's
@@ -74,11 +72,6 @@ pub fn process_exec(_ctx: RawTracePointContext) -> i32 {
     if traced(tgid) {
         // The old image's open calls died with it, and its next allocation is a first again.
         let _ = THREADS.remove(tid);
-        let _ = SEEN.remove(tgid);
-        if let Some(flags) = TRACED.get_ptr_mut(tgid) {
-            // SAFETY: pointer into the map value, valid for this program run.
-            unsafe { *flags &= !SEEN_BIT };
-        }
         // The old layout is gone: no walk may use its mappings.
         crate::unwind::forget(tgid);
         crate::python::forget(tgid);
@@ -116,7 +109,6 @@ pub fn process_exit(ctx: RawTracePointContext) -> i32 {
         }
         emit_with(&with_comm(event(EventKind::Exit, tgid, tid)), true);
         let _ = TRACED.remove(tgid);
-        let _ = SEEN.remove(tgid);
         crate::unwind::forget(tgid);
         crate::python::forget(tgid);
     }

@@ -114,7 +114,7 @@ fn crash(tgid: u32, tid: u32, sig: u64) {
             0
         },
     };
-    let stack_id = stack::stack_id(tgid, start);
+    let stack_id = stack::stack_id(tgid, tid, start);
     let mut ev = event(EventKind::Crash, tgid, tid);
     ev.aux = sig;
     // + 1 so that it symbolizes like a return address (at call_site - 1).

@@ -14,12 +14,18 @@ use crate::unwind;
 pub use crate::unwind::Start;
 use crate::{SCRATCH, STACKS, count_drop};
 
-/// Walks the stack of process `tgid` from `start`, stores it, and returns its id (-1: none, or
-/// it could not be stored).
+/// Walks thread `tid` of `tgid` (the current one) from `start`, stores it, and returns its id (-1: none, or
+/// it could not be stored). A start without its pc leaves it read for [`start_pc`].
 #[inline(always)]
-pub fn stack_id(tgid: u32, start: Start) -> i32 {
+pub fn stack_id(tgid: u32, tid: u32, start: Start) -> i32 {
     unwind::set_start(&start);
-    stack_take(u64::from(tgid)) as i32
+    stack_take(u64::from(tgid) << 32 | u64::from(tid)) as i32
+}
+
+/// The pc the last [`stack_id`] started from (0: unreadable).
+#[inline(always)]
+pub fn start_pc() -> u64 {
+    unwind::start_pc()
 }
 
 /// [`stack_id`] from the start in the walk's state: a global BPF function (exported by name,
@@ -27,28 +33,31 @@ pub fn stack_id(tgid: u32, start: Start) -> i32 {
 /// taken.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn stack_take(tgid: u64) -> i64 {
-    let tgid = tgid as u32;
+pub extern "C" fn stack_take(pid_tgid: u64) -> i64 {
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
         return -1;
     };
     // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
     let buf = unsafe { &mut *buf };
-    let (_, tid) = crate::ids();
     let py_header = crate::python::walk(tgid, tid);
     // A kept walk stands for the native frames only, and `--fail-*` reads the walked frames
     // from the scratch.
     let reusable = py_header == 0 && crate::config(ConfigKey::InjectArmed) == 0;
-    let header = if unwind::begin(tgid, reusable) {
-        if reusable {
-            let id = crate::walk_cache::walk_cached();
-            if id >= 0 {
-                return id;
-            }
+    let walkable = unwind::begin(pid_tgid, reusable);
+    if walkable && reusable {
+        let id = crate::walk_cache::walk_cached();
+        if id >= 0 {
+            return id;
         }
+    }
+    let header = if walkable && unwind::resolve_pc() != 0 {
         crate::walk_cache::count(0);
+        unwind::load_maps(tgid);
         unwind::walk(tgid, buf)
     } else {
+        // Still the call site for the caller, even with no frames to walk.
+        unwind::resolve_pc();
         buf[1] = 0;
         0
     };

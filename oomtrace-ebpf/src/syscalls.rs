@@ -81,7 +81,7 @@ fn syscall_enter(class: u64, size: u64, old: u64, aux: u64) {
         old_addr: old,
         call_site,
         aux,
-        stack_id: stack::stack_id(tgid, start),
+        stack_id: stack::stack_id(tgid, tid, start),
         alloc_fn: AllocFn::Syscall as u16,
         flags: 0,
     };

@@ -153,7 +153,9 @@ const UC_RIP: u64 = 40 + 128;
 
 /// Where a walk starts: the frame of the code that made the call.
 pub struct Start {
-    /// A return address into that frame (or, with `exact`, the pc itself).
+    /// A return address into that frame (or, with `exact`, the pc itself). 0 without `exact`:
+    /// the return address at `[sp - 8]`, read with the reused walk's check of the stack (one
+    /// read for both) or by [`resolve_pc`].
     pub pc: u64,
     /// Its stack pointer: the CFA of the frame below.
     pub sp: u64,
@@ -215,8 +217,10 @@ pub struct WalkKey {
     pub leaf_ret: u64,
     /// `exact | fp_only << 1 | limit << 8`.
     pub mode: u64,
-    /// [`ProcMaps::generation`] (0: none published).
-    pub generation: u64,
+    /// [`WALK_EPOCH`] when the walk began: any process's new tables invalidate every kept walk
+    /// (publications are rare: an exec, a `dlopen`), and a process without tables never has
+    /// one kept.
+    pub epoch: u64,
 }
 
 /// Words one walk may log: two per frame (the return address and a saved `rbp`).
@@ -251,16 +255,17 @@ pub fn set_start(start: &Start) {
             (*st).pc = start.pc;
             (*st).sp = start.sp;
             (*st).bp = start.bp;
-            (*st).exact = u64::from(start.exact);
-            (*st).leaf_ret = start.leaf_ret;
+            // Volatile: two known zeros would become a `memset` call (see `opaque_zero`).
+            core::ptr::write_volatile(&raw mut (*st).exact, u64::from(start.exact));
+            core::ptr::write_volatile(&raw mut (*st).leaf_ret, start.leaf_ret);
         }
     }
 }
 
-/// Sets up a walk of process `tgid` from the start [`set_start`] left (its key for
-/// [`crate::walk_cache`] included); [`walk`] then takes it. False: nothing to walk.
+/// Sets up a walk of thread `pid_tgid` from the start [`set_start`] left (its key for
+/// [`crate::walk_cache`] included); [`walk`] then takes it. False: no frames are to be walked.
 #[inline(always)]
-pub fn begin(tgid: u32, reusable: bool) -> bool {
+pub fn begin(pid_tgid: u64, reusable: bool) -> bool {
     let Some(st) = WALK_STATE.get_ptr_mut(0) else {
         return false;
     };
@@ -269,19 +274,78 @@ pub fn begin(tgid: u32, reusable: bool) -> bool {
     // SAFETY: per-CPU map value, ours for this program run.
     unsafe {
         (*st).fp_only = fp_only;
-        (*st).maps = PROC_MAPS.get(tgid).copied().unwrap_or_default();
         (*st).keep = u64::from(reusable);
         (*st).start = WalkKey {
-            pid_tgid: u64::from(tgid) << 32 | u64::from(crate::ids().1),
+            pid_tgid,
             pc: (*st).pc,
             sp: (*st).sp,
             bp: (*st).bp,
             leaf_ret: (*st).leaf_ret,
             mode: (*st).exact | fp_only << 1 | limit << 8,
-            generation: (*st).maps.generation,
+            epoch: WALK_EPOCH.get(0).copied().unwrap_or(0),
         };
-        (*st).pc != 0 && limit != 0
     }
+    limit != 0
+}
+
+/// Which publication of unwind tables is current: the user side counts it up after each (see
+/// [`WalkKey::epoch`]). A reused walk needs no lookup of its process's tables.
+#[map]
+pub static WALK_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Loads process `tgid`'s published mappings into the walk's state: [`walk`] needs them (a
+/// reused walk does not).
+#[inline(always)]
+pub fn load_maps(tgid: u32) {
+    if let Some(st) = WALK_STATE.get_ptr_mut(0) {
+        // SAFETY: per-CPU map value, ours for this program run.
+        unsafe { (*st).maps = PROC_MAPS.get(tgid).copied().unwrap_or_default() };
+    }
+}
+
+/// Whether the last walk used published tables of its process (only such walks are kept).
+#[inline(always)]
+pub fn had_tables(st: &WalkState) -> bool {
+    st.maps.generation != 0
+}
+
+/// Whether the start's pc is still to be read from `[sp - 8]` (see [`Start::pc`]).
+#[inline(always)]
+pub fn pc_unread(st: &WalkState) -> bool {
+    st.pc == 0 && st.exact == 0
+}
+
+/// Sets the start's pc once read (see [`Start::pc`]).
+#[inline(always)]
+pub fn set_pc(st: &mut WalkState, pc: u64) {
+    st.pc = pc;
+    st.start.pc = pc;
+}
+
+/// The start's pc, read from the stack first if no walk check read it (0: unreadable).
+#[inline(always)]
+pub fn resolve_pc() -> u64 {
+    let Some(st) = WALK_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU map value, ours for this program run.
+    let st = unsafe { &mut *st };
+    if pc_unread(st) {
+        // SAFETY: user memory read through the helper.
+        let pc = unsafe { bpf_probe_read_user((st.sp - 8) as *const u64).unwrap_or(0) };
+        set_pc(st, pc);
+    }
+    st.pc
+}
+
+/// The start's pc as the last walk set up found it (after [`resolve_pc`]); the walk's own pc
+/// moves on frame by frame.
+#[inline(always)]
+pub fn start_pc() -> u64 {
+    // SAFETY: per-CPU map value, read.
+    WALK_STATE
+        .get_ptr(0)
+        .map_or(0, |st| unsafe { (*st).start.pc })
 }
 
 /// Unwinds the walk [`begin`] set up into `buf[1..]` and returns the stack header (frame count
@@ -298,18 +362,20 @@ pub fn walk(tgid: u32, buf: &mut [u64; STACK_WORDS]) -> u64 {
         return 0;
     };
     let limit = (config(ConfigKey::StackFrames) as usize).min(MAX_STACK_FRAMES) as u64;
+    // Not a known 0: it would become `memset` calls (see `opaque_zero`).
+    let zero = crate::opaque_zero();
     // SAFETY: per-CPU map values, ours for this program run.
     unsafe {
-        (*st).flags = 0;
-        (*st).n = 0;
-        (*st).done = 0;
-        (*st).unknown_pc = 0;
-        (*st).log.n = 0;
-        (*st).log.span = 0;
-        (*st).log.unreusable = 0;
-        (*win).len = 0;
-        (*vma).lo = 0;
-        (*vma).hi = 0;
+        (*st).flags = zero;
+        (*st).n = zero;
+        (*st).done = zero;
+        (*st).unknown_pc = zero;
+        (*st).log.n = zero;
+        (*st).log.span = zero;
+        (*st).log.unreusable = zero;
+        (*win).len = zero;
+        (*vma).lo = zero;
+        (*vma).hi = zero;
         pending_returns(&mut *st);
     }
     // SAFETY: `walk_step` is a BPF subprogram with the callback's signature; it takes its

@@ -5,12 +5,15 @@
  *   main -> via_x -> mid -> leaf: 500 x 48 bytes, held
  *   main -> via_y -> mid -> leaf: 500 x 80 bytes, held
  *   main -> churn -> leaf: 20000 x 32 bytes, each freed at once (nothing held)
+ *   main -> pair: 10000 x (24 bytes, then 40 bytes from the next line), each freed at once
  * via_x and via_y keep the same frame, so leaf's stack pointer and return address are the
- * same both ways: only mid's return address tells them apart. */
+ * same both ways: only mid's return address tells them apart. pair's two calls share their
+ * stack pointer and frame: only their call sites tell them apart, and both are reused. */
 #include <stdlib.h>
 
 #define ROUNDS 500
 #define CHURN 20000
+#define PAIRS 10000
 
 static void *volatile held[2 * ROUNDS];
 static volatile long xs, ys;
@@ -31,11 +34,23 @@ __attribute__((noinline)) void churn(void) {
     }
 }
 
+static void *volatile pair_a, *volatile pair_b;
+
+__attribute__((noinline)) void pair(void) {
+    for (int i = 0; i < PAIRS; i++) {
+        pair_a = malloc(24);
+        pair_b = malloc(40);
+        free(pair_a);
+        free(pair_b);
+    }
+}
+
 int main(void) {
     for (int i = 0; i < ROUNDS; i++) {
         held[2 * i] = via_x(48);
         held[2 * i + 1] = via_y(80);
     }
     churn();
+    pair();
     return 0;
 }

@@ -622,6 +622,10 @@ impl Probes {
         if let Ok(map) = self.map_mut("CONFIG")
             && let Ok(mut config) = Array::<_, u64>::try_from(map)
         {
+            // The allocator programs skip the traced-set lookup (their links are per process):
+            // this word tells them tracing has ended while the links are being closed. First:
+            // with `--all` over, a system-wide link would otherwise count as one process's.
+            let _ = config.set(ConfigKey::Mode as u32, oomtrace_common::MODE_STOPPED, 0);
             let _ = config.set(ConfigKey::TraceAll as u32, 0, 0);
         }
         if let Ok(map) = self.map_mut("TRACED")

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::Ebpf;
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use oomtrace_common::unwind::{
     ExecMapping, FileKey, FileModule, MAX_MAPPINGS, MAX_MODULES, MAX_PAGES, MAX_PROC_MAPPINGS,
     MAX_ROWS, ModuleTable, ProcMaps,
@@ -136,6 +136,11 @@ pub struct KernelTables {
     pub used_bytes: u64,
     /// Walks taken in full and walks reused, per CPU (`WALK_COUNTS`).
     walk_counts: Option<PerCpuArray<MapData, u64>>,
+    /// Which publication is current (`WALK_EPOCH`): a kept walk is reused only within the
+    /// publication it was taken in.
+    epoch: Option<Array<MapData, u64>>,
+    /// Publications so far.
+    publications: u64,
 }
 
 impl KernelTables {
@@ -173,6 +178,10 @@ impl KernelTables {
             walk_counts: ebpf
                 .take_map("WALK_COUNTS")
                 .and_then(|m| PerCpuArray::try_from(m).ok()),
+            epoch: ebpf
+                .take_map("WALK_EPOCH")
+                .and_then(|m| Array::try_from(m).ok()),
+            publications: 0,
         })
     }
 
@@ -278,6 +287,11 @@ impl KernelTables {
         }
         if let Some(old) = old {
             self.release(old.base, old.count.max(1));
+        }
+        // After the new tables are in place: a walk that sees the new epoch sees them too.
+        self.publications += 1;
+        if let Some(epoch) = &mut self.epoch {
+            let _ = epoch.set(0, self.publications, 0);
         }
         Ok(())
     }

@@ -799,13 +799,40 @@ fn reused_walks_keep_each_chain_exact() {
         (&20_000.into(), &640_000.into(), &0.into()),
         "{st}"
     );
-    // The loop's walks were reused: all but its first (a few more where the thread moved to
-    // the other CPU, whose kept walks are its own); the alternating chains never are.
+    // Two call sites of one frame (same stack and frame pointers), alternating: each keeps its
+    // own bytes, under its own call site.
+    for (line_bytes, other) in [(24u64, 40u64), (40, 24)] {
+        let found: Vec<_> = stacks_through(&report, "pair")
+            .into_iter()
+            .filter(|(st, _)| st["allocated_bytes"] == 10_000 * line_bytes)
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one stack of {line_bytes} B blocks in pair (not {other}): {report}"
+        );
+        let (st, names) = &found[0];
+        assert_eq!(&names[..2], &["pair", "main"], "{names:?}");
+        assert_eq!(
+            (&st["allocs"], &st["outstanding_bytes"]),
+            (&10_000.into(), &0.into()),
+            "{st}"
+        );
+    }
+    let pair_lines: std::collections::BTreeSet<_> = stacks_through(&report, "pair")
+        .iter()
+        .map(|(st, _)| st["frames"][0]["line"].to_string())
+        .collect();
+    assert_eq!(pair_lines.len(), 2, "pair's two call sites: {pair_lines:?}");
+    // The loops' walks were reused: all but their first (a few more where the thread moved to
+    // the other CPU, whose kept walks are its own), pair's two sites both kept at once; the
+    // alternating chains never are.
     let unwind = &report["unwind"];
     let reused = unwind["walks_reused"].as_u64().unwrap();
     assert!(
-        (19_900..=20_050).contains(&reused),
-        "walks reused: {reused}, expected the churn loop's 19999 give or take migrations: {unwind}"
+        (39_900..=40_050).contains(&reused),
+        "walks reused: {reused}, expected the loops' 19999 + 19998 give or take migrations: \
+         {unwind}"
     );
     assert!(
         unwind["walks"].as_u64().unwrap() >= 1_000,
