@@ -522,15 +522,15 @@ fn free(ctx: &ProbeContext, addr: u64, f: u16) {
     if by_link && mode == MODE_STOPPED || !by_link && !traced(tgid) {
         return;
     }
-    let Some(t) = thread(tid) else {
-        return;
-    };
+    // Without room for its state (counted), a thread has no open call: its free still counts.
     // SAFETY: pointer into this thread's map value; only this thread touches it.
-    let t = unsafe { &mut *t };
+    let mut t = thread(tid).map(|t| unsafe { &mut *t });
     // A free inside another allocator call is that call's business (without uprobe sessions
     // the depth alone says so; nothing is ever skipped then).
     // SAFETY: regs is the probe's pt_regs.
-    if crate::inside_call_of(t, || unsafe { (*ctx.regs).rsp }) {
+    if let Some(t) = &t
+        && crate::inside_call_of(t, || unsafe { (*ctx.regs).rsp })
+    {
         return;
     }
     if sampling {
@@ -548,5 +548,5 @@ fn free(ctx: &ProbeContext, addr: u64, f: u16) {
         // SAFETY: regs is the probe's pt_regs; [rsp] is read from user memory with the helper.
         ev.call_site = unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64).unwrap_or(0) };
     }
-    emit_with(&ev, first_of_thread(t));
+    emit_with(&ev, t.as_mut().is_some_and(|t| first_of_thread(t)));
 }
