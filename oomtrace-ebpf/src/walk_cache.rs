@@ -76,10 +76,14 @@ const CHECK_WORDS: usize = (LOG_SPAN / 8) as usize + 1;
 #[map]
 pub static WALK_CHECK: PerCpuArray<[u64; CHECK_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
-/// The set of entries a key may be kept in.
+/// The set of entries a key may be kept in. A start whose pc is its instruction (`mode` bit 0:
+/// a page fault, a signal) knows it before the check, and faults of one frame come from many
+/// instructions: its pc picks the set too. A return address is known only once read.
 #[inline(always)]
 fn set_of(k: &WalkKey) -> u32 {
-    let h = (k.pid_tgid ^ k.sp ^ k.bp.rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let pc = if k.mode & 1 != 0 { k.pc } else { 0 };
+    let h = (k.pid_tgid ^ k.sp ^ k.bp.rotate_left(17) ^ pc.rotate_left(31))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     ((h >> 60) as u32 & (SETS - 1)) * 2
 }
 
