@@ -11,21 +11,16 @@ use oomtrace_common::{ConfigKey, DropReason, python as py, stack};
 
 use crate::python::{PY_SCRATCH, PY_STACKS};
 use crate::unwind;
-pub use crate::unwind::Start;
+pub use crate::unwind::{Start, start_pc};
 use crate::{SCRATCH, STACKS, count_drop};
 
-/// Walks thread `tid` of `tgid` (the current one) from `start`, stores it, and returns its id (-1: none, or
-/// it could not be stored). A start without its pc leaves it read for [`start_pc`].
+/// Walks thread `tid` of `tgid` (the current one) from `start`, stores it, and returns its id
+/// (-1: none, or it could not be stored). A start without its pc leaves it read for
+/// [`start_pc`].
 #[inline(always)]
 pub fn stack_id(tgid: u32, tid: u32, start: Start) -> i32 {
     unwind::set_start(&start);
     stack_take(u64::from(tgid) << 32 | u64::from(tid)) as i32
-}
-
-/// The pc the last [`stack_id`] started from (0: unreadable).
-#[inline(always)]
-pub fn start_pc() -> u64 {
-    unwind::start_pc()
 }
 
 /// [`stack_id`] from the start in the walk's state: a global BPF function (exported by name,
@@ -51,13 +46,13 @@ pub extern "C" fn stack_take(pid_tgid: u64) -> i64 {
             return id;
         }
     }
-    let header = if walkable && unwind::resolve_pc() != 0 {
+    // The caller needs the call site even with no frames to walk.
+    let pc = unwind::resolve_pc();
+    let header = if walkable && pc != 0 {
         crate::walk_cache::count(0);
         unwind::load_maps(tgid);
         unwind::walk(tgid, buf)
     } else {
-        // Still the call site for the caller, even with no frames to walk.
-        unwind::resolve_pc();
         buf[1] = 0;
         0
     };

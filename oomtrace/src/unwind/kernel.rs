@@ -138,7 +138,7 @@ pub struct KernelTables {
     walk_counts: Option<PerCpuArray<MapData, u64>>,
     /// Which publication is current (`WALK_EPOCH`): a kept walk is reused only within the
     /// publication it was taken in.
-    epoch: Option<Array<MapData, u64>>,
+    epoch: Array<MapData, u64>,
     /// Publications so far.
     publications: u64,
 }
@@ -178,9 +178,10 @@ impl KernelTables {
             walk_counts: ebpf
                 .take_map("WALK_COUNTS")
                 .and_then(|m| PerCpuArray::try_from(m).ok()),
-            epoch: ebpf
-                .take_map("WALK_EPOCH")
-                .and_then(|m| Array::try_from(m).ok()),
+            epoch: match ebpf.take_map("WALK_EPOCH") {
+                Some(m) => Array::try_from(m)?,
+                None => return Err(anyhow!("the eBPF object has no map WALK_EPOCH")),
+            },
             publications: 0,
         })
     }
@@ -290,9 +291,8 @@ impl KernelTables {
         }
         // After the new tables are in place: a walk that sees the new epoch sees them too.
         self.publications += 1;
-        if let Some(epoch) = &mut self.epoch {
-            let _ = epoch.set(0, self.publications, 0);
-        }
+        // An index-0 store into an array map: nothing here can make it fail.
+        let _ = self.epoch.set(0, self.publications, 0);
         Ok(())
     }
 
